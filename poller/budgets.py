@@ -1,0 +1,57 @@
+"""Per-provider rate budgets shared by every replica.
+
+The bucket lives in one ``app.provider_budgets`` row per provider; each replica takes tokens in
+chunks (one round trip per ``chunk`` provider calls) and spends them locally. When the bucket
+is empty or the provider is paused (429 lockout, rejected credentials), `acquire` says how
+long to wait instead of blocking, so the job is rescheduled rather than holding a slot.
+"""
+
+from __future__ import annotations
+
+import time
+
+import anyio
+
+from poller.repository import Repository
+
+
+class ProviderBudget:
+    """Local cache of tokens taken from the shared bucket of one provider."""
+
+    def __init__(self, repo: Repository, provider: str, *, chunk: int) -> None:
+        self._repo = repo
+        self.provider = provider
+        self._chunk = chunk
+        self._tokens = 0
+        self._blocked_until = 0.0
+        self._lock = anyio.Lock()
+
+    @property
+    def blocked(self) -> bool:
+        """True while the last answer was "wait": the claim skips this provider meanwhile."""
+        return self._tokens == 0 and time.monotonic() < self._blocked_until
+
+    def block_for(self, seconds: float) -> None:
+        """Stop spending (e.g. after a 429) until the shared row says otherwise."""
+        self._tokens = 0
+        self._blocked_until = max(self._blocked_until, time.monotonic() + seconds)
+
+    async def acquire(self) -> float:
+        """Take one token: 0.0 when granted, else the seconds to wait before trying again."""
+        if self._tokens > 0:
+            self._tokens -= 1
+            return 0.0
+        async with self._lock:
+            if self._tokens > 0:
+                self._tokens -= 1
+                return 0.0
+            now = time.monotonic()
+            if now < self._blocked_until:
+                return self._blocked_until - now
+            grant = await self._repo.take_tokens(self.provider, self._chunk)
+            if grant.granted > 0:
+                self._tokens = grant.granted - 1
+                return 0.0
+            wait = max(0.05, grant.wait_s)
+            self._blocked_until = now + wait
+            return wait

@@ -1,0 +1,164 @@
+"""The bodies of the CLI commands (argument parsing lives in `poller.cli`)."""
+
+from __future__ import annotations
+
+import argparse
+import re
+import sys
+import uuid
+from datetime import UTC, datetime, timedelta
+
+import anyio
+import structlog
+
+from poller import admin
+from poller.cli import emit
+from poller.migrate import DatabaseUrlError, head_revision, is_at_head, upgrade_to_head
+from poller.runner import serve
+from poller.settings import Settings, SettingsError
+from providers.registry import make_client
+from providers.types import JobHandle
+from storage import open_storage
+
+log = structlog.get_logger("poller")
+
+
+def migrate(_args: argparse.Namespace, settings: Settings) -> int:
+    try:
+        upgrade_to_head(settings.database_url)
+    except DatabaseUrlError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    print(f"database is at {head_revision()}")
+    return 0
+
+
+def run(args: argparse.Namespace, settings: Settings) -> int:
+    url = settings.database_url
+    try:
+        at_head = is_at_head(url)
+    except DatabaseUrlError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    if not at_head:
+        print("error: database schema is not at head: run `main.py migrate`", file=sys.stderr)
+        return 2
+    anyio.run(lambda: serve(settings, drain=args.drain))
+    return 0
+
+
+def check(_args: argparse.Namespace, settings: Settings) -> int:
+    try:
+        ok = is_at_head(settings.database_url)
+    except (DatabaseUrlError, SettingsError) as exc:
+        print(f"unhealthy: {exc}", file=sys.stderr)
+        return 1
+    if not ok:
+        print("unhealthy: database schema is not at head", file=sys.stderr)
+        return 1
+    print("ok")
+    return 0
+
+
+def jobs(args: argparse.Namespace, settings: Settings) -> int:
+    url = settings.database_url
+    action = args.jobs_command
+    if action == "ls":
+        flt = admin.JobFilter(
+            status=args.status, provider=args.provider, tenant=args.tenant, limit=args.limit
+        )
+        emit(args, admin.list_jobs(url, flt))
+    elif action == "show":
+        emit(args, admin.show_job(url, args.id))
+    elif action == "retry":
+        default_ms = _default_timeout_ms(settings, url, args.id)
+        admin.retry_job(url, args.id, resubmit=args.resubmit, default_timeout_ms=default_ms)
+        print(f"job {args.id} is pending again" + (" (will resubmit)" if args.resubmit else ""))
+    else:
+        return _cancel(settings, args.id)
+    return 0
+
+
+def _default_timeout_ms(settings: Settings, url: str, job_id: uuid.UUID) -> int:
+    job = admin.show_job(url, job_id)
+    prov = settings.providers.get(job["provider_id"])
+    return prov.timeout_ms(job["media_type"]) if prov else 600_000
+
+
+def _cancel(settings: Settings, job_id: uuid.UUID) -> int:
+    url = settings.database_url
+    job = admin.job_for_cancel(url, job_id)
+    if job["provider_job_id"]:
+        anyio.run(lambda: _provider_cancel(settings, job))
+    if not admin.mark_canceled(url, job_id):
+        print(f"job {job_id} finished before it could be canceled", file=sys.stderr)
+        return 1
+    print(f"job {job_id} canceled")
+    return 0
+
+
+async def _provider_cancel(settings: Settings, job: dict[str, object]) -> None:
+    """Best effort: an unconfigured or unreachable provider does not stop the cancel."""
+    name = str(job["provider_id"])
+    spec, prov = settings.specs.get(name), settings.providers.get(name)
+    if spec is None or prov is None or not prov.configured:
+        log.warning("provider.cancel_skipped", provider=name, reason="provider not configured")
+        return
+    async with make_client(spec, prov) as client:
+        handle = JobHandle(
+            job_id=uuid.UUID(str(job["id"])),
+            provider_job_id=str(job["provider_job_id"]),
+            media_type=str(job["media_type"]),
+        )
+        try:
+            await spec.build(prov, client).cancel(handle)
+        except Exception as exc:
+            log.warning("provider.cancel_failed", provider=name, error=str(exc))
+
+
+def submit(args: argparse.Namespace, settings: Settings) -> int:
+    job = admin.NewJob(
+        provider=args.provider,
+        media_type=args.media_type,
+        params=admin.parse_params(args.params),
+        tenant=args.tenant,
+        run_id=args.run_id,
+        run_step_id=args.run_step_id,
+        poll_interval_ms=args.poll_interval_ms,
+        timeout_ms=args.timeout_ms,
+    )
+    job_id = admin.submit_job(settings.database_url, job)
+    if args.json:
+        emit(args, {"id": str(job_id)})
+    else:
+        print(job_id)
+    return 0
+
+
+_DURATION = re.compile(r"^(\d+(?:\.\d+)?)([smhd])$")
+
+
+def parse_duration(text: str) -> timedelta:
+    match = _DURATION.match(text.strip())
+    if not match:
+        raise admin.AdminError(f"--older-than {text!r}: use a number and s/m/h/d, e.g. 72h")
+    unit = {"s": "seconds", "m": "minutes", "h": "hours", "d": "days"}[match[2]]
+    return timedelta(**{unit: float(match[1])})
+
+
+def storage(args: argparse.Namespace, settings: Settings) -> int:
+    grace = parse_duration(args.older_than)
+    report = anyio.run(lambda: _gc(settings, grace, apply=args.apply))
+    emit(args, report)
+    return 0
+
+
+async def _gc(settings: Settings, grace: timedelta, *, apply: bool) -> dict[str, object]:
+    """Delete blobs older than ``grace`` that no artifact row references."""
+    from poller.gc import collect_garbage
+
+    cutoff = datetime.now(UTC) - grace
+    async with open_storage(settings.storage_config()) as ingestor:
+        return await collect_garbage(
+            settings.database_url, ingestor.store, cutoff=cutoff, apply=apply
+        )

@@ -1,0 +1,345 @@
+"""The long-running claim loop: claim due polls, step them concurrently, write back, repeat.
+
+Structured concurrency throughout: one task group for the services (write-back flusher,
+lease heartbeat, LISTEN), one for the job steps. SIGTERM stops claiming, gives in-flight steps
+``shutdown_grace_s`` to finish, then cancels the rest and hands their jobs back with a fenced
+release (not counted as a failure). Anything not released is rescued by lease expiry.
+"""
+
+from __future__ import annotations
+
+import random
+import time
+import uuid
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from datetime import datetime
+from decimal import Decimal
+
+import anyio
+import psycopg
+import structlog
+from anyio.abc import TaskGroup
+
+from poller import metrics, steps
+from poller.budgets import ProviderBudget
+from poller.model import ClaimedJob, Complete, Finish, Outcome, Reschedule
+from poller.repository import LeaseLost, PendingWrite, Repository
+from poller.settings import PollerSettings
+from poller.wakeup import Listener
+from poller.writeback import WriteBackBatcher
+from providers.base import Provider
+from providers.settings import ProviderSettings
+from storage import Ingestor
+
+log = structlog.get_logger("poller")
+
+
+@dataclass(slots=True)
+class _InFlight:
+    job: ClaimedJob
+    claimed_at: float
+    scope: anyio.CancelScope = field(default_factory=anyio.CancelScope)
+    lease_lost: bool = False
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Adapter:
+    """A configured provider: the adapter plus its settings."""
+
+    provider: Provider
+    settings: ProviderSettings
+
+
+class Daemon:
+    """One replica of the poller."""
+
+    def __init__(
+        self,
+        *,
+        repo: Repository,
+        settings: PollerSettings,
+        adapters: Mapping[str, Adapter],
+        unserved: list[str],
+        ingestor: Ingestor,
+        database_url: str,
+    ) -> None:
+        self._repo = repo
+        self._cfg = settings
+        self._adapters = adapters
+        self._unserved = unserved  # known providers without credentials: never claimed
+        self._ingestor = ingestor
+        self._budgets = {
+            name: ProviderBudget(repo, name, chunk=settings.budget_chunk) for name in adapters
+        }
+        self._limits = steps.Limits(
+            max_claims=settings.max_claims_without_writeback,
+            error_budget=settings.error_budget,
+            protocol_error_budget=min(4, settings.error_budget),
+            error_backoff_max_s=settings.error_backoff_max_s,
+            auth_pause_s=settings.auth_pause_s,
+        )
+        self._batcher = WriteBackBatcher(
+            repo, flush_s=settings.writeback_flush_s, on_applied=self._applied
+        )
+        self._listener = Listener(database_url, self.wake)
+        self._inflight: dict[uuid.UUID, _InFlight] = {}
+        self._wake = anyio.Event()
+        self._stopping = anyio.Event()
+        self.draining = False
+        self.ready = False
+
+    # -- public control -------------------------------------------------------------------
+
+    def wake(self) -> None:
+        self._wake.set()
+
+    def stop(self) -> None:
+        """Begin a graceful shutdown (SIGTERM/SIGINT)."""
+        if not self._stopping.is_set():
+            log.info("daemon.stopping", inflight=len(self._inflight))
+        self.draining = True
+        self._stopping.set()
+        self._wake.set()
+
+    @property
+    def inflight(self) -> int:
+        return len(self._inflight)
+
+    async def run(self, *, drain: bool = False) -> None:
+        """Run until `stop` (or, with ``drain``, until no serviceable job is active)."""
+        await self._prepare_budgets()
+        async with anyio.create_task_group() as services:
+            services.start_soon(self._batcher.run)
+            services.start_soon(self._heartbeat)
+            services.start_soon(self._listener.run)
+            async with anyio.create_task_group() as jobs:
+                self.ready = True
+                await self._claim_loop(jobs, drain=drain)
+                self.ready = False
+                await self._wind_down(jobs)
+            with anyio.CancelScope(shield=True):
+                await self._batcher.flush()
+            services.cancel_scope.cancel()
+        log.info("daemon.stopped")
+
+    # -- claim loop -----------------------------------------------------------------------
+
+    async def _prepare_budgets(self) -> None:
+        for name, adapter in self._adapters.items():
+            s = adapter.settings
+            await self._repo.ensure_budget(name, capacity=s.burst, refill_per_s=s.rate_per_s)
+
+    async def _claim_loop(self, jobs: TaskGroup, *, drain: bool) -> None:
+        db_backoff = 0.5
+        while not self._stopping.is_set():
+            try:
+                claimed, asked = await self._claim_round(jobs)
+                if drain and not claimed and await self._drained():
+                    log.info("daemon.drained")
+                    return
+                wait = await self._next_wait(claimed, asked)
+            except psycopg.Error as exc:
+                metrics.DB_ERRORS.labels("claim").inc()
+                log.warning("db.unavailable", error=str(exc), retry_in_s=db_backoff)
+                wait, db_backoff = db_backoff, min(db_backoff * 2, 15.0)
+            else:
+                db_backoff = 0.5
+            await self._sleep(wait)
+
+    async def _claim_round(self, jobs: TaskGroup) -> tuple[int, int]:
+        free = self._cfg.concurrency - len(self._inflight)
+        if free <= 0:
+            return 0, 0
+        asked = min(free, self._cfg.batch_size)
+        claimed = await self._repo.claim(
+            asked, excluded=self._excluded(), per_tenant=self._cfg.tenant_claim_share
+        )
+        metrics.CLAIM_ROUNDS.inc()
+        now = time.monotonic()
+        for job in claimed:
+            metrics.CLAIMED.labels(job.provider_id).inc()
+            metrics.LATENESS.observe(job.lateness_s)
+            entry = _InFlight(job=job, claimed_at=now)
+            self._inflight[job.id] = entry
+            metrics.INFLIGHT.inc()
+            jobs.start_soon(self._step, entry)
+        return len(claimed), asked
+
+    def _excluded(self) -> list[str]:
+        """Providers this replica must not claim for right now."""
+        excluded = list(self._unserved)
+        counts: dict[str, int] = {}
+        for entry in self._inflight.values():
+            counts[entry.job.provider_id] = counts.get(entry.job.provider_id, 0) + 1
+        for name, adapter in self._adapters.items():
+            at_cap = counts.get(name, 0) >= adapter.settings.max_in_flight
+            if at_cap or self._budgets[name].blocked:
+                excluded.append(name)
+        return excluded
+
+    async def _drained(self) -> bool:
+        if self._inflight or not self._batcher.idle:
+            return False
+        return not await self._repo.any_active(self._unserved)
+
+    async def _next_wait(self, claimed: int, asked: int) -> float:
+        if asked and claimed == asked:
+            return 0.0  # a full batch: more is probably due right now
+        cap = self._cfg.idle_poll_max_s
+        if len(self._inflight) >= self._cfg.concurrency:
+            return cap  # woken early when a slot frees up
+        due_in = await self._repo.next_due_in(self._unserved)
+        wait = cap if due_in is None else min(cap, max(0.0, due_in))
+        return max(self._cfg.min_claim_gap_s, wait * random.uniform(0.95, 1.0))
+
+    async def _sleep(self, seconds: float) -> None:
+        if seconds > 0:
+            with anyio.move_on_after(seconds):
+                await self._wake.wait()
+        self._wake = anyio.Event()
+
+    # -- one job --------------------------------------------------------------------------
+
+    async def _step(self, entry: _InFlight) -> None:
+        job = entry.job
+        ctx = self._context(job)
+        try:
+            with structlog.contextvars.bound_contextvars(
+                job_id=str(job.id), provider=job.provider_id, tenant_id=job.tenant_id
+            ):
+                await self._advance_and_write(entry, ctx)
+        finally:
+            self._inflight.pop(job.id, None)
+            metrics.INFLIGHT.dec()
+            self._wake.set()
+
+    async def _advance_and_write(self, entry: _InFlight, ctx: steps.StepContext) -> None:
+        job = entry.job
+        outcome: Outcome | None = None
+        try:
+            with entry.scope:
+                outcome = await self._guarded_advance(job, ctx)
+        except anyio.get_cancelled_exc_class():
+            self._release(entry)
+            raise
+        if outcome is None:  # the heartbeat found the lease lost and cancelled the step
+            return
+        with anyio.CancelScope(shield=True):
+            await self._write(job, outcome, steps.deadline_for(job, ctx))
+
+    async def _guarded_advance(self, job: ClaimedJob, ctx: steps.StepContext) -> Outcome:
+        """Run the state machine; a bug in it must not take the daemon down."""
+        try:
+            return await steps.advance(job, ctx)
+        except LeaseLost:
+            raise
+        except Exception as exc:
+            log.exception("job.step_crashed")
+            return Reschedule(
+                status=job.status,
+                delay_s=min(60.0, 2.0 ** (job.error_count + 1)),
+                error_count=job.error_count + 1,
+                last_error=f"internal error: {type(exc).__name__}: {exc}",
+            )
+
+    def _release(self, entry: _InFlight) -> None:
+        """Shutdown hand-back: due at once for another replica, not a failure."""
+        if entry.lease_lost:
+            return
+        job = entry.job
+        log.info("job.released")
+        self._batcher.add(
+            PendingWrite(
+                job=job,
+                outcome=Reschedule(
+                    status=job.status, delay_s=0.0, error_count=job.error_count, release=True
+                ),
+                deadline_at=None,
+            )
+        )
+
+    def _context(self, job: ClaimedJob) -> steps.StepContext:
+        adapter = self._adapters.get(job.provider_id)
+        return steps.StepContext(
+            provider=adapter.provider if adapter else None,
+            settings=adapter.settings if adapter else None,
+            budget=self._budgets.get(job.provider_id),
+            ingestor=self._ingestor,
+            db=self._repo,
+            limits=self._limits,
+        )
+
+    async def _write(self, job: ClaimedJob, outcome: Outcome, deadline: datetime) -> None:
+        if isinstance(outcome, Complete):
+            await self._complete(job, outcome, deadline)
+            return
+        self._batcher.add(PendingWrite(job=job, outcome=outcome, deadline_at=deadline))
+
+    async def _complete(self, job: ClaimedJob, outcome: Complete, deadline: datetime) -> None:
+        for attempt in range(5):
+            try:
+                await self._repo.complete(job, outcome, deadline)
+            except LeaseLost:
+                metrics.LEASE_LOST.inc()
+                log.warning("lease.lost", stage="complete")
+                return
+            except psycopg.Error as exc:
+                metrics.DB_ERRORS.labels("complete").inc()
+                log.warning("db.complete_failed", error=str(exc), attempt=attempt + 1)
+                await anyio.sleep(0.5 * 2**attempt)
+                continue
+            self._finished(job, "completed", outcome.cost_usd, artifacts=len(outcome.artifacts))
+            return
+        log.error("db.complete_abandoned")  # the lease expires; another round redoes it
+
+    def _applied(self, write: PendingWrite) -> None:
+        outcome = write.outcome
+        if isinstance(outcome, Finish):
+            with structlog.contextvars.bound_contextvars(
+                job_id=str(write.job.id), provider=write.job.provider_id
+            ):
+                self._finished(
+                    write.job, outcome.status, outcome.cost_usd, error=outcome.error_message
+                )
+
+    def _finished(self, job: ClaimedJob, status: str, cost: Decimal | None, **fields: object) -> None:
+        metrics.FINISHED.labels(job.provider_id, status).inc()
+        if cost is not None:
+            metrics.COST.labels(job.provider_id).inc(float(cost))
+        event = "job.completed" if status == "completed" else f"job.{status}"
+        log.info(event, status=status, **fields)
+
+    # -- leases -----------------------------------------------------------------------------
+
+    async def _heartbeat(self) -> None:
+        """Extend leases of long steps (slow provider, big download); cancel lost ones."""
+        period = self._cfg.lease_ttl_s / 3
+        while True:
+            await anyio.sleep(period)
+            cutoff = time.monotonic() - period
+            old = [e for e in self._inflight.values() if e.claimed_at <= cutoff]
+            if not old:
+                continue
+            try:
+                kept = await self._repo.extend_leases([e.job for e in old])
+            except psycopg.Error as exc:
+                metrics.DB_ERRORS.labels("heartbeat").inc()
+                log.warning("db.heartbeat_failed", error=str(exc))
+                continue
+            for entry in old:
+                if entry.job.id not in kept:
+                    entry.lease_lost = True
+                    metrics.LEASE_LOST.inc()
+                    log.warning("lease.lost", job_id=str(entry.job.id), stage="heartbeat")
+                    entry.scope.cancel()
+
+    async def _wind_down(self, jobs: TaskGroup) -> None:
+        grace = self._cfg.shutdown_grace_s
+        log.info("daemon.draining", inflight=len(self._inflight), grace_s=grace)
+        with anyio.move_on_after(grace):
+            while self._inflight:
+                await self._sleep(0.05)
+        if self._inflight:
+            log.info("daemon.releasing", jobs=len(self._inflight))
+        jobs.cancel_scope.cancel()

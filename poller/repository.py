@@ -1,0 +1,258 @@
+"""The daemon's database port: claim, fenced write-backs, leases, budgets.
+
+Each method is one short autocommit statement or one short transaction; none is held across
+provider or storage I/O. Frequent write-backs go through `WriteBackBatcher`, which turns many
+outcomes into one ``UPDATE … FROM unnest(…)`` round trip.
+"""
+
+from __future__ import annotations
+
+import json
+import uuid
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from psycopg import AsyncConnection
+from psycopg.types.json import Jsonb
+from psycopg_pool import AsyncConnectionPool
+
+from poller import sql
+from poller.model import ClaimedJob, Complete, Finish, Reschedule
+
+
+class LeaseLost(Exception):
+    """A fenced write matched no row: another replica owns the job now. Never retried."""
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class PendingWrite:
+    """One outcome waiting in the write-back batch."""
+
+    job: ClaimedJob
+    outcome: Reschedule | Finish
+    deadline_at: datetime | None
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Grant:
+    """The answer of the shared token bucket."""
+
+    granted: int
+    wait_s: float  # when nothing was granted: how long until a token (or the pause) is due
+
+
+async def _configure(conn: AsyncConnection[Any]) -> None:
+    await conn.set_autocommit(True)
+
+
+def open_pool(database_url: str, *, size: int, name: str = "poller") -> AsyncConnectionPool:
+    """A small pool: provider I/O concurrency is bounded elsewhere, not by connections."""
+    return AsyncConnectionPool(
+        database_url,
+        min_size=1,
+        max_size=size,
+        open=False,
+        name=name,
+        configure=_configure,
+        kwargs={"application_name": "media-poller", "connect_timeout": 10},
+        reconnect_timeout=3600,
+    )
+
+
+def _job(row: Sequence[Any]) -> ClaimedJob:
+    return ClaimedJob(
+        id=row[0],
+        tenant_id=row[1],
+        run_id=row[2],
+        run_step_id=row[3],
+        provider_id=row[4],
+        provider_job_id=row[5],
+        media_type=row[6],
+        status=row[7],
+        poll_interval_ms=row[8],
+        timeout_ms=row[9],
+        attempts=row[10],
+        input_params=row[11] or {},
+        created_at=row[12],
+        started_at=row[13],
+        deadline_at=row[14],
+        submit_started_at=row[15],
+        lease_version=row[16],
+        claim_count=row[17],
+        error_count=row[18],
+        due_at=row[19],
+        db_now=row[20],
+    )
+
+
+class Repository:
+    """All reads and writes of the claim loop, fenced by ``owner`` and lease version."""
+
+    def __init__(self, pool: AsyncConnectionPool, *, owner: str, lease_s: float) -> None:
+        self.pool = pool
+        self.owner = owner
+        self.lease_s = lease_s
+
+    async def claim(
+        self, limit: int, *, excluded: Sequence[str], per_tenant: int
+    ) -> list[ClaimedJob]:
+        params = {
+            "limit": limit,
+            "excluded": list(excluded),
+            "per_tenant": min(per_tenant, limit),
+            "owner": self.owner,
+            "lease_s": self.lease_s,
+        }
+        async with self.pool.connection() as conn:
+            cur = await conn.execute(sql.CLAIM, params, prepare=True)
+            rows = await cur.fetchall()
+        return [_job(r) for r in rows]
+
+    async def _fenced(self, statement: str, job: ClaimedJob, **extra: Any) -> None:
+        params = {"id": job.id, "version": job.lease_version, "owner": self.owner, **extra}
+        async with self.pool.connection() as conn:
+            cur = await conn.execute(statement, params)
+            if await cur.fetchone() is None:
+                raise LeaseLost(str(job.id))
+
+    async def mark_submit_started(self, job: ClaimedJob, deadline: datetime) -> None:
+        await self._fenced(sql.MARK_SUBMIT_STARTED, job, deadline=deadline)
+
+    async def record_submission(self, job: ClaimedJob, provider_job_id: str) -> None:
+        await self._fenced(sql.RECORD_SUBMISSION, job, provider_job_id=provider_job_id)
+
+    async def clear_submit_mark(self, job: ClaimedJob) -> None:
+        await self._fenced(sql.CLEAR_SUBMIT_MARK, job)
+
+    async def write_back(self, writes: Sequence[PendingWrite]) -> set[uuid.UUID]:
+        """Apply many outcomes in one statement; returns the ids whose lease still held."""
+        if not writes:
+            return set()
+        params = _write_back_params(writes)
+        params["owner"] = self.owner
+        async with self.pool.connection() as conn:
+            cur = await conn.execute(sql.WRITE_BACK, params, prepare=True)
+            return {row[0] for row in await cur.fetchall()}
+
+    async def complete(self, job: ClaimedJob, outcome: Complete, deadline: datetime) -> None:
+        """Artifacts and completion in one transaction, for the job's tenant; fenced."""
+        ids = [a.id for a in outcome.artifacts]
+        async with self.pool.connection() as conn, conn.transaction():
+            await conn.execute(sql.SET_TENANT, {"tenant": job.tenant_id})
+            await conn.execute(sql.INSERT_ARTIFACTS, _artifact_params(job, outcome))
+            cur = await conn.execute(
+                sql.COMPLETE,
+                {
+                    "id": job.id,
+                    "version": job.lease_version,
+                    "owner": self.owner,
+                    "result_uri": outcome.result_uri,
+                    "artifact_id": ids[0] if ids else None,
+                    "artifact_ids": Jsonb([str(i) for i in ids]),
+                    "cost_usd": outcome.cost_usd,
+                    "polls": 1 if outcome.polled else 0,
+                    "deadline": deadline,
+                },
+            )
+            if await cur.fetchone() is None:
+                raise _Rollback(str(job.id))
+
+    async def extend_leases(self, jobs: Sequence[ClaimedJob]) -> set[uuid.UUID]:
+        if not jobs:
+            return set()
+        params = {
+            "ids": [j.id for j in jobs],
+            "versions": [j.lease_version for j in jobs],
+            "owner": self.owner,
+            "lease_s": self.lease_s,
+        }
+        async with self.pool.connection() as conn:
+            cur = await conn.execute(sql.EXTEND_LEASES, params)
+            return {row[0] for row in await cur.fetchall()}
+
+    async def next_due_in(self, excluded: Sequence[str]) -> float | None:
+        async with self.pool.connection() as conn:
+            cur = await conn.execute(sql.NEXT_DUE, {"excluded": list(excluded)}, prepare=True)
+            row = await cur.fetchone()
+        return None if row is None or row[0] is None else float(row[0])
+
+    async def any_active(self, excluded: Sequence[str]) -> bool:
+        async with self.pool.connection() as conn:
+            cur = await conn.execute(sql.ANY_ACTIVE, {"excluded": list(excluded)})
+            row = await cur.fetchone()
+        return bool(row and row[0])
+
+    async def ensure_budget(self, provider: str, *, capacity: float, refill_per_s: float) -> None:
+        params = {"provider": provider, "capacity": capacity, "refill": refill_per_s}
+        async with self.pool.connection() as conn:
+            await conn.execute(sql.ENSURE_BUDGET, params)
+
+    async def take_tokens(self, provider: str, want: int) -> Grant:
+        async with self.pool.connection() as conn:
+            cur = await conn.execute(sql.TAKE_TOKENS, {"provider": provider, "want": want})
+            row = await cur.fetchone()
+        if row is None:  # no budget row: unlimited (a plugin without a budget)
+            return Grant(granted=want, wait_s=0.0)
+        granted, avail, refill, paused_s = row
+        if paused_s is not None and paused_s > 0:
+            return Grant(granted=0, wait_s=float(paused_s))
+        missing = max(0.0, 1.0 - float(avail))
+        wait = missing / float(refill) if refill > 0 else 1.0
+        return Grant(granted=int(granted), wait_s=wait)
+
+    async def pause_provider(self, provider: str, seconds: float, reason: str) -> None:
+        params = {"provider": provider, "seconds": seconds, "reason": reason[:500]}
+        async with self.pool.connection() as conn:
+            await conn.execute(sql.PAUSE_PROVIDER, params)
+
+
+class _Rollback(LeaseLost):
+    """Raised inside the completion transaction so that it rolls back, then seen as LeaseLost."""
+
+
+def _write_back_params(writes: Sequence[PendingWrite]) -> dict[str, Any]:
+    cols: dict[str, list[Any]] = {
+        k: []
+        for k in (
+            "ids versions statuses delays polls started error_counts last_errors messages "
+            "costs deadlines releases"
+        ).split()
+    }
+    for w in writes:
+        o = w.outcome
+        resched = isinstance(o, Reschedule)
+        cols["ids"].append(w.job.id)
+        cols["versions"].append(w.job.lease_version)
+        cols["statuses"].append(o.status)
+        cols["delays"].append(o.delay_s if isinstance(o, Reschedule) else 0.0)
+        cols["polls"].append(1 if o.polled else 0)
+        cols["started"].append(o.started if isinstance(o, Reschedule) else True)
+        cols["error_counts"].append(o.error_count if isinstance(o, Reschedule) else 0)
+        cols["last_errors"].append(o.last_error if isinstance(o, Reschedule) else None)
+        cols["messages"].append(None if resched else getattr(o, "error_message", None))
+        cols["costs"].append(getattr(o, "cost_usd", None))
+        cols["deadlines"].append(w.deadline_at)
+        cols["releases"].append(o.release if isinstance(o, Reschedule) else False)
+    return dict(cols)
+
+
+def _artifact_params(job: ClaimedJob, outcome: Complete) -> dict[str, Any]:
+    arts = outcome.artifacts
+    return {
+        "tenant": job.tenant_id,
+        "run_id": job.run_id,
+        "run_step_id": job.run_step_id,
+        "provider_id": job.provider_id,
+        "ids": [a.id for a in arts],
+        "types": [a.type for a in arts],
+        "uris": [a.uri for a in arts],
+        "hashes": [a.content_hash for a in arts],
+        "sizes": [a.size_bytes for a in arts],
+        "filenames": [a.filename for a in arts],
+        "metadatas": [json.dumps(dict(a.metadata), default=str) for a in arts],
+    }
+
+
+__all__ = ["Grant", "LeaseLost", "PendingWrite", "Repository", "open_pool"]

@@ -1,0 +1,180 @@
+"""The daemon's settings tree: read once from the environment at start-up.
+
+This is the only module that reads the environment. Names are part of the external contract
+(DESIGN.md §1, §10): ``DATABASE_URL``, ``STORAGE_URL``, ``S3_ENDPOINT_URL``, the provider
+prefixes (``REPLICATE_*``, ``STABILITY_*``, ``SUNO_*``, read by each provider's own settings
+class) and ``POLLER_*`` knobs. An unknown ``POLLER_*`` variable or an invalid value stops
+start-up with one line naming the variable, because a typo that is silently ignored is how a
+production daemon ends up running with the wrong lease TTL.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import uuid
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Literal, Self
+
+from pydantic import Field, ValidationError, model_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from providers.registry import ProviderSpec, load_providers
+from providers.settings import ProviderSettings
+from storage import StorageConfig
+
+GiB = 1024**3
+
+
+class SettingsError(Exception):
+    """Start-up configuration is invalid; ``str()`` is one line naming the variable."""
+
+
+class PollerSettings(BaseSettings):
+    """``POLLER_*`` knobs. Seconds are floats with an ``_s`` suffix; sizes are bytes."""
+
+    model_config = SettingsConfigDict(env_prefix="POLLER_", frozen=True, extra="ignore")
+
+    concurrency: int = Field(64, ge=1, le=20_000, description="jobs in flight per replica")
+    batch_size: int = Field(50, ge=1, le=1000, description="max jobs per claim statement")
+    lease_ttl_s: float = Field(60.0, gt=0, description="lease per claimed poll; rescue delay")
+    shutdown_grace_s: float = Field(20.0, ge=0, description="time to finish in-flight polls")
+    log_level: Literal["debug", "info", "warning", "error"] = "info"
+    log_format: Literal["auto", "json", "console"] = "auto"
+    tmp_dir: Path | None = Field(None, description="temp dir for downloads (same FS as store)")
+    http_port: int | None = Field(None, ge=0, le=65535, description="/metrics, /healthz, /readyz")
+    http_host: str = "0.0.0.0"  # noqa: S104 - a container serves probes on all interfaces
+    allow_private_downloads: bool = False
+    max_download_bytes: int = Field(2 * GiB, ge=1)
+    download_connect_timeout_s: float = Field(10.0, gt=0)
+    download_read_timeout_s: float = Field(30.0, gt=0)
+    download_total_timeout_s: float = Field(900.0, gt=0)
+    download_min_bytes_per_s: int = Field(16 * 1024, ge=0)
+    s3_max_threads: int = Field(8, ge=1, le=128)
+    s3_multipart_threshold_bytes: int = Field(64 * 1024 * 1024, ge=5 * 1024 * 1024)
+    max_claims_without_writeback: int = Field(
+        5, ge=1, description="crash-loop guard: fail after this many claims with no write-back"
+    )
+    error_budget: int = Field(8, ge=0, description="consecutive transient errors before failing")
+    error_backoff_max_s: float = Field(60.0, gt=0)
+    idle_poll_max_s: float = Field(2.0, gt=0, description="longest sleep between claim rounds")
+    min_claim_gap_s: float = Field(0.02, ge=0, description="shortest gap between claim rounds")
+    tenant_claim_share: int = Field(
+        4, ge=1, description="max jobs per tenant per claim round (round-robin fairness)"
+    )
+    writeback_flush_s: float = Field(0.05, gt=0, description="batch window for write-backs")
+    budget_chunk: int = Field(10, ge=1, description="rate-budget tokens taken per DB round trip")
+    auth_pause_s: float = Field(300.0, gt=0, description="pause after a provider rejects keys")
+    db_pool_size: int = Field(4, ge=2, le=100)
+    worker_id: str | None = Field(None, description="lease owner name (default host:pid:rand)")
+
+    @model_validator(mode="after")
+    def _grace_below_lease(self) -> Self:
+        if self.writeback_flush_s >= self.lease_ttl_s:
+            raise ValueError("POLLER_WRITEBACK_FLUSH_S must be below POLLER_LEASE_TTL_S")
+        return self
+
+    def effective_worker_id(self) -> str:
+        """A lease owner name an operator can trace back to a host and process."""
+        return self.worker_id or f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:6]}"
+
+
+class CoreSettings(BaseSettings):
+    """The un-prefixed names fixed by DESIGN.md §1."""
+
+    model_config = SettingsConfigDict(frozen=True, extra="ignore")
+
+    database_url: str | None = None
+    storage_url: str = "file://./.data/artifacts"
+    s3_endpoint_url: str | None = None
+    aws_region: str | None = Field(None, validation_alias="AWS_REGION")
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Settings:
+    """Everything the daemon needs, validated once."""
+
+    core: CoreSettings
+    poller: PollerSettings
+    providers: Mapping[str, ProviderSettings]
+    specs: Mapping[str, ProviderSpec]
+
+    @property
+    def database_url(self) -> str:
+        if not self.core.database_url:
+            raise SettingsError(
+                "DATABASE_URL is not set: point it at PostgreSQL "
+                "(postgresql://user@host:port/db); `make run` starts a local one for you"
+            )
+        return self.core.database_url
+
+    def storage_config(self) -> StorageConfig:
+        p = self.poller
+        return StorageConfig(
+            storage_url=self.core.storage_url,
+            tmp_dir=p.tmp_dir,
+            s3_endpoint_url=self.core.s3_endpoint_url,
+            s3_region=self.core.aws_region,
+            s3_max_threads=p.s3_max_threads,
+            s3_multipart_threshold_bytes=p.s3_multipart_threshold_bytes,
+            max_download_bytes=p.max_download_bytes,
+            allow_private_downloads=p.allow_private_downloads,
+            connect_timeout_s=p.download_connect_timeout_s,
+            read_timeout_s=p.download_read_timeout_s,
+            total_timeout_s=p.download_total_timeout_s,
+            min_throughput_bytes_per_s=p.download_min_bytes_per_s,
+        )
+
+    def configured_providers(self) -> dict[str, ProviderSettings]:
+        """Providers with credentials: the only ones whose jobs this daemon claims."""
+        return {name: s for name, s in self.providers.items() if s.configured}
+
+    def unconfigured_providers(self) -> list[str]:
+        return sorted(name for name, s in self.providers.items() if not s.configured)
+
+
+def known_poller_variables() -> set[str]:
+    return {f"POLLER_{name.upper()}" for name in PollerSettings.model_fields}
+
+
+def _reject_unknown_poller_vars(environ: Mapping[str, str]) -> None:
+    unknown = sorted(k for k in environ if k.startswith("POLLER_") and k not in _KNOWN)
+    if unknown:
+        raise SettingsError(
+            f"{unknown[0]}: unknown setting (known POLLER_* settings are listed in README.md)"
+        )
+
+
+def _one_line(exc: ValidationError, prefix: str) -> str:
+    err = exc.errors()[0]
+    loc = "_".join(str(part) for part in err["loc"]).upper()
+    name = loc if loc.startswith(prefix) or not prefix else f"{prefix}{loc}"
+    value = err.get("input")
+    shown = f" (got {value!r})" if isinstance(value, str | int | float) else ""
+    return f"{name}: {err['msg']}{shown}"
+
+
+def load_settings() -> Settings:
+    """Read and validate the environment once; raise SettingsError with one clear line."""
+    _reject_unknown_poller_vars(os.environ)
+    try:
+        core = CoreSettings()
+    except ValidationError as exc:
+        raise SettingsError(_one_line(exc, "")) from None
+    try:
+        poller = PollerSettings()
+    except ValidationError as exc:
+        raise SettingsError(_one_line(exc, "POLLER_")) from None
+    specs = load_providers()
+    providers: dict[str, ProviderSettings] = {}
+    for name, spec in specs.items():
+        try:
+            providers[name] = spec.settings_cls()
+        except ValidationError as exc:
+            raise SettingsError(_one_line(exc, f"{name.upper()}_")) from None
+    return Settings(core=core, poller=poller, providers=providers, specs=specs)
+
+
+_KNOWN = known_poller_variables()

@@ -1,0 +1,202 @@
+"""Every SQL statement the daemon's hot path runs, in one place.
+
+Conventions: all time arithmetic uses the database clock (``now()``), every write after a
+claim is fenced on ``(id, lease_version, lease_owner)``, and nothing here holds a transaction
+across network I/O. Parameters are psycopg named placeholders.
+"""
+
+ACTIVE = "('pending','processing')"
+
+# Jobs whose provider is known but not served by this replica (no credentials) or paused for
+# every replica (429 lockout, bad credentials) are skipped by the claim. Jobs naming a provider
+# nobody knows *are* claimed, so they can be failed with a clear message.
+_CLAIMABLE = f"""
+    j.status IN {ACTIVE} AND j.next_poll_at <= now()
+    AND j.provider_id <> ALL(%(excluded)s::text[])
+    AND NOT EXISTS (SELECT 1 FROM app.provider_budgets b
+                    WHERE b.provider_id = j.provider_id AND b.paused_until > now())
+"""
+
+# Round-robin across tenants: a loose index scan finds the tenants with due work, each tenant
+# offers its share of the batch (at least :per_tenant rows, locked with SKIP LOCKED), and rows
+# are ranked so every tenant's first row comes before any tenant's second. A flood from one
+# tenant therefore cannot push another tenant's due jobs out of the batch. One statement,
+# autocommit; rows offered but not picked are unlocked when it ends.
+CLAIM = f"""
+WITH RECURSIVE tenants AS (
+    (SELECT j.tenant_id FROM app.generation_jobs j
+      WHERE {_CLAIMABLE} ORDER BY j.tenant_id LIMIT 1)
+    UNION ALL
+    SELECT (SELECT j.tenant_id FROM app.generation_jobs j
+             WHERE {_CLAIMABLE} AND j.tenant_id > t.tenant_id
+             ORDER BY j.tenant_id LIMIT 1)
+      FROM tenants t WHERE t.tenant_id IS NOT NULL
+),
+share AS (
+    SELECT greatest(%(per_tenant)s,
+                    ceil(%(limit)s::float8 / greatest(count(*), 1)))::int AS n
+      FROM tenants WHERE tenant_id IS NOT NULL
+),
+offered AS MATERIALIZED (
+    SELECT c.id, c.next_poll_at,
+           row_number() OVER (PARTITION BY c.tenant_id ORDER BY c.next_poll_at) AS rn
+      FROM tenants t CROSS JOIN share
+      CROSS JOIN LATERAL (
+          SELECT j.id, j.tenant_id, j.next_poll_at FROM app.generation_jobs j
+           WHERE j.tenant_id = t.tenant_id AND {_CLAIMABLE}
+           ORDER BY j.next_poll_at LIMIT share.n
+           FOR UPDATE SKIP LOCKED) c
+     WHERE t.tenant_id IS NOT NULL
+),
+picked AS (
+    SELECT id, next_poll_at FROM offered ORDER BY rn, next_poll_at LIMIT %(limit)s
+)
+UPDATE app.generation_jobs j
+   SET lease_owner = %(owner)s,
+       lease_version = j.lease_version + 1,
+       claim_count = j.claim_count + 1,
+       next_poll_at = now() + make_interval(secs => %(lease_s)s)
+  FROM picked
+ WHERE j.id = picked.id
+   AND j.id = ANY(ARRAY(SELECT id FROM picked))  -- lets the planner probe the primary key
+RETURNING j.id, j.tenant_id, j.run_id, j.run_step_id, j.provider_id, j.provider_job_id,
+          j.media_type, j.status, j.poll_interval_ms, j.timeout_ms, j.attempts,
+          j.input_params, j.created_at, j.started_at, j.deadline_at, j.submit_started_at,
+          j.lease_version, j.claim_count, j.error_count, picked.next_poll_at, now()
+"""
+
+# Batched write-back of every outcome that is not a completion with artifacts. Rows whose
+# (id, lease_version, lease_owner) no longer match are simply not returned: lease lost.
+WRITE_BACK = f"""
+UPDATE app.generation_jobs j
+   SET status = r.status,
+       next_poll_at = CASE WHEN r.status IN {ACTIVE}
+                           THEN now() + make_interval(secs => r.delay_s)
+                           ELSE now() END,
+       lease_owner = NULL,
+       claim_count = CASE WHEN r.release THEN greatest(j.claim_count - 1, 0) ELSE 0 END,
+       attempts = j.attempts + r.polls,
+       error_count = r.error_count,
+       last_error = r.last_error,
+       error_message = CASE WHEN r.status IN {ACTIVE} THEN j.error_message
+                            ELSE r.error_message END,
+       cost_usd = coalesce(r.cost_usd, j.cost_usd),
+       deadline_at = coalesce(j.deadline_at, r.deadline_at),
+       started_at = CASE WHEN j.started_at IS NULL AND (r.started OR r.status NOT IN {ACTIVE})
+                         THEN now() ELSE j.started_at END,
+       completed_at = CASE WHEN r.status IN {ACTIVE} THEN NULL ELSE now() END
+  FROM unnest(%(ids)s::uuid[], %(versions)s::bigint[], %(statuses)s::text[],
+              %(delays)s::float8[], %(polls)s::int[], %(started)s::bool[],
+              %(error_counts)s::int[], %(last_errors)s::text[], %(messages)s::text[],
+              %(costs)s::numeric[], %(deadlines)s::timestamptz[], %(releases)s::bool[])
+       AS r(id, version, status, delay_s, polls, started, error_count, last_error,
+            error_message, cost_usd, deadline_at, release)
+ WHERE j.id = r.id AND j.lease_version = r.version AND j.lease_owner = %(owner)s
+RETURNING j.id
+"""
+
+MARK_SUBMIT_STARTED = """
+UPDATE app.generation_jobs
+   SET submit_started_at = now(),
+       deadline_at = coalesce(deadline_at, %(deadline)s)
+ WHERE id = %(id)s AND lease_version = %(version)s AND lease_owner = %(owner)s
+RETURNING id
+"""
+
+# The id is persisted the moment the provider returns it: a crash after this never resubmits.
+RECORD_SUBMISSION = """
+UPDATE app.generation_jobs
+   SET provider_job_id = %(provider_job_id)s
+ WHERE id = %(id)s AND lease_version = %(version)s AND lease_owner = %(owner)s
+RETURNING id
+"""
+
+CLEAR_SUBMIT_MARK = """
+UPDATE app.generation_jobs SET submit_started_at = NULL
+ WHERE id = %(id)s AND lease_version = %(version)s AND lease_owner = %(owner)s
+RETURNING id
+"""
+
+EXTEND_LEASES = """
+UPDATE app.generation_jobs j
+   SET next_poll_at = now() + make_interval(secs => %(lease_s)s)
+  FROM unnest(%(ids)s::uuid[], %(versions)s::bigint[]) AS r(id, version)
+ WHERE j.id = r.id AND j.lease_version = r.version AND j.lease_owner = %(owner)s
+RETURNING j.id
+"""
+
+SET_TENANT = "SELECT set_config('app.current_tenant_id', %(tenant)s, true)"
+
+INSERT_ARTIFACTS = """
+INSERT INTO app.artifacts
+       (id, tenant_id, run_id, skill_id, type, uri, content_hash, size_bytes, filename, metadata)
+SELECT a.id, %(tenant)s, %(run_id)s,
+       coalesce((SELECT s.skill_id FROM app.run_steps s WHERE s.id = %(run_step_id)s),
+                %(provider_id)s),
+       a.type, a.uri, a.content_hash, a.size_bytes, a.filename, a.metadata
+  FROM unnest(%(ids)s::uuid[], %(types)s::text[], %(uris)s::text[], %(hashes)s::text[],
+              %(sizes)s::bigint[], %(filenames)s::text[], %(metadatas)s::jsonb[])
+       AS a(id, type, uri, content_hash, size_bytes, filename, metadata)
+"""
+
+COMPLETE = """
+UPDATE app.generation_jobs
+   SET status = 'completed', result_uri = %(result_uri)s, artifact_id = %(artifact_id)s,
+       artifact_ids = %(artifact_ids)s, cost_usd = %(cost_usd)s,
+       attempts = attempts + %(polls)s, error_count = 0, last_error = NULL,
+       error_message = NULL, lease_owner = NULL, claim_count = 0,
+       started_at = coalesce(started_at, now()), completed_at = now(), next_poll_at = now(),
+       deadline_at = coalesce(deadline_at, %(deadline)s)
+ WHERE id = %(id)s AND lease_version = %(version)s AND lease_owner = %(owner)s
+RETURNING id
+"""
+
+# Shortest wait until anything this replica could claim becomes due (or its lease expires).
+NEXT_DUE = f"""
+SELECT extract(epoch FROM (min(j.next_poll_at) - now()))::float8
+  FROM app.generation_jobs j
+ WHERE j.status IN {ACTIVE} AND j.provider_id <> ALL(%(excluded)s::text[])
+"""
+
+ANY_ACTIVE = f"""
+SELECT EXISTS (SELECT 1 FROM app.generation_jobs j
+                WHERE j.status IN {ACTIVE} AND j.provider_id <> ALL(%(excluded)s::text[]))
+"""
+
+# Token bucket shared by all replicas: refill by elapsed database time, grant up to :want.
+TAKE_TOKENS = """
+WITH cur AS (
+    SELECT provider_id,
+           least(capacity, tokens + refill_per_s *
+                 greatest(0, extract(epoch FROM clock_timestamp() - refreshed_at))) AS avail,
+           refill_per_s, paused_until
+      FROM app.provider_budgets WHERE provider_id = %(provider)s FOR UPDATE
+), g AS (
+    SELECT CASE WHEN paused_until > clock_timestamp() THEN 0
+                ELSE greatest(0, least(%(want)s, floor(avail)))::int END AS granted
+      FROM cur
+)
+UPDATE app.provider_budgets b
+   SET tokens = cur.avail - g.granted, refreshed_at = clock_timestamp()
+  FROM cur, g
+ WHERE b.provider_id = cur.provider_id
+RETURNING g.granted, cur.avail, cur.refill_per_s,
+          extract(epoch FROM (b.paused_until - clock_timestamp()))::float8
+"""
+
+ENSURE_BUDGET = """
+INSERT INTO app.provider_budgets (provider_id, tokens, capacity, refill_per_s)
+VALUES (%(provider)s, %(capacity)s, %(capacity)s, %(refill)s)
+ON CONFLICT (provider_id) DO UPDATE
+   SET capacity = EXCLUDED.capacity, refill_per_s = EXCLUDED.refill_per_s
+"""
+
+PAUSE_PROVIDER = """
+INSERT INTO app.provider_budgets (provider_id, tokens, capacity, refill_per_s,
+                                  paused_until, pause_reason)
+VALUES (%(provider)s, 0, 1, 1, now() + make_interval(secs => %(seconds)s), %(reason)s)
+ON CONFLICT (provider_id) DO UPDATE
+   SET paused_until = greatest(coalesce(app.provider_budgets.paused_until, now()),
+                               now() + make_interval(secs => %(seconds)s)),
+       pause_reason = EXCLUDED.pause_reason
+"""

@@ -1,0 +1,439 @@
+"""The per-job state machine: one claimed poll in, exactly one `Outcome` out.
+
+``pending`` without a ``provider_job_id`` → submit (the id is persisted with a fenced write
+before anything else); otherwise → poll. A normalised `PollResult` maps to reschedule,
+complete (after every output is stored) or finish. Provider exceptions mean "state unknown":
+transient ones back off inside the job's error budget, permanent ones fail the job with a
+message a human understands. The only SQL here goes through the `Repository` callbacks.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Awaitable
+from dataclasses import dataclass
+from datetime import datetime
+from time import perf_counter
+from typing import Protocol, TypeVar
+from urllib.parse import urlsplit
+
+import structlog
+
+from poller import metrics, scheduling
+from poller.budgets import ProviderBudget
+from poller.model import ArtifactRecord, ClaimedJob, Complete, Finish, Outcome, Reschedule
+from providers.base import Provider
+from providers.errors import (
+    ProviderAuthError,
+    ProviderConnectError,
+    ProviderError,
+    ProviderProtocolError,
+    ProviderRateLimited,
+    ProviderRejected,
+)
+from providers.settings import ProviderSettings
+from providers.types import (
+    InlineOutput,
+    JobHandle,
+    Output,
+    PollResult,
+    PollState,
+    RemoteOutput,
+    SubmitRequest,
+)
+from storage import Ingestor, StoredBlob
+from storage.errors import StorageError
+
+log = structlog.get_logger("poller")
+T = TypeVar("T")
+
+class SubmissionLog(Protocol):
+    """The fenced writes a submit needs (implemented by `Repository`)."""
+
+    async def mark_submit_started(self, job: ClaimedJob, deadline: datetime) -> None: ...
+    async def record_submission(self, job: ClaimedJob, provider_job_id: str) -> None: ...
+    async def clear_submit_mark(self, job: ClaimedJob) -> None: ...
+    async def pause_provider(self, provider: str, seconds: float, reason: str) -> None: ...
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Limits:
+    """The knobs of the state machine (from `PollerSettings`)."""
+
+    max_claims: int
+    error_budget: int
+    protocol_error_budget: int
+    error_backoff_max_s: float
+    auth_pause_s: float
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class StepContext:
+    """Everything one step may touch: the adapter, its settings, storage and the DB port."""
+
+    provider: Provider | None
+    settings: ProviderSettings | None
+    budget: ProviderBudget | None
+    ingestor: Ingestor
+    db: SubmissionLog
+    limits: Limits
+
+
+def deadline_for(job: ClaimedJob, ctx: StepContext) -> datetime:
+    default = ctx.settings.timeout_ms(job.media_type) if ctx.settings else 600_000
+    return scheduling.deadline_of(job, default)
+
+
+async def advance(job: ClaimedJob, ctx: StepContext) -> Outcome:
+    """Step one claimed job: guard rails first, then submit or poll."""
+    if ctx.provider is None or ctx.settings is None:
+        return Finish(
+            status="failed",
+            error_message=f"unknown provider {job.provider_id!r}: no adapter is registered "
+            "under that name (check provider_id or install the provider's plugin)",
+        )
+    if job.claim_count > ctx.limits.max_claims:
+        return Finish(
+            status="failed",
+            error_message=f"worker crashed repeatedly: claimed {job.claim_count - 1} times "
+            "without a write-back",
+        )
+    deadline = deadline_for(job, ctx)
+    if scheduling.remaining_s(job, deadline) <= 0:
+        return await _time_out(job, ctx, deadline)
+    wait = await ctx.budget.acquire() if ctx.budget else 0.0
+    if wait > 0:
+        return Reschedule(status=job.status, delay_s=wait, error_count=job.error_count)
+    if job.provider_job_id is None:
+        return await _submit(job, ctx, deadline)
+    return await _poll(job, ctx, deadline)
+
+
+async def _time_out(job: ClaimedJob, ctx: StepContext, deadline: datetime) -> Finish:
+    assert ctx.provider is not None
+    if job.provider_job_id is not None:
+        try:
+            await ctx.provider.cancel(_handle(job))
+        except ProviderError as exc:  # best effort: the deadline stands either way
+            log.warning("provider.cancel_failed", error=str(exc))
+    limit_s = (deadline - job.created_at).total_seconds()
+    return Finish(
+        status="timed_out",
+        error_message=f"timed out: no result within {limit_s:g} s of creation "
+        f"(deadline {deadline.isoformat()})",
+    )
+
+
+async def _submit(job: ClaimedJob, ctx: StepContext, deadline: datetime) -> Outcome:
+    assert ctx.provider is not None
+    if job.submit_started_at is not None:
+        return Finish(
+            status="failed",
+            error_message="submit outcome unknown: an earlier submit started but its job id "
+            "was never recorded; the provider may have created a job. Resubmit deliberately "
+            "with `main.py jobs retry --resubmit`",
+        )
+    await ctx.db.mark_submit_started(job, deadline)
+    request = SubmitRequest(
+        job_id=job.id,
+        media_type=job.media_type,
+        params=job.input_params,
+        timeout_s=max(1.0, scheduling.remaining_s(job, deadline)),
+    )
+    try:
+        result = await _timed(ctx, "submit", ctx.provider.submit(request))
+    except ProviderError as exc:
+        return await _submit_failed(job, ctx, deadline, exc)
+    if not result.provider_job_id:
+        return Finish(
+            status="failed",
+            error_message="submit outcome unknown: the provider accepted the request but "
+            "returned no job id",
+        )
+    await ctx.db.record_submission(job, result.provider_job_id)
+    log.info("provider.submitted", provider_job_id=result.provider_job_id)
+    return await _apply(job, ctx, deadline, result, polled=False)
+
+
+async def _submit_failed(
+    job: ClaimedJob, ctx: StepContext, deadline: datetime, exc: ProviderError
+) -> Outcome:
+    """A refused submit created nothing and may be retried; an ambiguous one must not be."""
+    if isinstance(exc, ProviderRejected):
+        return Finish(status="failed", error_message=f"{job.provider_id} rejected the job: {exc}")
+    if isinstance(exc, ProviderConnectError | ProviderRateLimited | ProviderAuthError):
+        await ctx.db.clear_submit_mark(job)
+        return await _transient(job, ctx, deadline, exc, polled=False)
+    return Finish(
+        status="failed",
+        error_message=f"submit outcome unknown: {exc}. The provider may have created a job; "
+        "resubmit deliberately with `main.py jobs retry --resubmit`",
+    )
+
+
+def _handle(job: ClaimedJob) -> JobHandle:
+    since = None
+    if job.submit_started_at is not None:
+        since = (job.db_now - job.submit_started_at).total_seconds()
+    assert job.provider_job_id is not None
+    return JobHandle(
+        job_id=job.id,
+        provider_job_id=job.provider_job_id,
+        media_type=job.media_type,
+        params=job.input_params,
+        since_submit_s=since,
+    )
+
+
+async def _poll(job: ClaimedJob, ctx: StepContext, deadline: datetime) -> Outcome:
+    assert ctx.provider is not None
+    try:
+        result = await _timed(ctx, "poll", ctx.provider.poll(_handle(job)))
+    except ProviderError as exc:
+        return await _transient(job, ctx, deadline, exc, polled=True)
+    log.debug("provider.polled", state=result.state.value, raw_status=result.raw_status)
+    return await _apply(job, ctx, deadline, result, polled=True)
+
+
+async def _timed(ctx: StepContext, call: str, awaitable: Awaitable[T]) -> T:
+    assert ctx.provider is not None
+    name = ctx.provider.name
+    start = perf_counter()
+    outcome = "ok"
+    try:
+        return await awaitable
+    except ProviderError as exc:
+        outcome = type(exc).__name__
+        metrics.PROVIDER_ERRORS.labels(name, outcome).inc()
+        raise
+    finally:
+        metrics.POLL_SECONDS.labels(name, call, outcome).observe(perf_counter() - start)
+
+
+async def _apply(
+    job: ClaimedJob, ctx: StepContext, deadline: datetime, result: PollResult, *, polled: bool
+) -> Outcome:
+    state = result.state
+    if state is PollState.SUCCEEDED:
+        return await _ingest_all(job, ctx, deadline, result, polled=polled)
+    if state in (PollState.FAILED, PollState.CANCELED):
+        return _finish_failed(job, deadline, result, polled=polled)
+    if state is PollState.UNKNOWN:
+        log.warning("provider.unknown_status", raw_status=result.raw_status)
+    running = state is PollState.RUNNING or job.status == "processing"
+    assert ctx.settings is not None
+    interval_ms = job.poll_interval_ms or ctx.settings.poll_interval_ms(job.media_type)
+    delay = scheduling.next_poll_delay(
+        interval_s=interval_ms / 1000,
+        retry_after_s=result.retry_after_s,
+        remaining=scheduling.remaining_s(job, deadline),
+    )
+    return Reschedule(
+        status="processing" if running else "pending",
+        delay_s=delay,
+        polled=polled,
+        started=running,
+    )
+
+
+def _finish_failed(
+    job: ClaimedJob, deadline: datetime, result: PollResult, *, polled: bool
+) -> Finish:
+    failure = result.failure
+    assert failure is not None
+    message = failure.message or failure.code
+    if failure.moderation and not message.lower().startswith("moderation"):
+        message = f"moderation: {message}"
+    past_deadline = scheduling.remaining_s(job, deadline) <= 0
+    status = "failed"
+    if result.state is PollState.CANCELED and (failure.code == "aborted" or past_deadline):
+        status = "timed_out"
+    return Finish(status=status, error_message=message, polled=polled, cost_usd=result.cost_usd)
+
+
+async def _transient(
+    job: ClaimedJob, ctx: StepContext, deadline: datetime, exc: ProviderError, *, polled: bool
+) -> Outcome:
+    """Back off inside the error budget; fail once it (or a permanent error) says so."""
+    remaining = scheduling.remaining_s(job, deadline)
+    if isinstance(exc, ProviderAuthError):
+        return await _auth_failed(job, ctx, exc, polled=polled)
+    if isinstance(exc, ProviderRateLimited):
+        return await _rate_limited(job, ctx, exc, remaining, polled=polled)
+    if not exc.retryable:
+        return Finish(status="failed", error_message=f"{job.provider_id}: {exc}", polled=polled)
+    count = job.error_count + 1
+    budget = ctx.limits.error_budget
+    if isinstance(exc, ProviderProtocolError):
+        budget = min(budget, ctx.limits.protocol_error_budget)
+    if count > budget:
+        return Finish(
+            status="failed",
+            error_message=f"gave up after {count} consecutive errors from "
+            f"{job.provider_id}: {exc}",
+            polled=polled,
+        )
+    delay = scheduling.error_backoff(
+        count, retry_after_s=None, max_s=ctx.limits.error_backoff_max_s, remaining=remaining
+    )
+    log.info("provider.retry_scheduled", error=str(exc), attempt=count, wait_s=round(delay, 3))
+    return Reschedule(
+        status=job.status, delay_s=delay, polled=polled, error_count=count, last_error=str(exc)
+    )
+
+
+async def _auth_failed(
+    job: ClaimedJob, ctx: StepContext, exc: ProviderAuthError, *, polled: bool
+) -> Reschedule:
+    """Bad credentials are a configuration problem: pause the provider, keep the job."""
+    pause = ctx.limits.auth_pause_s
+    log.error("provider.auth_failed", error=str(exc), paused_s=pause)
+    metrics.PROVIDER_PAUSES.labels(job.provider_id, "auth").inc()
+    await ctx.db.pause_provider(job.provider_id, pause, f"credentials rejected: {exc}")
+    if ctx.budget:
+        ctx.budget.block_for(pause)
+    return Reschedule(
+        status=job.status,
+        delay_s=pause,
+        polled=polled,
+        error_count=job.error_count,
+        last_error=str(exc),
+    )
+
+
+async def _rate_limited(
+    job: ClaimedJob,
+    ctx: StepContext,
+    exc: ProviderRateLimited,
+    remaining: float,
+    *,
+    polled: bool,
+) -> Reschedule:
+    """429s do not spend the error budget: the provider is alive and told us when to return."""
+    wait = exc.retry_after_s if exc.retry_after_s is not None else 5.0
+    if exc.pause_provider:
+        metrics.PROVIDER_PAUSES.labels(job.provider_id, "rate_limit").inc()
+        await ctx.db.pause_provider(job.provider_id, wait, f"rate limited: {exc}")
+        if ctx.budget:
+            ctx.budget.block_for(wait)
+    delay = scheduling.next_poll_delay(interval_s=wait, retry_after_s=wait, remaining=remaining)
+    log.info("provider.rate_limited", retry_after_s=wait, paused=exc.pause_provider)
+    return Reschedule(
+        status=job.status,
+        delay_s=delay,
+        polled=polled,
+        error_count=job.error_count,
+        last_error=str(exc),
+    )
+
+
+async def _ingest_all(
+    job: ClaimedJob, ctx: StepContext, deadline: datetime, result: PollResult, *, polled: bool
+) -> Outcome:
+    records: list[ArtifactRecord] = []
+    total = len(result.outputs)
+    for index, output in enumerate(result.outputs):
+        try:
+            blob = await _ingest(ctx.ingestor, output, job.media_type)
+        except StorageError as exc:
+            return _storage_failed(job, ctx, deadline, exc, index, total, polled=polled)
+        records.append(_record(job, index, output, blob))
+        metrics.ARTIFACTS.labels("false" if blob.created else "true").inc()
+        metrics.DOWNLOAD_BYTES.inc(blob.size_bytes)
+        log.info(
+            "artifact.stored",
+            index=index,
+            content_hash=blob.content_hash,
+            size_bytes=blob.size_bytes,
+            type=blob.media_type,
+            dedup=not blob.created,
+        )
+    return Complete(
+        artifacts=records,
+        result_uri=_result_uri(result, records),
+        cost_usd=result.cost_usd,
+        polled=polled,
+    )
+
+
+async def _ingest(ingestor: Ingestor, output: Output, media_type: str) -> StoredBlob:
+    if isinstance(output, InlineOutput):
+        return await ingestor.ingest_bytes(
+            output.data, expected_kind=media_type, filename=output.filename
+        )
+    return await ingestor.ingest_url(
+        output.url, expected_kind=media_type, headers=dict(output.headers) or None
+    )
+
+
+def _storage_failed(
+    job: ClaimedJob,
+    ctx: StepContext,
+    deadline: datetime,
+    exc: StorageError,
+    index: int,
+    total: int,
+    *,
+    polled: bool,
+) -> Outcome:
+    metrics.STORAGE_ERRORS.labels(type(exc).__name__).inc()
+    where = f"output {index + 1} of {total}"
+    count = job.error_count + 1
+    if not exc.retryable or count > ctx.limits.error_budget:
+        return Finish(status="failed", error_message=f"{where}: {exc}", polled=polled)
+    delay = scheduling.error_backoff(
+        count,
+        retry_after_s=None,
+        max_s=ctx.limits.error_backoff_max_s,
+        remaining=scheduling.remaining_s(job, deadline),
+    )
+    log.warning("artifact.retry_scheduled", error=str(exc), attempt=count)
+    return Reschedule(
+        status="processing",
+        delay_s=delay,
+        polled=polled,
+        started=True,
+        error_count=count,
+        last_error=f"{where}: {exc}",
+    )
+
+
+def _record(job: ClaimedJob, index: int, output: Output, blob: StoredBlob) -> ArtifactRecord:
+    metadata: dict[str, object] = {
+        **dict(blob.metadata),
+        "provider": job.provider_id,
+        "provider_job_id": job.provider_job_id,
+        "output_index": index,
+        "media_type": blob.media_type,
+    }
+    if isinstance(output, RemoteOutput):
+        metadata["source_host"] = urlsplit(output.url).hostname
+    if output.media_type:
+        metadata["provider_media_type"] = output.media_type
+    if output.metadata:
+        metadata["provider_metadata"] = dict(output.metadata)
+    filename = blob.filename or output.filename or _generated_name(job, index, blob)
+    return ArtifactRecord(
+        id=uuid.uuid4(),
+        type=blob.media_type,
+        uri=blob.uri,
+        content_hash=blob.content_hash,
+        size_bytes=blob.size_bytes,
+        filename=filename[:255],
+        metadata=metadata,
+    )
+
+
+def _generated_name(job: ClaimedJob, index: int, blob: StoredBlob) -> str:
+    ext = blob.media_type.rsplit("/", 1)[-1] if "/" in blob.media_type else "bin"
+    return f"{job.id}-{index}.{ext}"
+
+
+def _result_uri(result: PollResult, records: list[ArtifactRecord]) -> str | None:
+    if result.result_uri:
+        return result.result_uri
+    first = result.outputs[0]
+    if isinstance(first, RemoteOutput) and not first.url.startswith("data:"):
+        return first.url
+    return records[0].uri if records else None
+

@@ -1,0 +1,60 @@
+"""LISTEN for new jobs so an idle daemon reacts at once.
+
+An optimisation only: the claim loop also sleeps until the earliest due job, so a dead
+listener costs latency, never correctness. The listener checks its connection every
+``check_s`` and reconnects with backoff when it has died.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import anyio
+import psycopg
+import structlog
+
+from poller import metrics
+
+log = structlog.get_logger("poller")
+
+CHANNEL = "generation_job_created"
+
+
+class Listener:
+    """Calls ``on_notify`` for every NOTIFY on `CHANNEL`; survives database restarts."""
+
+    def __init__(
+        self, database_url: str, on_notify: Callable[[], None], *, check_s: float = 10.0
+    ) -> None:
+        self._url = database_url
+        self._on_notify = on_notify
+        self._check_s = check_s
+        self.connected = False
+
+    async def run(self) -> None:
+        backoff = 0.5
+        while True:
+            try:
+                await self._listen()
+            except (psycopg.Error, OSError) as exc:
+                self._set_connected(False)
+                log.warning("listener.disconnected", error=str(exc), retry_in_s=backoff)
+                await anyio.sleep(backoff)
+                backoff = min(backoff * 2, 30.0)
+
+    async def _listen(self) -> None:
+        async with await psycopg.AsyncConnection.connect(
+            self._url, autocommit=True, connect_timeout=10
+        ) as conn:
+            await conn.execute(f"LISTEN {CHANNEL}")
+            self._set_connected(True)
+            log.info("listener.connected")
+            self._on_notify()  # anything inserted while we were away is due now
+            while True:
+                async for _ in conn.notifies(timeout=self._check_s):
+                    self._on_notify()
+                await conn.execute("SELECT 1")  # liveness: raises if the server went away
+
+    def _set_connected(self, up: bool) -> None:
+        self.connected = up
+        metrics.LISTENER_UP.set(1 if up else 0)

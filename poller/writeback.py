@@ -1,0 +1,93 @@
+"""Batched, fenced write-backs: many outcomes, one ``UPDATE … FROM unnest(…)`` round trip.
+
+Job tasks hand their outcome over and move on; a single flusher writes whatever accumulated
+every ``flush_s`` (or at once when ``max_rows`` are waiting). Rows the database does not
+return lost their lease to another replica: they are counted and logged, never retried.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Callable
+
+import anyio
+import structlog
+from psycopg import Error as PsycopgError
+
+from poller import metrics
+from poller.repository import PendingWrite, Repository
+
+log = structlog.get_logger("poller")
+
+OnApplied = Callable[[PendingWrite], None]
+
+
+class WriteBackBatcher:
+    """Collects `PendingWrite`s and flushes them together."""
+
+    def __init__(
+        self,
+        repo: Repository,
+        *,
+        flush_s: float,
+        max_rows: int = 500,
+        on_applied: OnApplied | None = None,
+    ) -> None:
+        self._repo = repo
+        self._flush_s = flush_s
+        self._max_rows = max_rows
+        self._pending: list[PendingWrite] = []
+        self._wake = anyio.Event()
+        self._on_applied = on_applied
+        self._flushing = 0
+
+    @property
+    def idle(self) -> bool:
+        """Nothing waiting and nothing being written (used by drain and shutdown)."""
+        return not self._pending and self._flushing == 0
+
+    def add(self, write: PendingWrite) -> None:
+        self._pending.append(write)
+        if len(self._pending) >= self._max_rows:
+            self._wake.set()
+
+    async def run(self) -> None:
+        """Flush forever; cancelled by the daemon after a final `flush`."""
+        while True:
+            with anyio.move_on_after(self._flush_s):
+                await self._wake.wait()
+            self._wake = anyio.Event()
+            await self.flush()
+
+    async def flush(self) -> None:
+        while self._pending:
+            batch, self._pending = self._pending[: self._max_rows], self._pending[self._max_rows :]
+            self._flushing += 1
+            try:
+                await self._write(batch)
+            finally:
+                self._flushing -= 1
+
+    async def _write(self, batch: list[PendingWrite]) -> None:
+        for attempt in range(3):
+            try:
+                applied = await self._repo.write_back(batch)
+            except PsycopgError as exc:
+                metrics.DB_ERRORS.labels("write_back").inc()
+                log.warning("db.write_back_failed", error=str(exc), rows=len(batch))
+                await anyio.sleep(0.2 * 2**attempt)
+                continue
+            self._settle(batch, applied)
+            return
+        # Still failing: the leases expire and another round re-claims these jobs. Nothing is
+        # lost, a poll is merely repeated.
+        log.error("db.write_back_abandoned", rows=len(batch))
+
+    def _settle(self, batch: list[PendingWrite], applied: set[uuid.UUID]) -> None:
+        metrics.WRITEBACK_ROWS.observe(len(batch))
+        for write in batch:
+            if write.job.id not in applied:
+                metrics.LEASE_LOST.inc()
+                log.warning("lease.lost", job_id=str(write.job.id), stage="write_back")
+            elif self._on_applied is not None:
+                self._on_applied(write)

@@ -1,0 +1,188 @@
+"""The claim statement and fenced write-backs against a real PostgreSQL."""
+
+from __future__ import annotations
+
+import uuid
+from collections import Counter
+from collections.abc import AsyncIterator
+
+import anyio
+import pytest
+from psycopg_pool import AsyncConnectionPool
+
+from poller.model import ClaimedJob, Finish, Reschedule
+from poller.repository import PendingWrite, Repository, open_pool
+from tests.poller.helpers import execute, fetch, insert_jobs, job_row
+
+pytestmark = pytest.mark.anyio
+
+
+@pytest.fixture
+async def pool(db_url: str) -> AsyncIterator[AsyncConnectionPool]:
+    p = open_pool(db_url, size=6)
+    await p.open()
+    yield p
+    await p.close()
+
+
+def repo(pool: AsyncConnectionPool, owner: str = "r1", lease_s: float = 30.0) -> Repository:
+    return Repository(pool, owner=owner, lease_s=lease_s)
+
+
+def resched(job: ClaimedJob, delay: float = 60.0) -> PendingWrite:
+    return PendingWrite(
+        job=job, outcome=Reschedule(status="processing", delay_s=delay, polled=True, started=True),
+        deadline_at=None,
+    )
+
+
+async def test_concurrent_claimers_never_share_a_job(db_url: str, pool: AsyncConnectionPool) -> None:
+    ids = set(insert_jobs(db_url, 300))
+    seen: list[uuid.UUID] = []
+
+    async def claimer(owner: str) -> None:
+        r = repo(pool, owner)
+        while batch := await r.claim(7, excluded=[], per_tenant=4):
+            seen.extend(j.id for j in batch)
+
+    async with anyio.create_task_group() as tg:
+        for n in range(4):
+            tg.start_soon(claimer, f"r{n}")
+    assert len(seen) == len(set(seen)) == 300
+    assert set(seen) == ids
+
+
+async def test_claim_bumps_version_sets_owner_and_pushes_lease(
+    db_url: str, pool: AsyncConnectionPool
+) -> None:
+    [job_id] = insert_jobs(db_url, 1)
+    [job] = await repo(pool, "owner-a", lease_s=45).claim(10, excluded=[], per_tenant=4)
+    row = job_row(db_url, job_id)
+    assert job.lease_version == row["lease_version"] == 1
+    assert row["lease_owner"] == "owner-a"
+    assert row["claim_count"] == 1
+    lease = (row["next_poll_at"] - job.db_now).total_seconds()
+    assert 44 <= lease <= 46
+    assert await repo(pool, "owner-b").claim(10, excluded=[], per_tenant=4) == []
+
+
+async def test_stale_lease_version_write_changes_nothing(
+    db_url: str, pool: AsyncConnectionPool
+) -> None:
+    [job_id] = insert_jobs(db_url, 1)
+    first, second = repo(pool, "a"), repo(pool, "b")
+    [stale] = await first.claim(1, excluded=[], per_tenant=4)
+    execute(db_url, "UPDATE app.generation_jobs SET next_poll_at = now()")  # lease expires
+    [fresh] = await second.claim(1, excluded=[], per_tenant=4)
+    assert fresh.lease_version == stale.lease_version + 1
+    before = job_row(db_url, job_id)
+    fail = Finish(status="failed", error_message="stale")
+    applied = await first.write_back([PendingWrite(job=stale, outcome=fail, deadline_at=None)])
+    assert applied == set()
+    assert job_row(db_url, job_id) == before
+    assert await second.write_back([resched(fresh)]) == {job_id}
+    assert job_row(db_url, job_id)["status"] == "processing"
+
+
+async def test_expired_lease_is_claimable_again(db_url: str, pool: AsyncConnectionPool) -> None:
+    insert_jobs(db_url, 1)
+    crashed = repo(pool, "crashed", lease_s=0.3)
+    [job] = await crashed.claim(1, excluded=[], per_tenant=4)
+    assert await repo(pool, "other").claim(1, excluded=[], per_tenant=4) == []
+    await anyio.sleep(0.4)
+    [again] = await repo(pool, "other").claim(1, excluded=[], per_tenant=4)
+    assert again.id == job.id
+    assert again.claim_count == 2
+    assert again.lease_version == job.lease_version + 1
+
+
+async def test_write_back_counts_polls_and_resets_claim_count(
+    db_url: str, pool: AsyncConnectionPool
+) -> None:
+    [job_id] = insert_jobs(db_url, 1)
+    r = repo(pool)
+    [job] = await r.claim(1, excluded=[], per_tenant=4)
+    await r.write_back([resched(job, delay=120)])
+    row = job_row(db_url, job_id)
+    assert row["attempts"] == 1
+    assert row["claim_count"] == 0
+    assert row["lease_owner"] is None
+    assert row["started_at"] is not None
+    assert (row["next_poll_at"] - row["updated_at"]).total_seconds() > 100
+
+
+async def test_release_undoes_the_claim_count_and_makes_the_job_due(
+    db_url: str, pool: AsyncConnectionPool
+) -> None:
+    [job_id] = insert_jobs(db_url, 1)
+    r = repo(pool)
+    [job] = await r.claim(1, excluded=[], per_tenant=4)
+    release = Reschedule(status="pending", delay_s=0, release=True)
+    await r.write_back([PendingWrite(job=job, outcome=release, deadline_at=None)])
+    row = job_row(db_url, job_id)
+    assert row["claim_count"] == 0 and row["attempts"] == 0
+    [again] = await repo(pool, "b").claim(1, excluded=[], per_tenant=4)
+    assert again.id == job_id
+
+
+async def test_tenant_flood_does_not_starve_a_small_tenant(
+    db_url: str, pool: AsyncConnectionPool
+) -> None:
+    insert_jobs(db_url, 5000, tenant="A")
+    small = set(insert_jobs(db_url, 10, tenant="B"))
+    execute(db_url, "ANALYZE app.generation_jobs")
+    [first] = [await repo(pool).claim(50, excluded=[], per_tenant=4)]
+    counts = Counter(j.tenant_id for j in first)
+    assert counts["B"] == 10
+    assert small <= {j.id for j in first}
+
+
+async def test_excluded_and_paused_providers_are_not_claimed(
+    db_url: str, pool: AsyncConnectionPool
+) -> None:
+    insert_jobs(db_url, 2, provider="unconfigured")
+    insert_jobs(db_url, 2, provider="paused")
+    wanted = set(insert_jobs(db_url, 2, provider="scripted"))
+    r = repo(pool)
+    await r.pause_provider("paused", 60, "rate limited")
+    got = await r.claim(50, excluded=["unconfigured"], per_tenant=4)
+    assert {j.id for j in got} == wanted
+    execute(db_url, "UPDATE app.provider_budgets SET paused_until = now() - interval '1 s'")
+    got = await r.claim(50, excluded=["unconfigured"], per_tenant=4)
+    assert Counter(j.provider_id for j in got) == {"paused": 2}
+
+
+async def test_terminal_write_back_notifies_the_orchestrator(
+    db_url: str, pool: AsyncConnectionPool
+) -> None:
+    import json
+
+    import psycopg
+
+    [job_id] = insert_jobs(db_url, 1)
+    r = repo(pool)
+    [job] = await r.claim(1, excluded=[], per_tenant=4)
+    async with await psycopg.AsyncConnection.connect(db_url, autocommit=True) as listener:
+        await listener.execute("LISTEN generation_job_finished")
+        fail = Finish(status="failed", error_message="boom")
+        await r.write_back([PendingWrite(job=job, outcome=fail, deadline_at=None)])
+        notes = [n async for n in listener.notifies(timeout=2, stop_after=1)]
+    payload = json.loads(notes[0].payload)
+    assert payload["id"] == str(job_id)
+    assert payload["status"] == "failed"
+    assert payload["artifact_ids"] == []
+    assert set(payload) == {"id", "tenant_id", "run_id", "run_step_id", "status", "artifact_ids"}
+    row = job_row(db_url, job_id)
+    assert row["error_message"] == "boom" and row["completed_at"] is not None
+
+
+async def test_shared_budget_grants_at_most_capacity(db_url: str, pool: AsyncConnectionPool) -> None:
+    a, b = repo(pool, "a"), repo(pool, "b")
+    await a.ensure_budget("scripted", capacity=10, refill_per_s=0.001)
+    first = await a.take_tokens("scripted", 6)
+    second = await b.take_tokens("scripted", 6)
+    third = await b.take_tokens("scripted", 6)
+    assert (first.granted, second.granted, third.granted) == (6, 4, 0)
+    assert third.wait_s > 100  # 1 token at 0.001/s
+    rows = fetch(db_url, "SELECT tokens FROM app.provider_budgets")
+    assert rows[0]["tokens"] < 1

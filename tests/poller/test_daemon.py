@@ -1,0 +1,290 @@
+"""The daemon in-process: real PostgreSQL, real local storage, a scripted provider."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Mapping
+from pathlib import Path
+from typing import Any, ClassVar
+
+import anyio
+import pytest
+from psycopg_pool import AsyncConnectionPool
+from pydantic_settings import SettingsConfigDict
+
+from poller.daemon import Adapter, Daemon
+from poller.repository import Repository, open_pool
+from poller.settings import PollerSettings
+from providers.errors import ProviderConnectError, ProviderProtocolError, ProviderUnavailable
+from providers.settings import ProviderSettings
+from providers.types import PollResult
+from storage import StorageConfig, open_storage
+from tests.poller.fakes import ScriptedProvider, failed, pending, png_bytes, running, succeeded
+from tests.poller.helpers import fetch, insert_jobs, job_row
+
+pytestmark = pytest.mark.anyio
+
+
+class ScriptedSettings(ProviderSettings):
+    model_config = SettingsConfigDict(env_prefix="SCRIPTED_")
+    provider_name: ClassVar[str] = "scripted"
+
+
+def scripted_settings(**values: Any) -> ScriptedSettings:
+    base: dict[str, Any] = {
+        "base_url": "https://scripted.invalid",
+        "api_key": "k-scripted-secret",
+        "poll_interval_image_ms": 100,
+        "timeout_image_ms": 60_000,
+        "max_in_flight": 100,
+        "rate_per_s": 10_000,
+        "burst": 10_000,
+    }
+    base.update(values)
+    return ScriptedSettings.from_env({}, **base)
+
+
+def poller_settings(**values: Any) -> PollerSettings:
+    base: dict[str, Any] = {
+        "concurrency": 16,
+        "batch_size": 8,
+        "lease_ttl_s": 5,
+        "shutdown_grace_s": 2,
+        "idle_poll_max_s": 0.2,
+        "writeback_flush_s": 0.02,
+        "error_backoff_max_s": 0.05,
+        "auth_pause_s": 1,
+    }
+    base.update(values)
+    return PollerSettings(**base)
+
+
+@pytest.fixture
+async def pool(db_url: str) -> AsyncIterator[AsyncConnectionPool]:
+    p = open_pool(db_url, size=4)
+    await p.open()
+    yield p
+    await p.close()
+
+
+async def run_daemon(
+    db_url: str,
+    pool: AsyncConnectionPool,
+    root: Path,
+    provider: ScriptedProvider,
+    *,
+    settings: PollerSettings | None = None,
+    provider_settings: ProviderSettings | None = None,
+    stop_after: float | None = None,
+) -> Daemon:
+    cfg = settings or poller_settings()
+    config = StorageConfig(storage_url=f"file://{root}", allow_private_downloads=True)
+    async with open_storage(config) as ingestor:
+        daemon = Daemon(
+            repo=Repository(pool, owner="test-replica", lease_s=cfg.lease_ttl_s),
+            settings=cfg,
+            adapters={"scripted": Adapter(provider=provider, settings=provider_settings or scripted_settings())},
+            unserved=["unserved"],
+            ingestor=ingestor,
+            database_url=db_url,
+        )
+        with anyio.fail_after(30):
+            if stop_after is None:
+                await daemon.run(drain=True)
+            else:
+                async with anyio.create_task_group() as tg:
+                    tg.start_soon(lambda: daemon.run(drain=False))
+                    await anyio.sleep(stop_after)
+                    daemon.stop()
+    return daemon
+
+
+async def test_jobs_flow_end_to_end_into_artifacts(
+    db_url: str, pool: AsyncConnectionPool, tmp_path: Path
+) -> None:
+    ids = insert_jobs(db_url, 12)
+    provider = ScriptedProvider(default=succeeded(png_bytes(), png_bytes(9, 9)))
+    for job_id in ids:
+        provider.script(f"sub-{job_id}", [pending(), running()])
+    await run_daemon(db_url, pool, tmp_path, provider)
+    rows = fetch(db_url, "SELECT * FROM app.generation_jobs")
+    assert {r["status"] for r in rows} == {"completed"}
+    for row in rows:
+        assert row["attempts"] == 3  # pending, running, succeeded
+        assert row["started_at"] is not None and row["completed_at"] >= row["started_at"]
+        assert len(row["artifact_ids"]) == 2
+        assert str(row["artifact_id"]) == row["artifact_ids"][0]
+        assert row["provider_job_id"] == f"sub-{row['id']}"
+        assert row["lease_owner"] is None
+    artifacts = fetch(db_url, "SELECT * FROM app.artifacts")
+    assert len(artifacts) == 24  # one row per output per job, never shared
+    assert len({a["uri"] for a in artifacts}) == 2  # but blobs are shared by content
+    for art in artifacts:
+        assert art["type"] == "image/png"
+        assert Path(art["uri"]).is_file()
+        assert art["skill_id"] == "scripted"  # no run_steps row: the provider id
+        assert art["metadata"]["provider"] == "scripted"
+        assert art["metadata"]["width"] in (8, 9)
+
+
+async def test_unknown_provider_fails_with_its_name(
+    db_url: str, pool: AsyncConnectionPool, tmp_path: Path
+) -> None:
+    [job_id] = insert_jobs(db_url, 1, provider="nobody-knows")
+    await run_daemon(db_url, pool, tmp_path, ScriptedProvider())
+    row = job_row(db_url, job_id)
+    assert row["status"] == "failed"
+    assert "unknown provider 'nobody-knows'" in row["error_message"]
+
+
+async def test_unserved_provider_jobs_are_left_alone(
+    db_url: str, pool: AsyncConnectionPool, tmp_path: Path
+) -> None:
+    [job_id] = insert_jobs(db_url, 1, provider="unserved")
+    await run_daemon(db_url, pool, tmp_path, ScriptedProvider())
+    assert job_row(db_url, job_id)["status"] == "pending"
+
+
+async def test_deadline_cancels_at_provider_and_times_out(
+    db_url: str, pool: AsyncConnectionPool, tmp_path: Path
+) -> None:
+    [job_id] = insert_jobs(db_url, 1, timeout_ms=400)
+    provider = ScriptedProvider(default=running)
+    await run_daemon(db_url, pool, tmp_path, provider)
+    row = job_row(db_url, job_id)
+    assert row["status"] == "timed_out"
+    assert "timed out" in row["error_message"]
+    assert [h.provider_job_id for h in provider.canceled] == [f"sub-{job_id}"]
+    assert row["completed_at"] is not None
+
+
+async def test_unknown_vendor_status_never_ends_a_job(
+    db_url: str, pool: AsyncConnectionPool, tmp_path: Path
+) -> None:
+    from providers.types import PollState
+
+    [job_id] = insert_jobs(db_url, 1, timeout_ms=600)
+    odd = PollResult(state=PollState.UNKNOWN, raw_status="warming_up")
+    provider = ScriptedProvider(default=odd)
+    await run_daemon(db_url, pool, tmp_path, provider)
+    row = job_row(db_url, job_id)
+    assert row["status"] == "timed_out"  # only the deadline ended it
+    assert row["attempts"] >= 2
+
+
+async def test_ambiguous_submit_failure_is_never_resubmitted(
+    db_url: str, pool: AsyncConnectionPool, tmp_path: Path
+) -> None:
+    [job_id] = insert_jobs(db_url, 1)
+    provider = ScriptedProvider(submit_step=ProviderUnavailable("HTTP 502 after sending"))
+    await run_daemon(db_url, pool, tmp_path, provider)
+    row = job_row(db_url, job_id)
+    assert row["status"] == "failed"
+    assert row["error_message"].startswith("submit outcome unknown")
+    assert len(provider.submitted) == 1
+
+
+async def test_connect_error_on_submit_is_retried(
+    db_url: str, pool: AsyncConnectionPool, tmp_path: Path
+) -> None:
+    [job_id] = insert_jobs(db_url, 1)
+    provider = ScriptedProvider(submit_step=ProviderConnectError("connection refused"))
+
+    async def heal() -> None:
+        await anyio.sleep(0.3)
+        provider.submit_step = None
+
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(heal)
+        await run_daemon(db_url, pool, tmp_path, provider)
+    row = job_row(db_url, job_id)
+    assert row["status"] == "completed"
+    assert len(provider.submitted) >= 2
+
+
+async def test_transient_errors_back_off_then_succeed_within_budget(
+    db_url: str, pool: AsyncConnectionPool, tmp_path: Path
+) -> None:
+    [job_id] = insert_jobs(db_url, 1)
+    provider = ScriptedProvider()
+    provider.script(f"sub-{job_id}", [ProviderUnavailable("HTTP 503")] * 3)
+    await run_daemon(db_url, pool, tmp_path, provider)
+    row = job_row(db_url, job_id)
+    assert row["status"] == "completed"
+    assert row["attempts"] == 4  # failed polls count too
+    assert row["error_count"] == 0
+
+
+async def test_malformed_replies_fail_the_job_with_the_snippet(
+    db_url: str, pool: AsyncConnectionPool, tmp_path: Path
+) -> None:
+    [job_id] = insert_jobs(db_url, 1)
+    bad = ProviderProtocolError("unparseable reply", snippet="<html>502 Bad Gateway")
+    provider = ScriptedProvider(default=lambda: (_ for _ in ()).throw(bad))
+    await run_daemon(db_url, pool, tmp_path, provider)
+    row = job_row(db_url, job_id)
+    assert row["status"] == "failed"
+    assert "<html>502 Bad Gateway" in row["error_message"]
+    assert "consecutive errors" in row["error_message"]
+
+
+async def test_moderation_failure_is_marked(
+    db_url: str, pool: AsyncConnectionPool, tmp_path: Path
+) -> None:
+    [job_id] = insert_jobs(db_url, 1)
+    provider = ScriptedProvider(default=failed("NSFW content detected", moderation=True))
+    await run_daemon(db_url, pool, tmp_path, provider)
+    row = job_row(db_url, job_id)
+    assert row["status"] == "failed"
+    assert row["error_message"] == "moderation: NSFW content detected"
+    assert fetch(db_url, "SELECT * FROM app.artifacts") == []
+
+
+async def test_wrong_type_output_fails_and_stores_nothing(
+    db_url: str, pool: AsyncConnectionPool, tmp_path: Path
+) -> None:
+    [job_id] = insert_jobs(db_url, 1)
+    provider = ScriptedProvider(default=succeeded(b"<html><body>502 Bad Gateway</body></html>"))
+    await run_daemon(db_url, pool, tmp_path, provider)
+    row = job_row(db_url, job_id)
+    assert row["status"] == "failed"
+    assert row["error_message"].startswith("output 1 of 1:")
+    assert fetch(db_url, "SELECT * FROM app.artifacts") == []
+    assert not list((tmp_path / "sha256").rglob("*")) if (tmp_path / "sha256").exists() else True
+
+
+async def test_crash_loop_guard_fails_the_job(
+    db_url: str, pool: AsyncConnectionPool, tmp_path: Path
+) -> None:
+    from tests.poller.helpers import execute
+
+    [job_id] = insert_jobs(db_url, 1)
+    execute(db_url, "UPDATE app.generation_jobs SET claim_count = 5 WHERE id = %s", (job_id,))
+    await run_daemon(db_url, pool, tmp_path, ScriptedProvider())
+    row = job_row(db_url, job_id)
+    assert row["status"] == "failed"
+    assert row["error_message"].startswith("worker crashed repeatedly")
+
+
+async def test_stop_releases_in_flight_jobs_without_failing_them(
+    db_url: str, pool: AsyncConnectionPool, tmp_path: Path
+) -> None:
+    ids = insert_jobs(db_url, 3)
+
+    class Slow(ScriptedProvider):
+        async def poll(self, handle: Any) -> PollResult:
+            await anyio.sleep(60)
+            raise AssertionError("unreachable")
+
+    cfg = poller_settings(shutdown_grace_s=0.2)
+    daemon = await run_daemon(db_url, pool, tmp_path, Slow(), settings=cfg, stop_after=1.0)
+    assert daemon.inflight == 0
+    for job_id in ids:
+        row = job_row(db_url, job_id)
+        assert row["status"] in ("pending", "processing")
+        assert row["lease_owner"] is None
+        assert row["claim_count"] == 0
+        assert row["error_message"] is None
+
+
+def _unused(_: Mapping[str, Any]) -> None:  # keeps mypy quiet about Mapping import in 3.11
+    return None

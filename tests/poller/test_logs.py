@@ -1,0 +1,30 @@
+"""Secrets never reach the log stream."""
+
+from __future__ import annotations
+
+import io
+import json
+
+import structlog
+
+from poller.logs import SecretScrubber, configure_logging
+
+
+def test_scrubber_removes_known_secrets_url_credentials_and_bearer_tokens() -> None:
+    scrub = SecretScrubber(["r8_supersecret"]).scrub
+    assert "r8_supersecret" not in scrub("request failed with key r8_supersecret")
+    assert scrub("postgresql://app:pw@db:5432/x") == "postgresql://***@db:5432/x"
+    assert "abcdefghijkl" not in scrub("Authorization: Bearer abcdefghijkl")
+
+
+def test_json_log_line_has_event_name_and_no_secret() -> None:
+    out = io.StringIO()
+    configure_logging(level="info", fmt="json", secrets=["sk-live-123456"], stream=out)
+    structlog.get_logger("t").info(
+        "provider.polled", detail="echo sk-live-123456", nested={"url": "https://u:p@h/x"}
+    )
+    line = json.loads(out.getvalue().strip().splitlines()[-1])
+    assert line["event"] == "provider.polled"
+    assert line["level"] == "info"
+    assert "sk-live-123456" not in out.getvalue()
+    assert line["nested"]["url"] == "https://***@h/x"
