@@ -23,6 +23,9 @@ from psycopg.types.json import Jsonb
 
 from devenv.stack import ROOT, daemon_env, database_url, migrate, simulator
 
+SDXL = "39ed52f2a78e934b3ba6e2a89f5b1c712de7dfea535525255b1aa35c5565e08b"
+MUSICGEN = "671ac645ce5e552cc63a54a2bbff63fcf798043055d2dac5fc9e36a837eedcfb"
+
 
 def _png_data_url() -> str:
     buf = io.BytesIO()
@@ -33,33 +36,66 @@ def _png_data_url() -> str:
 def sample_jobs() -> list[tuple[str, str, dict[str, Any]]]:
     image = _png_data_url()
     return [
-        ("replicate", "image", {
-            "version": "stability-ai/sdxl:39ed52f2a78e934b3ba6e2a89f5b1c712de7dfea535525255b1aa35c5565e08b",
-            "input": {"prompt": "a lighthouse at dawn, watercolor", "num_outputs": 2},
-        }),
-        ("replicate", "video", {
-            "model": "minimax/video-01", "input": {"prompt": "waves rolling onto a beach"},
-        }),
-        ("replicate", "audio", {
-            "version": "meta/musicgen:671ac645ce5e552cc63a54a2bbff63fcf798043055d2dac5fc9e36a837eedcfb",
-            "input": {"prompt": "calm lo-fi piano", "duration": 5},
-        }),
-        ("stability", "image", {
-            "endpoint": "stable-image/upscale/creative",
-            "params": {"prompt": "a crisp mountain landscape", "output_format": "png"},
-            "files": {"image": image},
-        }),
-        ("stability", "video", {
-            "endpoint": "image-to-video", "params": {"seed": 0}, "files": {"image": image},
-        }),
-        ("stability", "audio", {
-            "endpoint": "audio/stable-audio-2/text-to-audio",
-            "params": {"prompt": "rain on a tin roof", "output_format": "mp3", "duration": 5},
-        }),
-        ("suno", "audio", {
-            "prompt": "an upbeat synth-pop jingle about coffee",
-            "customMode": False, "instrumental": False, "model": "V4_5",
-        }),
+        (
+            "replicate",
+            "image",
+            {
+                "version": f"stability-ai/sdxl:{SDXL}",
+                "input": {"prompt": "a lighthouse at dawn, watercolor", "num_outputs": 2},
+            },
+        ),
+        (
+            "replicate",
+            "video",
+            {
+                "model": "minimax/video-01",
+                "input": {"prompt": "waves rolling onto a beach"},
+            },
+        ),
+        (
+            "replicate",
+            "audio",
+            {
+                "version": f"meta/musicgen:{MUSICGEN}",
+                "input": {"prompt": "calm lo-fi piano", "duration": 5},
+            },
+        ),
+        (
+            "stability",
+            "image",
+            {
+                "endpoint": "stable-image/upscale/creative",
+                "params": {"prompt": "a crisp mountain landscape", "output_format": "png"},
+                "files": {"image": image},
+            },
+        ),
+        (
+            "stability",
+            "video",
+            {
+                "endpoint": "image-to-video",
+                "params": {"seed": 0},
+                "files": {"image": image},
+            },
+        ),
+        (
+            "stability",
+            "audio",
+            {
+                "endpoint": "audio/stable-audio-2/text-to-audio",
+                "params": {"prompt": "rain on a tin roof", "output_format": "mp3", "duration": 5},
+            },
+        ),
+        (
+            "suno",
+            "audio",
+            {
+                "prompt": "an upbeat synth-pop jingle about coffee",
+                "customMode": False,
+                "instrumental": False,
+                "model": "V4_5",
+            },
+        ),
     ]
 
 
@@ -91,7 +127,10 @@ def run_daemon(env: dict[str, str], url: str, ids: list[uuid.UUID]) -> int:
     log_path = ROOT / ".data" / "demo-daemon.log"
     with log_path.open("w") as log:
         proc = subprocess.Popen(
-            [sys.executable, "main.py", "run", "--drain"], cwd=ROOT, env=env, stdout=log,
+            [sys.executable, "main.py", "run", "--drain"],
+            cwd=ROOT,
+            env=env,
+            stdout=log,
             stderr=subprocess.STDOUT,
         )
         start = time.monotonic()
@@ -129,14 +168,19 @@ def report(url: str, ids: list[uuid.UUID]) -> bool:
     _print_table(rows)
     failed = [j for j in jobs if j["status"] != "completed"]
     for job in failed:
-        print(f"  ! {job['provider_id']}/{job['media_type']}: {job['status']}: {job['error_message']}")
+        print(
+            f"  ! {job['provider_id']}/{job['media_type']}: {job['status']}: {job['error_message']}"
+        )
     return not failed and len(jobs) == len(ids)
 
 
 def _row(job: dict[str, Any], art: dict[str, Any] | None, *, first: bool) -> list[str]:
     meta = art["metadata"] if art else {}
-    facts = [f"{k}={meta[k]}" for k in ("width", "height", "duration_s", "codec", "sample_rate")
-             if k in meta]
+    facts = [
+        f"{k}={meta[k]}"
+        for k in ("width", "height", "duration_s", "codec", "sample_rate")
+        if k in meta
+    ]
     return [
         job["provider_id"] if first else "",
         job["media_type"] if first else "",

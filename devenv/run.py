@@ -24,10 +24,12 @@ def main() -> int:
             print(f"no provider keys set: using the provider simulator at {sim_url}")
         env = daemon_env(url, sim_url)
         migrate(env)
-        print(f"DATABASE_URL={url}  (submit jobs with: DATABASE_URL={url} "
-              ".venv/bin/python main.py submit --provider replicate --media-type image "
-              "--params '{\"model\": \"black-forest-labs/flux-schnell\", \"input\": "
-              "{\"prompt\": \"a cat\"}}')")
+        print(
+            f"DATABASE_URL={url}  (submit jobs with: DATABASE_URL={url} "
+            ".venv/bin/python main.py submit --provider replicate --media-type image "
+            '--params \'{"model": "black-forest-labs/flux-schnell", "input": '
+            '{"prompt": "a cat"}}\')'
+        )
         try:
             return subprocess.run([sys.executable, "main.py", "run"], cwd=ROOT, env=env).returncode
         except KeyboardInterrupt:

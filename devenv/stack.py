@@ -11,8 +11,8 @@ import subprocess
 import sys
 import tempfile
 import time
-from contextlib import contextmanager
 from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import psycopg
@@ -47,8 +47,18 @@ def simulator(*extra: str) -> Iterator[str]:
     with tempfile.TemporaryDirectory() as tmp:
         ready = Path(tmp) / "sim.url"
         proc = subprocess.Popen(
-            [sys.executable, "-m", "simulator", "--port", "0", "--seed", "1",
-             "--ready-file", str(ready), *extra],
+            [
+                sys.executable,
+                "-m",
+                "simulator",
+                "--port",
+                "0",
+                "--seed",
+                "1",
+                "--ready-file",
+                str(ready),
+                *extra,
+            ],
             cwd=ROOT,
             stdout=subprocess.DEVNULL,
         )

@@ -62,7 +62,7 @@ def list_jobs(url: str, flt: JobFilter) -> list[dict[str, Any]]:
 def show_job(url: str, job_id: uuid.UUID) -> dict[str, Any]:
     with _connect(url) as conn:
         job = conn.execute(
-            f"SELECT {JOB_COLUMNS} FROM app.generation_jobs WHERE id = %s",  # noqa: S608
+            f"SELECT {JOB_COLUMNS} FROM app.generation_jobs WHERE id = %s",
             (job_id,),
         ).fetchone()
         if job is None:
@@ -175,5 +175,5 @@ def parse_params(text: str) -> dict[str, Any]:
     except json.JSONDecodeError as exc:
         raise AdminError(f"--params is not valid JSON: {exc.msg} at position {exc.pos}") from None
     if not isinstance(value, dict):
-        raise AdminError("--params must be a JSON object, e.g. '{\"input\": {\"prompt\": \"…\"}}'")
+        raise AdminError('--params must be a JSON object, e.g. \'{"input": {"prompt": "…"}}\'')
     return value

@@ -50,7 +50,9 @@ def _jobs_parser(sub: Any) -> None:
     jobs = sub.add_parser("jobs", help="inspect and repair jobs")
     jsub = jobs.add_subparsers(dest="jobs_command", required=True, metavar="ACTION")
     ls = jsub.add_parser("ls", help="list jobs, newest first")
-    ls.add_argument("--status", choices=["pending", "processing", "completed", "failed", "timed_out"])
+    ls.add_argument(
+        "--status", choices=["pending", "processing", "completed", "failed", "timed_out"]
+    )
     ls.add_argument("--provider")
     ls.add_argument("--tenant")
     ls.add_argument("--limit", type=int, default=50)
@@ -95,8 +97,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 def _secrets(settings: Settings) -> list[str]:
-    keys = [s.api_key.get_secret_value() for s in settings.providers.values() if s.api_key]
-    return keys
+    return [secret for s in settings.providers.values() for secret in s.secret_values()]
 
 
 def _dispatch(args: argparse.Namespace, settings: Settings) -> int:

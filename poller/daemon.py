@@ -303,7 +303,9 @@ class Daemon:
                     write.job, outcome.status, outcome.cost_usd, error=outcome.error_message
                 )
 
-    def _finished(self, job: ClaimedJob, status: str, cost: Decimal | None, **fields: object) -> None:
+    def _finished(
+        self, job: ClaimedJob, status: str, cost: Decimal | None, **fields: object
+    ) -> None:
         metrics.FINISHED.labels(job.provider_id, status).inc()
         if cost is not None:
             metrics.COST.labels(job.provider_id).inc(float(cost))

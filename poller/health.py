@@ -40,7 +40,7 @@ def _handler(probe: ReadinessProbe) -> type[BaseHTTPRequestHandler]:
             self.end_headers()
             self.wfile.write(body)
 
-        def log_message(self, format: str, *args: object) -> None:  # noqa: A002
+        def log_message(self, format: str, *args: object) -> None:
             return  # probes every few seconds would drown the job logs
 
     return Handler

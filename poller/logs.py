@@ -17,7 +17,9 @@ from typing import Any, TextIO
 import structlog
 
 _URL_CREDENTIALS = re.compile(r"(?P<scheme>[a-z][a-z0-9+.-]*://)[^/\s:@]+(?::[^/\s@]*)?@", re.I)
-_BEARER = re.compile(r"(?P<kw>bearer|token|api[_-]?key)(?P<sep>[\s=:\"']+)[A-Za-z0-9._\-]{8,}", re.I)
+_BEARER = re.compile(
+    r"(?P<kw>bearer|token|api[_-]?key)(?P<sep>[\s=:\"']+)[A-Za-z0-9._\-]{8,}", re.I
+)
 REDACTED = "***"
 
 

@@ -212,30 +212,39 @@ class _Rollback(LeaseLost):
     """Raised inside the completion transaction so that it rolls back, then seen as LeaseLost."""
 
 
+_WRITE_BACK_COLUMNS = [
+    "ids",
+    "versions",
+    "statuses",
+    "delays",
+    "polls",
+    "started",
+    "error_counts",
+    "last_errors",
+    "messages",
+    "costs",
+    "deadlines",
+    "releases",
+]
+
+
+def _write_back_row(w: PendingWrite) -> tuple[Any, ...]:
+    o, version = w.outcome, w.job.lease_version
+    if isinstance(o, Reschedule):
+        return (
+            w.job.id, version, o.status, o.delay_s, int(o.polled), o.started,
+            o.error_count, o.last_error, None, None, w.deadline_at, o.release,
+        )  # fmt: skip
+    return (
+        w.job.id, version, o.status, 0.0, int(o.polled), True,
+        0, None, o.error_message, o.cost_usd, w.deadline_at, False,
+    )  # fmt: skip
+
+
 def _write_back_params(writes: Sequence[PendingWrite]) -> dict[str, Any]:
-    cols: dict[str, list[Any]] = {
-        k: []
-        for k in (
-            "ids versions statuses delays polls started error_counts last_errors messages "
-            "costs deadlines releases"
-        ).split()
-    }
-    for w in writes:
-        o = w.outcome
-        resched = isinstance(o, Reschedule)
-        cols["ids"].append(w.job.id)
-        cols["versions"].append(w.job.lease_version)
-        cols["statuses"].append(o.status)
-        cols["delays"].append(o.delay_s if isinstance(o, Reschedule) else 0.0)
-        cols["polls"].append(1 if o.polled else 0)
-        cols["started"].append(o.started if isinstance(o, Reschedule) else True)
-        cols["error_counts"].append(o.error_count if isinstance(o, Reschedule) else 0)
-        cols["last_errors"].append(o.last_error if isinstance(o, Reschedule) else None)
-        cols["messages"].append(None if resched else getattr(o, "error_message", None))
-        cols["costs"].append(getattr(o, "cost_usd", None))
-        cols["deadlines"].append(w.deadline_at)
-        cols["releases"].append(o.release if isinstance(o, Reschedule) else False)
-    return dict(cols)
+    """Column arrays for ``unnest``: one array per field, one element per job."""
+    columns = zip(*(_write_back_row(w) for w in writes), strict=True)
+    return {name: list(values) for name, values in zip(_WRITE_BACK_COLUMNS, columns, strict=True)}
 
 
 def _artifact_params(job: ClaimedJob, outcome: Complete) -> dict[str, Any]:

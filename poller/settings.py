@@ -45,7 +45,7 @@ class PollerSettings(BaseSettings):
     log_format: Literal["auto", "json", "console"] = "auto"
     tmp_dir: Path | None = Field(None, description="temp dir for downloads (same FS as store)")
     http_port: int | None = Field(None, ge=0, le=65535, description="/metrics, /healthz, /readyz")
-    http_host: str = "0.0.0.0"  # noqa: S104 - a container serves probes on all interfaces
+    http_host: str = "0.0.0.0"
     allow_private_downloads: bool = False
     max_download_bytes: int = Field(2 * GiB, ge=1)
     download_connect_timeout_s: float = Field(10.0, gt=0)

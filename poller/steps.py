@@ -47,6 +47,7 @@ from storage.errors import StorageError
 log = structlog.get_logger("poller")
 T = TypeVar("T")
 
+
 class SubmissionLog(Protocol):
     """The fenced writes a submit needs (implemented by `Repository`)."""
 
@@ -269,8 +270,7 @@ async def _transient(
     if count > budget:
         return Finish(
             status="failed",
-            error_message=f"gave up after {count} consecutive errors from "
-            f"{job.provider_id}: {exc}",
+            error_message=f"gave up after {count} consecutive errors from {job.provider_id}: {exc}",
             polled=polled,
         )
     delay = scheduling.error_backoff(
@@ -436,4 +436,3 @@ def _result_uri(result: PollResult, records: list[ArtifactRecord]) -> str | None
     if isinstance(first, RemoteOutput) and not first.url.startswith("data:"):
         return first.url
     return records[0].uri if records else None
-

@@ -21,7 +21,9 @@ from providers.types import (
 Step = PollResult | Exception | Callable[[], PollResult]
 
 
-def png_bytes(width: int = 8, height: int = 6, color: tuple[int, int, int] = (200, 30, 30)) -> bytes:
+def png_bytes(
+    width: int = 8, height: int = 6, color: tuple[int, int, int] = (200, 30, 30)
+) -> bytes:
     buf = io.BytesIO()
     Image.new("RGB", (width, height), color).save(buf, "PNG")
     return buf.getvalue()
@@ -36,7 +38,9 @@ def pending() -> PollResult:
 
 
 def succeeded(*payloads: bytes) -> PollResult:
-    outputs = tuple(InlineOutput(data=p, media_type="image/png") for p in payloads or (png_bytes(),))
+    outputs = tuple(
+        InlineOutput(data=p, media_type="image/png") for p in payloads or (png_bytes(),)
+    )
     return PollResult(state=PollState.SUCCEEDED, outputs=outputs, raw_status="succeeded")
 
 

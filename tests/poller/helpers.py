@@ -30,7 +30,15 @@ def insert_jobs(
                SELECT %s, gen_random_uuid(), gen_random_uuid(), %s, %s, 'pending', %s, %s, 0, %s
                  FROM generate_series(1, %s)
                RETURNING id""",
-            (tenant, provider, media_type, poll_interval_ms, timeout_ms, Jsonb(params or {}), count),
+            (
+                tenant,
+                provider,
+                media_type,
+                poll_interval_ms,
+                timeout_ms,
+                Jsonb(params or {}),
+                count,
+            ),
         ).fetchall()
     return [r[0] for r in rows]
 

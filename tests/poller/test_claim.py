@@ -31,12 +31,15 @@ def repo(pool: AsyncConnectionPool, owner: str = "r1", lease_s: float = 30.0) ->
 
 def resched(job: ClaimedJob, delay: float = 60.0) -> PendingWrite:
     return PendingWrite(
-        job=job, outcome=Reschedule(status="processing", delay_s=delay, polled=True, started=True),
+        job=job,
+        outcome=Reschedule(status="processing", delay_s=delay, polled=True, started=True),
         deadline_at=None,
     )
 
 
-async def test_concurrent_claimers_never_share_a_job(db_url: str, pool: AsyncConnectionPool) -> None:
+async def test_concurrent_claimers_never_share_a_job(
+    db_url: str, pool: AsyncConnectionPool
+) -> None:
     ids = set(insert_jobs(db_url, 300))
     seen: list[uuid.UUID] = []
 
@@ -176,7 +179,9 @@ async def test_terminal_write_back_notifies_the_orchestrator(
     assert row["error_message"] == "boom" and row["completed_at"] is not None
 
 
-async def test_shared_budget_grants_at_most_capacity(db_url: str, pool: AsyncConnectionPool) -> None:
+async def test_shared_budget_grants_at_most_capacity(
+    db_url: str, pool: AsyncConnectionPool
+) -> None:
     a, b = repo(pool, "a"), repo(pool, "b")
     await a.ensure_budget("scripted", capacity=10, refill_per_s=0.001)
     first = await a.take_tokens("scripted", 6)

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any, ClassVar
 
@@ -82,7 +82,11 @@ async def run_daemon(
         daemon = Daemon(
             repo=Repository(pool, owner="test-replica", lease_s=cfg.lease_ttl_s),
             settings=cfg,
-            adapters={"scripted": Adapter(provider=provider, settings=provider_settings or scripted_settings())},
+            adapters={
+                "scripted": Adapter(
+                    provider=provider, settings=provider_settings or scripted_settings()
+                )
+            },
             unserved=["unserved"],
             ingestor=ingestor,
             database_url=db_url,
@@ -118,9 +122,10 @@ async def test_jobs_flow_end_to_end_into_artifacts(
     artifacts = fetch(db_url, "SELECT * FROM app.artifacts")
     assert len(artifacts) == 24  # one row per output per job, never shared
     assert len({a["uri"] for a in artifacts}) == 2  # but blobs are shared by content
+    stored = {Path(a["uri"]) for a in artifacts}
+    assert all(await anyio.to_thread.run_sync(lambda: [p.is_file() for p in stored]))
     for art in artifacts:
         assert art["type"] == "image/png"
-        assert Path(art["uri"]).is_file()
         assert art["skill_id"] == "scripted"  # no run_steps row: the provider id
         assert art["metadata"]["provider"] == "scripted"
         assert art["metadata"]["width"] in (8, 9)
@@ -284,7 +289,3 @@ async def test_stop_releases_in_flight_jobs_without_failing_them(
         assert row["lease_owner"] is None
         assert row["claim_count"] == 0
         assert row["error_message"] is None
-
-
-def _unused(_: Mapping[str, Any]) -> None:  # keeps mypy quiet about Mapping import in 3.11
-    return None
