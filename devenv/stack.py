@@ -31,7 +31,9 @@ SIM_KEYS = {
 
 
 def database_url() -> str:
-    """Start (or reuse) the cluster under .data/pg and make sure our database exists."""
+    """``DATABASE_URL`` when set; else start (or reuse) the cluster under .data/pg."""
+    if os.environ.get("DATABASE_URL"):
+        return os.environ["DATABASE_URL"]
     cluster = start_cluster(DATA / "pg")
     url = with_database(cluster.url, DB_NAME)
     try:

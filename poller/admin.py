@@ -94,15 +94,22 @@ def retry_job(url: str, job_id: uuid.UUID, *, resubmit: bool, default_timeout_ms
                    secs => coalesce(timeout_ms, %(default_ms)s) / 1000.0)
                {resubmit_sql}
          WHERE id = %(id)s AND status IN ('failed', 'timed_out')
+           AND (%(resubmit)s OR provider_job_id IS NOT NULL)
         RETURNING id"""
     with _connect(url) as conn:
-        if conn.execute(query, {"id": job_id, "default_ms": default_timeout_ms}).fetchone():
+        params = {"id": job_id, "default_ms": default_timeout_ms, "resubmit": resubmit}
+        if conn.execute(query, params).fetchone():
             return
         row = conn.execute(
-            "SELECT status FROM app.generation_jobs WHERE id = %s", (job_id,)
+            "SELECT status, provider_job_id FROM app.generation_jobs WHERE id = %s", (job_id,)
         ).fetchone()
     if row is None:
         raise AdminError(f"no job with id {job_id}")
+    if row["status"] in ("failed", "timed_out"):
+        raise AdminError(
+            f"job {job_id} was never accepted by its provider (no provider job id): "
+            "use `jobs retry --resubmit` to submit it again"
+        )
     raise AdminError(f"job {job_id} is {row['status']}; only failed or timed_out jobs retry")
 
 

@@ -21,6 +21,10 @@ _BEARER = re.compile(
     r"(?P<kw>bearer|token|api[_-]?key)(?P<sep>[\s=:\"']+)[A-Za-z0-9._\-]{8,}", re.I
 )
 REDACTED = "***"
+# Tracebacks without frame locals: locals can hold request headers, keys and media bytes.
+_DICT_TRACEBACKS = structlog.processors.ExceptionRenderer(
+    structlog.tracebacks.ExceptionDictTransformer(show_locals=False)
+)
 
 
 class SecretScrubber:
@@ -73,7 +77,7 @@ def configure_logging(
     )
     tail: list[Any] = [
         structlog.processors.StackInfoRenderer(),
-        structlog.processors.dict_tracebacks if not use_console else _identity,
+        _DICT_TRACEBACKS if not use_console else _identity,
         scrubber,
         renderer,
     ]
@@ -111,5 +115,6 @@ def _bridge_stdlib(
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(max(_level(level), logging.INFO))
-    for noisy in ("httpx", "httpcore", "botocore", "boto3", "urllib3", "s3transfer"):
+    for noisy in ("httpx", "httpcore", "botocore", "boto3", "urllib3", "s3transfer", "alembic"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
+    logging.getLogger("alembic.runtime.migration").setLevel(logging.INFO)  # "Running upgrade …"

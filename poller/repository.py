@@ -15,6 +15,7 @@ from datetime import datetime
 from typing import Any
 
 from psycopg import AsyncConnection
+from psycopg.errors import UniqueViolation
 from psycopg.types.json import Jsonb
 from psycopg_pool import AsyncConnectionPool
 
@@ -24,6 +25,10 @@ from poller.model import ClaimedJob, Complete, Finish, Reschedule
 
 class LeaseLost(Exception):
     """A fenced write matched no row: another replica owns the job now. Never retried."""
+
+
+class DuplicateProviderJob(Exception):
+    """The provider returned a job id that another job of the same provider already has."""
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -121,7 +126,10 @@ class Repository:
         await self._fenced(sql.MARK_SUBMIT_STARTED, job, deadline=deadline)
 
     async def record_submission(self, job: ClaimedJob, provider_job_id: str) -> None:
-        await self._fenced(sql.RECORD_SUBMISSION, job, provider_job_id=provider_job_id)
+        try:
+            await self._fenced(sql.RECORD_SUBMISSION, job, provider_job_id=provider_job_id)
+        except UniqueViolation:
+            raise DuplicateProviderJob(provider_job_id) from None
 
     async def clear_submit_mark(self, job: ClaimedJob) -> None:
         await self._fenced(sql.CLEAR_SUBMIT_MARK, job)

@@ -23,7 +23,8 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from providers.registry import ProviderSpec, load_providers
 from providers.settings import ProviderSettings
-from storage import StorageConfig
+from storage import StorageConfig, parse_storage_url
+from storage.errors import StorageConfigError
 
 GiB = 1024**3
 
@@ -135,12 +136,18 @@ class Settings:
         return sorted(name for name, s in self.providers.items() if not s.configured)
 
 
+# Read by the development tooling (devenv.pgcluster), not by the daemon; tolerated so that a
+# shell exporting it can still start daemons.
+TOOLING_VARIABLES = {"POLLER_TEST_PG"}
+
+
 def known_poller_variables() -> set[str]:
     return {f"POLLER_{name.upper()}" for name in PollerSettings.model_fields}
 
 
 def _reject_unknown_poller_vars(environ: Mapping[str, str]) -> None:
-    unknown = sorted(k for k in environ if k.startswith("POLLER_") and k not in _KNOWN)
+    known = _KNOWN | TOOLING_VARIABLES
+    unknown = sorted(k for k in environ if k.startswith("POLLER_") and k not in known)
     if unknown:
         raise SettingsError(
             f"{unknown[0]}: unknown setting (known POLLER_* settings are listed in README.md)"
@@ -150,6 +157,8 @@ def _reject_unknown_poller_vars(environ: Mapping[str, str]) -> None:
 def _one_line(exc: ValidationError, prefix: str) -> str:
     err = exc.errors()[0]
     loc = "_".join(str(part) for part in err["loc"]).upper()
+    if not loc:  # a rule spanning several fields names them in its own message
+        return str(err["msg"]).removeprefix("Value error, ")
     name = loc if loc.startswith(prefix) or not prefix else f"{prefix}{loc}"
     value = err.get("input")
     shown = f" (got {value!r})" if isinstance(value, str | int | float) else ""
@@ -163,6 +172,10 @@ def load_settings() -> Settings:
         core = CoreSettings()
     except ValidationError as exc:
         raise SettingsError(_one_line(exc, "")) from None
+    try:
+        parse_storage_url(core.storage_url)
+    except StorageConfigError as exc:
+        raise SettingsError(f"STORAGE_URL: {exc}") from None
     try:
         poller = PollerSettings()
     except ValidationError as exc:

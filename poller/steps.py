@@ -22,6 +22,7 @@ import structlog
 from poller import metrics, scheduling
 from poller.budgets import ProviderBudget
 from poller.model import ArtifactRecord, ClaimedJob, Complete, Finish, Outcome, Reschedule
+from poller.repository import DuplicateProviderJob
 from providers.base import Provider
 from providers.errors import (
     ProviderAuthError,
@@ -151,7 +152,14 @@ async def _submit(job: ClaimedJob, ctx: StepContext, deadline: datetime) -> Outc
             error_message="submit outcome unknown: the provider accepted the request but "
             "returned no job id",
         )
-    await ctx.db.record_submission(job, result.provider_job_id)
+    try:
+        await ctx.db.record_submission(job, result.provider_job_id)
+    except DuplicateProviderJob:
+        return Finish(
+            status="failed",
+            error_message=f"submit outcome unknown: the provider returned job id "
+            f"{result.provider_job_id!r}, which another job already has",
+        )
     log.info("provider.submitted", provider_job_id=result.provider_job_id)
     return await _apply(job, ctx, deadline, result, polled=False)
 
@@ -309,13 +317,15 @@ async def _rate_limited(
     *,
     polled: bool,
 ) -> Reschedule:
-    """429s do not spend the error budget: the provider is alive and told us when to return."""
+    """A 429 pauses the provider for every replica for its Retry-After (or lockout).
+
+    It does not spend the job's error budget: the provider is alive and said when to return.
+    """
     wait = exc.retry_after_s if exc.retry_after_s is not None else 5.0
-    if exc.pause_provider:
-        metrics.PROVIDER_PAUSES.labels(job.provider_id, "rate_limit").inc()
-        await ctx.db.pause_provider(job.provider_id, wait, f"rate limited: {exc}")
-        if ctx.budget:
-            ctx.budget.block_for(wait)
+    metrics.PROVIDER_PAUSES.labels(job.provider_id, "rate_limit").inc()
+    await ctx.db.pause_provider(job.provider_id, wait, f"rate limited: {exc}")
+    if ctx.budget:
+        ctx.budget.block_for(wait)
     delay = scheduling.next_poll_delay(interval_s=wait, retry_after_s=wait, remaining=remaining)
     log.info("provider.rate_limited", retry_after_s=wait, paused=exc.pause_provider)
     return Reschedule(

@@ -1,0 +1,233 @@
+"""The operator CLI against a real database, run as a process (what operators type)."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import subprocess
+import sys
+import uuid
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests.poller.helpers import execute, fetch, insert_jobs, job_row
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def cli(
+    db_url: str, *args: str, env: dict[str, str] | None = None
+) -> subprocess.CompletedProcess[str]:
+    full = {
+        k: v
+        for k, v in os.environ.items()
+        if not k.startswith(("POLLER_", "REPLICATE_", "STABILITY_", "SUNO_"))
+    }
+    full.update({"DATABASE_URL": db_url, **(env or {})})
+    return subprocess.run(
+        [sys.executable, "main.py", *args], cwd=ROOT, env=full, capture_output=True, text=True
+    )
+
+
+def ok(done: subprocess.CompletedProcess[str]) -> str:
+    assert done.returncode == 0, done.stderr
+    return done.stdout
+
+
+def test_submit_inserts_a_pending_job_with_defaults(db_url: str) -> None:
+    out = ok(
+        cli(
+            db_url,
+            "submit",
+            "--provider",
+            "replicate",
+            "--media-type",
+            "image",
+            "--params",
+            '{"model": "black-forest-labs/flux-schnell", "input": {}}',
+            "--json",
+        )
+    )
+    job_id = uuid.UUID(json.loads(out)["id"])
+    row = job_row(db_url, job_id)
+    assert row["status"] == "pending"
+    assert row["tenant_id"] == "default"
+    assert row["run_id"] and row["run_step_id"]
+    assert row["input_params"]["model"] == "black-forest-labs/flux-schnell"
+
+
+def test_submit_rejects_params_that_are_not_a_json_object(db_url: str) -> None:
+    done = cli(db_url, "submit", "--provider", "suno", "--media-type", "audio", "--params", "[1]")
+    assert done.returncode == 2
+    assert "--params must be a JSON object" in done.stderr
+    assert fetch(db_url, "SELECT id FROM app.generation_jobs") == []
+
+
+def test_jobs_ls_filters_and_prints_json(db_url: str) -> None:
+    insert_jobs(db_url, 2, tenant="a", provider="replicate")
+    insert_jobs(db_url, 1, tenant="b", provider="suno", media_type="audio")
+    rows = json.loads(ok(cli(db_url, "jobs", "ls", "--tenant", "a", "--json")))
+    assert len(rows) == 2 and {r["provider_id"] for r in rows} == {"replicate"}
+    rows = json.loads(ok(cli(db_url, "jobs", "ls", "--provider", "suno", "--json")))
+    assert [r["tenant_id"] for r in rows] == ["b"]
+    table = ok(cli(db_url, "jobs", "ls", "--limit", "1"))
+    assert table.splitlines()[0].startswith("ID")
+    assert len(table.splitlines()) == 2
+
+
+def test_jobs_show_includes_artifacts_in_order(db_url: str) -> None:
+    [job_id] = insert_jobs(db_url, 1)
+    arts = []
+    for n in range(2):
+        row = fetch(
+            db_url,
+            """INSERT INTO app.artifacts (tenant_id, run_id, skill_id, type, uri, content_hash,
+                                          size_bytes) VALUES ('t1', gen_random_uuid(), 's',
+               'image/png', %s, %s, 1) RETURNING id""",
+            (f"/x/{n}", hashlib.sha256(str(n).encode()).hexdigest()),
+        )
+        arts.append(str(row[0]["id"]))
+    execute(
+        db_url,
+        "UPDATE app.generation_jobs SET artifact_ids = %s::jsonb, status='completed' WHERE id = %s",
+        (json.dumps(arts[::-1]), job_id),
+    )
+    shown = json.loads(ok(cli(db_url, "jobs", "show", str(job_id), "--json")))
+    assert shown["id"] == str(job_id)
+    assert [a["id"] for a in shown["artifacts"]] == arts[::-1]
+    missing = cli(db_url, "jobs", "show", str(uuid.uuid4()))
+    assert missing.returncode == 2 and "no job with id" in missing.stderr
+
+
+def _fail(db_url: str, job_id: uuid.UUID, **cols: Any) -> None:
+    execute(
+        db_url,
+        "UPDATE app.generation_jobs SET status='failed', error_message='x', "
+        "provider_job_id='p-1', submit_started_at=now(), completed_at=now(), attempts=5 "
+        "WHERE id = %s",
+        (job_id,),
+    )
+
+
+def test_retry_reactivates_the_same_provider_job(db_url: str) -> None:
+    [job_id] = insert_jobs(db_url, 1, provider="replicate")
+    _fail(db_url, job_id)
+    before = job_row(db_url, job_id)
+    ok(cli(db_url, "jobs", "retry", str(job_id)))
+    row = job_row(db_url, job_id)
+    assert row["status"] == "pending"
+    assert row["provider_job_id"] == "p-1"
+    assert row["error_message"] is None and row["completed_at"] is None
+    assert row["attempts"] == 0
+    assert row["lease_version"] == before["lease_version"] + 1
+    assert row["deadline_at"] > before["created_at"]
+
+
+def test_retry_resubmit_forgets_the_provider_job(db_url: str) -> None:
+    [job_id] = insert_jobs(db_url, 1, provider="replicate")
+    _fail(db_url, job_id)
+    ok(cli(db_url, "jobs", "retry", str(job_id), "--resubmit"))
+    row = job_row(db_url, job_id)
+    assert row["provider_job_id"] is None and row["submit_started_at"] is None
+
+
+def test_retry_refuses_active_jobs(db_url: str) -> None:
+    [job_id] = insert_jobs(db_url, 1)
+    done = cli(db_url, "jobs", "retry", str(job_id))
+    assert done.returncode == 2
+    assert "only failed or timed_out jobs retry" in done.stderr
+
+
+def test_cancel_marks_failed_and_fences_out_a_lease_holder(db_url: str) -> None:
+    [job_id] = insert_jobs(db_url, 1, provider="replicate")
+    execute(
+        db_url,
+        "UPDATE app.generation_jobs SET lease_owner='r1', lease_version=3 WHERE id = %s",
+        (job_id,),
+    )
+    ok(cli(db_url, "jobs", "cancel", str(job_id)))  # provider unconfigured: cancel skipped
+    row = job_row(db_url, job_id)
+    assert row["status"] == "failed"
+    assert row["error_message"] == "canceled by operator"
+    assert row["lease_version"] == 4 and row["lease_owner"] is None
+    again = cli(db_url, "jobs", "cancel", str(job_id))
+    assert again.returncode == 2 and "already failed" in again.stderr
+
+
+def test_check_is_healthy_only_at_head(db_url: str, empty_db_url: str) -> None:
+    assert ok(cli(db_url, "check")).strip() == "ok"
+    done = cli(empty_db_url, "check")
+    assert done.returncode == 1
+    assert "not at head" in done.stderr
+
+
+def test_migrate_creates_every_table_and_seed_insert_works(empty_db_url: str) -> None:
+    ok(cli(empty_db_url, "migrate"))
+    tables = {
+        r["table_name"]
+        for r in fetch(
+            empty_db_url,
+            "SELECT table_name FROM information_schema.tables WHERE table_schema='app'",
+        )
+    }
+    assert {
+        "chat_sessions",
+        "chat_messages",
+        "runs",
+        "run_steps",
+        "step_cache",
+        "artifacts",
+        "generation_jobs",
+        "campaigns",
+        "ai_generations",
+        "checkpoint_migrations",
+        "checkpoints",
+        "checkpoint_blobs",
+        "checkpoint_writes",
+    } <= tables
+    insert_jobs(empty_db_url, 1)
+
+
+@pytest.mark.parametrize(
+    ("url", "fragment"),
+    [
+        ("mysql://u@127.0.0.1/db", "PostgreSQL"),
+        ("postgresql://postgres@127.0.0.1:1/db", "127.0.0.1:1"),
+    ],
+)
+def test_migrate_bad_urls_give_one_clear_line(url: str, fragment: str) -> None:
+    done = cli(url, "migrate")
+    assert done.returncode == 2
+    lines = done.stderr.strip().splitlines()
+    assert len(lines) == 1 and fragment in lines[0], done.stderr
+
+
+def test_storage_gc_is_a_dry_run_unless_applied(db_url: str, tmp_path: Path) -> None:
+    root = tmp_path / "store"
+    keep, drop = b"kept-bytes", b"orphan-bytes"
+    for data in (keep, drop):
+        digest = hashlib.sha256(data).hexdigest()
+        path = root / "sha256" / digest[:2] / digest
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_bytes(data)
+    kept_hash = hashlib.sha256(keep).hexdigest()
+    execute(
+        db_url,
+        """INSERT INTO app.artifacts (tenant_id, run_id, skill_id, type, uri,
+                content_hash, size_bytes) VALUES ('t', gen_random_uuid(), 's', 'x/y', 'u', %s, 1)""",
+        (kept_hash,),
+    )
+    env = {"STORAGE_URL": f"file://{root}"}
+    dry = json.loads(ok(cli(db_url, "storage", "gc", "--older-than", "0s", "--json", env=env)))
+    assert dry["unreferenced"] == 1 and dry["deleted"] == 0 and dry["referenced"] == 1
+    assert len(list(root.glob("sha256/*/*"))) == 2
+    done = json.loads(
+        ok(cli(db_url, "storage", "gc", "--older-than", "0s", "--apply", "--json", env=env))
+    )
+    assert done["deleted"] == 1
+    assert [p.name for p in root.glob("sha256/*/*")] == [kept_hash]
+    recent = json.loads(ok(cli(db_url, "storage", "gc", "--json", env=env)))
+    assert recent["kept_recent"] == 1

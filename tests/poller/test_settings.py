@@ -1,0 +1,133 @@
+"""Settings: every variable parsed, bad ones rejected with one line naming them."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from poller.settings import PollerSettings, SettingsError, load_settings
+
+ROOT = Path(__file__).resolve().parents[2]
+
+# A valid value for every POLLER_* knob (and what it must parse to).
+VALID = {
+    "POLLER_CONCURRENCY": ("12", 12),
+    "POLLER_BATCH_SIZE": ("7", 7),
+    "POLLER_LEASE_TTL_S": ("9.5", 9.5),
+    "POLLER_SHUTDOWN_GRACE_S": ("3", 3.0),
+    "POLLER_LOG_LEVEL": ("debug", "debug"),
+    "POLLER_LOG_FORMAT": ("console", "console"),
+    "POLLER_TMP_DIR": ("/tmp/poller-x", Path("/tmp/poller-x")),
+    "POLLER_HTTP_PORT": ("9191", 9191),
+    "POLLER_HTTP_HOST": ("127.0.0.1", "127.0.0.1"),
+    "POLLER_ALLOW_PRIVATE_DOWNLOADS": ("true", True),
+    "POLLER_MAX_DOWNLOAD_BYTES": ("1048576", 1048576),
+    "POLLER_DOWNLOAD_CONNECT_TIMEOUT_S": ("2", 2.0),
+    "POLLER_DOWNLOAD_READ_TIMEOUT_S": ("4", 4.0),
+    "POLLER_DOWNLOAD_TOTAL_TIMEOUT_S": ("60", 60.0),
+    "POLLER_DOWNLOAD_MIN_BYTES_PER_S": ("1000", 1000),
+    "POLLER_S3_MAX_THREADS": ("3", 3),
+    "POLLER_S3_MULTIPART_THRESHOLD_BYTES": ("10485760", 10485760),
+    "POLLER_MAX_CLAIMS_WITHOUT_WRITEBACK": ("3", 3),
+    "POLLER_ERROR_BUDGET": ("4", 4),
+    "POLLER_ERROR_BACKOFF_MAX_S": ("30", 30.0),
+    "POLLER_IDLE_POLL_MAX_S": ("1.5", 1.5),
+    "POLLER_MIN_CLAIM_GAP_S": ("0.01", 0.01),
+    "POLLER_TENANT_CLAIM_SHARE": ("2", 2),
+    "POLLER_WRITEBACK_FLUSH_S": ("0.1", 0.1),
+    "POLLER_BUDGET_CHUNK": ("5", 5),
+    "POLLER_AUTH_PAUSE_S": ("120", 120.0),
+    "POLLER_DB_POOL_SIZE": ("3", 3),
+    "POLLER_WORKER_ID": ("replica-7", "replica-7"),
+}
+
+
+@pytest.fixture(autouse=True)
+def clean_env(monkeypatch: pytest.MonkeyPatch) -> None:
+    import os
+
+    for name in list(os.environ):
+        if name.startswith(("POLLER_", "REPLICATE_", "STABILITY_", "SUNO_")):
+            monkeypatch.delenv(name)
+    for name in ("DATABASE_URL", "STORAGE_URL", "S3_ENDPOINT_URL"):
+        monkeypatch.delenv(name, raising=False)
+
+
+def test_every_poller_knob_is_covered_here() -> None:
+    assert set(VALID) == {f"POLLER_{f.upper()}" for f in PollerSettings.model_fields}
+
+
+def test_every_documented_variable_is_parsed(monkeypatch: pytest.MonkeyPatch) -> None:
+    for name, (raw, _) in VALID.items():
+        monkeypatch.setenv(name, raw)
+    monkeypatch.setenv("DATABASE_URL", "postgresql://u@h:5432/db")
+    monkeypatch.setenv("STORAGE_URL", "s3://bucket/prefix")
+    monkeypatch.setenv("S3_ENDPOINT_URL", "http://127.0.0.1:9000")
+    monkeypatch.setenv("REPLICATE_API_TOKEN", "r8_x")
+    monkeypatch.setenv("REPLICATE_BASE_URL", "https://replicate.example")
+    monkeypatch.setenv("SUNO_CALLBACK_URL", "https://cb.example/suno")
+    settings = load_settings()
+    for name, (_, expected) in VALID.items():
+        assert getattr(settings.poller, name.removeprefix("POLLER_").lower()) == expected, name
+    assert settings.database_url == "postgresql://u@h:5432/db"
+    assert settings.storage_config().storage_url == "s3://bucket/prefix"
+    assert settings.storage_config().s3_endpoint_url == "http://127.0.0.1:9000"
+    assert settings.storage_config().max_download_bytes == 1048576
+    assert settings.providers["replicate"].base_url == "https://replicate.example"
+    assert list(settings.configured_providers()) == ["replicate"]
+    assert settings.unconfigured_providers() == ["stability", "suno"]
+
+
+def test_defaults_need_no_environment() -> None:
+    settings = load_settings()
+    assert settings.poller.concurrency == 64
+    assert settings.core.storage_url == "file://./.data/artifacts"
+    with pytest.raises(SettingsError, match="DATABASE_URL is not set"):
+        _ = settings.database_url
+
+
+@pytest.mark.parametrize(
+    ("name", "value", "fragment"),
+    [
+        ("POLLER_BATCH_SIZE", "lots", "POLLER_BATCH_SIZE: Input should be a valid integer"),
+        ("POLLER_CONCURRENCY", "0", "POLLER_CONCURRENCY: Input should be greater than or equal"),
+        ("POLLER_LOG_LEVEL", "loud", "POLLER_LOG_LEVEL: Input should be"),
+        ("POLLER_ALLOW_PRIVATE_DOWNLOADS", "perhaps", "POLLER_ALLOW_PRIVATE_DOWNLOADS:"),
+        ("POLLER_LEASE_TTL_S", "-1", "POLLER_LEASE_TTL_S: Input should be greater than 0"),
+        ("POLLER_BATCHSIZE", "5", "POLLER_BATCHSIZE: unknown setting"),
+        ("REPLICATE_BASE_URL", "ftp://x", "REPLICATE_BASE_URL"),
+        ("REPLICATE_POLL_INTERVAL_IMAGE_MS", "soon", "REPLICATE_POLL_INTERVAL_IMAGE_MS"),
+    ],
+)
+def test_invalid_values_give_one_line_naming_the_variable(
+    monkeypatch: pytest.MonkeyPatch, name: str, value: str, fragment: str
+) -> None:
+    monkeypatch.setenv(name, value)
+    with pytest.raises(SettingsError) as info:
+        load_settings()
+    message = str(info.value)
+    assert fragment in message
+    assert "\n" not in message
+
+
+def test_cli_exits_2_with_the_message(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("POLLER_BATCH_SIZE", "lots")
+    done = subprocess.run(
+        [sys.executable, "main.py", "check"], cwd=ROOT, capture_output=True, text=True
+    )
+    assert done.returncode == 2
+    assert done.stderr.strip().splitlines() == [
+        "error: POLLER_BATCH_SIZE: Input should be a valid integer, unable to parse string as "
+        "an integer (got 'lots')"
+    ]
+
+
+def test_main_without_database_url_exits_2() -> None:
+    done = subprocess.run(
+        [sys.executable, "main.py", "run"], cwd=ROOT, capture_output=True, text=True
+    )
+    assert done.returncode == 2
+    assert "DATABASE_URL is not set" in done.stderr
