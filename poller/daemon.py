@@ -25,6 +25,7 @@ from poller import metrics, steps
 from poller.budgets import ProviderBudget
 from poller.model import ClaimedJob, Complete, Finish, Outcome, Reschedule
 from poller.repository import LeaseLost, PendingWrite, Repository
+from poller.retrying import with_db_retry
 from poller.settings import PollerSettings
 from poller.wakeup import Listener
 from poller.writeback import WriteBackBatcher
@@ -277,21 +278,17 @@ class Daemon:
         self._batcher.add(PendingWrite(job=job, outcome=outcome, deadline_at=deadline))
 
     async def _complete(self, job: ClaimedJob, outcome: Complete, deadline: datetime) -> None:
-        for attempt in range(5):
-            try:
-                await self._repo.complete(job, outcome, deadline)
-            except LeaseLost:
-                metrics.LEASE_LOST.inc()
-                log.warning("lease.lost", stage="complete")
-                return
-            except psycopg.Error as exc:
-                metrics.DB_ERRORS.labels("complete").inc()
-                log.warning("db.complete_failed", error=str(exc), attempt=attempt + 1)
-                await anyio.sleep(0.5 * 2**attempt)
-                continue
-            self._finished(job, "completed", outcome.cost_usd, artifacts=len(outcome.artifacts))
+        try:
+            await with_db_retry("complete", lambda: self._repo.complete(job, outcome, deadline))
+        except LeaseLost:
+            metrics.LEASE_LOST.inc()
+            log.warning("lease.lost", stage="complete")
             return
-        log.error("db.complete_abandoned")  # the lease expires; another round redoes it
+        except psycopg.Error as exc:  # the lease expires; another round redoes the poll
+            metrics.DB_ERRORS.labels("complete").inc()
+            log.error("db.complete_abandoned", error=str(exc))
+            return
+        self._finished(job, "completed", outcome.cost_usd, artifacts=len(outcome.artifacts))
 
     def _applied(self, write: PendingWrite) -> None:
         outcome = write.outcome

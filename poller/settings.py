@@ -21,6 +21,7 @@ from typing import Literal, Self
 from pydantic import Field, ValidationError, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from providers.errors import ProviderPluginError
 from providers.registry import ProviderSpec, load_providers
 from providers.settings import ProviderSettings
 from storage import StorageConfig, parse_storage_url
@@ -180,7 +181,10 @@ def load_settings() -> Settings:
         poller = PollerSettings()
     except ValidationError as exc:
         raise SettingsError(_one_line(exc, "POLLER_")) from None
-    specs = load_providers()
+    try:
+        specs = load_providers()
+    except ProviderPluginError as exc:
+        raise SettingsError(str(exc)) from None
     providers: dict[str, ProviderSettings] = {}
     for name, spec in specs.items():
         try:

@@ -16,6 +16,7 @@ from psycopg import Error as PsycopgError
 
 from poller import metrics
 from poller.repository import PendingWrite, Repository
+from poller.retrying import with_db_retry
 
 log = structlog.get_logger("poller")
 
@@ -69,19 +70,15 @@ class WriteBackBatcher:
                 self._flushing -= 1
 
     async def _write(self, batch: list[PendingWrite]) -> None:
-        for attempt in range(3):
-            try:
-                applied = await self._repo.write_back(batch)
-            except PsycopgError as exc:
-                metrics.DB_ERRORS.labels("write_back").inc()
-                log.warning("db.write_back_failed", error=str(exc), rows=len(batch))
-                await anyio.sleep(0.2 * 2**attempt)
-                continue
-            self._settle(batch, applied)
+        try:
+            applied = await with_db_retry("write_back", lambda: self._repo.write_back(batch))
+        except PsycopgError as exc:
+            # Still failing: the leases expire and another round re-claims these jobs. Nothing
+            # is lost, a poll is merely repeated.
+            metrics.DB_ERRORS.labels("write_back").inc()
+            log.error("db.write_back_abandoned", rows=len(batch), error=str(exc))
             return
-        # Still failing: the leases expire and another round re-claims these jobs. Nothing is
-        # lost, a poll is merely repeated.
-        log.error("db.write_back_abandoned", rows=len(batch))
+        self._settle(batch, applied)
 
     def _settle(self, batch: list[PendingWrite], applied: set[uuid.UUID]) -> None:
         metrics.WRITEBACK_ROWS.observe(len(batch))

@@ -11,7 +11,8 @@ A generation that failed at the provider is *not* an exception; it is a
     ├── ProviderAuthError            not a job failure: bad/missing credentials -> pause provider
     ├── ProviderRejected             permanent: 400/422, invalid params, out of credits
     ├── ProviderProtocolError        retryable a few times: malformed JSON, schema drift
-    └── UnknownProvider              permanent: no adapter registered under that name
+    ├── UnknownProvider              permanent: no adapter registered under that name
+    └── ProviderPluginError          start-up: an entry-point plugin failed to load
 
 Foreign exceptions (httpx, pydantic) are translated at the adapter edge with ``raise … from``.
 """
@@ -88,3 +89,10 @@ class ProviderProtocolError(ProviderError):
 
 class UnknownProvider(ProviderError):
     """No adapter is registered under the job's ``provider_id``."""
+
+
+class ProviderPluginError(ProviderError):
+    """A provider plugin (entry point ``media_poller.providers``) is broken: a start-up error.
+
+    The message names every failing entry point and why, so an operator can fix or remove it.
+    """

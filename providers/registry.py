@@ -1,0 +1,149 @@
+"""Which providers exist and how to build them: built-ins plus entry-point plugins.
+
+The poller reads settings with ``spec.settings_cls()``, builds one HTTP client per provider
+with `make_client` and the adapter with ``spec.build(settings, client)``. Adapters never
+create or close the client for their own API.
+
+Plugins ship as separate packages and declare, in their ``pyproject.toml``::
+
+    [project.entry-points."media_poller.providers"]
+    acme = "acme_media.provider:SPEC"      # a ProviderSpec named "acme"
+
+A broken plugin stops start-up with a `ProviderPluginError` naming it, instead of silently
+leaving its jobs unserved.
+"""
+
+from __future__ import annotations
+
+import importlib.metadata
+import re
+from collections.abc import Callable, Generator, Iterable, Mapping
+from dataclasses import dataclass
+
+import httpx
+
+from providers import _http, replicate, stability, suno
+from providers.base import Provider
+from providers.errors import ProviderPluginError
+from providers.settings import ProviderSettings
+
+ENTRY_POINT_GROUP = "media_poller.providers"
+_NAME = re.compile(r"^[a-z][a-z0-9_-]{0,99}$")  # fits generation_jobs.provider_id
+
+
+def bearer_headers(settings: ProviderSettings) -> dict[str, str]:
+    """``Authorization: Bearer <api_key>`` (what all three built-in vendors expect)."""
+    return settings.auth_headers()
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ProviderSpec:
+    """Everything the poller needs to serve one provider.
+
+    ``build(settings, client)`` receives settings of ``settings_cls`` and a client made by
+    `make_client`; ``client_headers(settings)`` are the credentials sent to ``base_url`` only.
+    """
+
+    name: str
+    settings_cls: type[ProviderSettings]
+    build: Callable[[ProviderSettings, httpx.AsyncClient], Provider]
+    client_headers: Callable[[ProviderSettings], dict[str, str]] = bearer_headers
+
+    def __post_init__(self) -> None:
+        if not _NAME.match(self.name):
+            raise ValueError(f"provider name {self.name!r} must match {_NAME.pattern}")
+
+
+BUILTIN_PROVIDERS: dict[str, ProviderSpec] = {  # keep sorted (a test checks it)
+    "replicate": ProviderSpec(
+        name="replicate", settings_cls=replicate.ReplicateSettings, build=replicate.build
+    ),
+    "stability": ProviderSpec(
+        name="stability", settings_cls=stability.StabilitySettings, build=stability.build
+    ),
+    "suno": ProviderSpec(name="suno", settings_cls=suno.SunoSettings, build=suno.build),
+}
+
+
+def load_providers(
+    entry_points: Iterable[importlib.metadata.EntryPoint] | None = None,
+) -> dict[str, ProviderSpec]:
+    """Built-ins plus every plugin of `ENTRY_POINT_GROUP`, sorted by name.
+
+    ``entry_points`` replaces the installed ones (tests). All broken plugins are reported
+    together in one `ProviderPluginError`.
+    """
+    if entry_points is None:
+        entry_points = importlib.metadata.entry_points(group=ENTRY_POINT_GROUP)
+    specs = dict(BUILTIN_PROVIDERS)
+    problems: list[str] = []
+    for entry_point in sorted(entry_points, key=lambda ep: (ep.name, ep.value)):
+        try:
+            spec = _load_plugin(entry_point, specs)
+        except ProviderPluginError as exc:
+            problems.append(exc.message)
+            continue
+        specs[spec.name] = spec
+    if problems:
+        raise ProviderPluginError("; ".join(problems))
+    return dict(sorted(specs.items()))
+
+
+def _load_plugin(
+    entry_point: importlib.metadata.EntryPoint, known: Mapping[str, ProviderSpec]
+) -> ProviderSpec:
+    where = f"provider plugin {entry_point.name!r} ({entry_point.value})"
+    try:
+        spec = entry_point.load()
+    except Exception as exc:  # a plugin can fail in any way; report it, do not crash blindly
+        raise ProviderPluginError(f"{where} failed to load: {type(exc).__name__}: {exc}") from exc
+    if not isinstance(spec, ProviderSpec):
+        raise ProviderPluginError(f"{where} is a {type(spec).__name__}, not a ProviderSpec")
+    if spec.name != entry_point.name:
+        raise ProviderPluginError(f"{where} declares name {spec.name!r}; use the same name")
+    if spec.name in known:
+        raise ProviderPluginError(f"{where} clashes with an already registered provider")
+    if not issubclass(spec.settings_cls, ProviderSettings):
+        raise ProviderPluginError(f"{where}: settings_cls must subclass ProviderSettings")
+    return spec
+
+
+class OriginScopedHeaders(httpx.Auth):
+    """Adds credentials only to requests for the provider's own API origin.
+
+    The client has a base URL and does not follow redirects, so adapters normally never
+    leave it; this makes it a guarantee even if one is handed an absolute CDN URL.
+    """
+
+    def __init__(self, headers: Mapping[str, str], base_url: str) -> None:
+        self._headers = dict(headers)
+        self._base_url = base_url
+
+    def auth_flow(self, request: httpx.Request) -> Generator[httpx.Request, httpx.Response, None]:
+        if _http.same_origin(str(request.url), self._base_url):
+            request.headers.update(self._headers)
+        yield request
+
+
+def make_client(
+    spec: ProviderSpec,
+    settings: ProviderSettings,
+    *,
+    transport: httpx.AsyncBaseTransport | None = None,
+) -> httpx.AsyncClient:
+    """The one HTTP client for a provider's API (the caller owns and closes it).
+
+    ``transport`` is for tests (``httpx.MockTransport``) and the loopback simulator.
+    """
+    return httpx.AsyncClient(
+        base_url=settings.base_url,
+        auth=OriginScopedHeaders(spec.client_headers(settings), settings.base_url),
+        headers={"User-Agent": "media-poller"},
+        timeout=httpx.Timeout(settings.read_timeout_s, connect=settings.connect_timeout_s),
+        limits=httpx.Limits(
+            max_connections=settings.max_in_flight,
+            max_keepalive_connections=settings.max_in_flight,
+        ),
+        follow_redirects=False,
+        transport=transport,
+    )

@@ -1,0 +1,528 @@
+"""Stability AI (REST v2beta): settings, wire models, result handling and adapter.
+
+Submit is a multipart ``POST /v2beta/{endpoint}``; async endpoints answer ``{"id": …}`` and are
+polled at ``GET /v2beta/results/{id}`` (``/v2beta/image-to-video/result/{id}`` for video). A
+202 means running (Stability has no queued state); a 200 *is the file* — raw bytes with
+``finish-reason``/``seed`` headers, or base64 JSON — so outputs are `InlineOutput` and
+``result_uri`` is the results URL, the only re-fetchable address (kept 24 h, same key only).
+
+Input files given as https URLs are fetched with a separate plain client that never carries
+the API key; ``data:`` URLs are decoded. Any 429 locks the whole account out for 60 s, so it
+asks the poller to pause the provider. There is no cancel endpoint.
+
+Synchronous endpoints (most image and audio ones) answer the submit with the file itself;
+that result comes back as SUCCEEDED with a local job id (``sync-<job uuid>``), because the
+poller records an id before ingesting. A moderation refusal at submit is `ProviderRejected`.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import mimetypes
+import re
+from dataclasses import dataclass
+from decimal import Decimal
+from typing import Any
+from urllib.parse import quote, urljoin, urlsplit
+
+import httpx
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic_settings import SettingsConfigDict
+
+from providers import _http
+from providers.base import Provider
+from providers.errors import (
+    ProviderConnectError,
+    ProviderError,
+    ProviderRateLimited,
+    ProviderRejected,
+    ProviderUnavailable,
+)
+from providers.settings import PriceTable, ProviderSettings, decode_json_table, expect_settings
+from providers.types import (
+    InlineOutput,
+    JobHandle,
+    PollResult,
+    PollState,
+    ProviderFailure,
+    SubmitRequest,
+)
+
+PROVIDER = "stability"
+MiB = 1024 * 1024
+# Local job ids for synchronous endpoints (their reply is the result; Stability keeps no id).
+SYNC_ID_PREFIX = "sync-"
+
+# Credits per successful call (reference §2.8; 1 credit = $0.01). Keys are endpoints, or
+# "endpoint:model" where the form field `model` changes the price. Missing = cost unknown.
+DEFAULT_CREDITS: dict[str, Decimal] = {
+    "audio/stable-audio-2/text-to-audio": Decimal(20),
+    "image-to-video": Decimal(20),
+    "stable-image/generate/core": Decimal(3),
+    "stable-image/generate/sd3": Decimal("6.5"),
+    "stable-image/generate/sd3:sd3.5-large": Decimal("6.5"),
+    "stable-image/generate/sd3:sd3.5-large-turbo": Decimal(4),
+    "stable-image/generate/sd3:sd3.5-medium": Decimal("3.5"),
+    "stable-image/generate/ultra": Decimal(8),
+}
+
+
+class StabilitySettings(ProviderSettings):
+    """``STABILITY_*`` settings."""
+
+    model_config = SettingsConfigDict(env_prefix="STABILITY_")
+
+    base_url: str = "https://api.stability.ai"
+    poll_interval_image_ms: int = Field(5_000, ge=100)
+    poll_interval_video_ms: int = Field(10_000, ge=100)
+    poll_interval_audio_ms: int = Field(5_000, ge=100)
+    timeout_image_ms: int = Field(300_000, ge=1_000)
+    timeout_video_ms: int = Field(600_000, ge=1_000)
+    timeout_audio_ms: int = Field(300_000, ge=1_000)
+    max_in_flight: int = Field(16, ge=1, le=10_000)
+    rate_per_s: float = Field(12.0, gt=0, description="80 % of 150 requests / 10 s")
+    burst: int = Field(20, ge=1, description="burst + 10 s of refill stays under 150")
+    max_reply_bytes: int = Field(512 * MiB, ge=1024, description="results arrive inline")
+    credits: PriceTable = Field(default_factory=lambda: dict(DEFAULT_CREDITS))
+    usd_per_credit: Decimal = Field(Decimal("0.01"), ge=0)
+    rate_limit_pause_s: float = Field(60.0, ge=0, description="account lockout after a 429")
+    max_input_file_bytes: int = Field(32 * MiB, ge=1024)
+    input_fetch_timeout_s: float = Field(30.0, gt=0)
+
+    _decode_tables = field_validator("credits", mode="before")(decode_json_table)
+
+
+# --- input_params -------------------------------------------------------------------------
+
+FormValue = str | int | float | bool
+
+
+class StabilityParams(BaseModel):
+    """``{"endpoint": "stable-image/upscale/creative", "params": {…}, "files": {"image": url}}``."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    endpoint: str = Field(pattern=r"^[a-z0-9][a-z0-9-]*(?:/[a-z0-9][a-z0-9-]*)*$", max_length=200)
+    params: dict[str, FormValue] = Field(default_factory=dict)
+    files: dict[str, str] = Field(default_factory=dict)
+
+    @field_validator("files")
+    @classmethod
+    def _file_refs(cls, value: dict[str, str]) -> dict[str, str]:
+        for name, ref in value.items():
+            if not (_http.is_data_url(ref) or ref.lower().startswith("https://")):
+                raise ValueError(f"files.{name} must be an https:// or data: URL")
+        return value
+
+    def cost_keys(self) -> tuple[str, ...]:
+        model = self.params.get("model")
+        return (f"{self.endpoint}:{model}", self.endpoint) if model else (self.endpoint,)
+
+
+# --- wire models --------------------------------------------------------------------------
+
+
+class _Accepted(BaseModel):
+    model_config = ConfigDict(extra="ignore", frozen=True)
+
+    id: str = Field(min_length=1, max_length=255)
+
+
+class _JsonResult(BaseModel):
+    """JSON-mode completion; the payload key depends on the endpoint."""
+
+    model_config = ConfigDict(extra="ignore", frozen=True)
+
+    result: str | None = None
+    image: str | None = None
+    video: str | None = None
+    audio: str | None = None
+    finish_reason: str | None = None
+    seed: int | str | None = None
+    status: str | None = None
+
+    def payload(self) -> tuple[str | None, str | None]:
+        """The base64 payload and the media type its key implies."""
+        for value, media_type in (
+            (self.result, None),
+            (self.image, None),
+            (self.video, "video/mp4"),
+            (self.audio, None),
+        ):
+            if value:
+                return value, media_type
+        return None, None
+
+
+_MODERATION = re.compile(r"moderat|flagged", re.IGNORECASE)
+_REDIRECTS = (301, 302, 303, 307, 308)
+_MAX_REDIRECTS = 3
+
+
+class StabilityProvider:
+    """Adapter for Stability's v2beta REST API (async endpoints; sync replies handled too)."""
+
+    def __init__(
+        self,
+        settings: StabilitySettings,
+        client: httpx.AsyncClient,
+        *,
+        fetch_client: httpx.AsyncClient | None = None,
+    ) -> None:
+        """``fetch_client`` downloads input files (no credentials); default: one per submit."""
+        self._settings = settings
+        self._edge = _http.Edge(
+            PROVIDER, client, settings.secret_values(), settings.max_reply_bytes
+        )
+        self._fetch_client = fetch_client
+
+    @property
+    def name(self) -> str:
+        return PROVIDER
+
+    async def submit(self, request: SubmitRequest) -> PollResult:
+        """One multipart create call; never retried here."""
+        params = _http.validate_params(StabilityParams, request.params, PROVIDER)
+        parts = _form_parts(params.params) + await self._file_parts(params.files)
+        reply = await self._edge.request(
+            "POST",
+            f"/v2beta/{params.endpoint}",
+            files=parts or [("none", (None, b""))],  # multipart even with no fields at all
+            headers={"Accept": "application/json"},
+        )
+        return self._submitted(reply, params, request)
+
+    async def poll(self, handle: JobHandle) -> PollResult:
+        if handle.provider_job_id.startswith(SYNC_ID_PREFIX):
+            return _sync_result_lost(handle)
+        params = _lenient_params(handle)
+        path, accept = _result_route(handle, params)
+        reply = await self._edge.request("GET", path, headers={"Accept": accept})
+        if reply.status == 202:
+            return PollResult(
+                state=PollState.RUNNING,
+                provider_job_id=handle.provider_job_id,
+                raw_status=_in_progress_word(reply),
+            )
+        if reply.status == 404:
+            return self._not_found(handle)
+        self._raise_unless_done(reply)
+        return self._completion(reply, params, job_id=handle.provider_job_id, result_uri=reply.url)
+
+    async def cancel(self, handle: JobHandle) -> None:
+        """Stability has no cancel endpoint: nothing to do."""
+
+    # --- submit helpers --------------------------------------------------------------
+
+    def _submitted(
+        self, reply: _http.Reply, params: StabilityParams, request: SubmitRequest
+    ) -> PollResult:
+        self._raise_unless_done(reply)
+        if reply.status == 403:  # a moderation refusal: nothing was created, the job fails
+            reason = _first_error(self._edge, reply) or "request refused by content moderation"
+            raise ProviderRejected(f"moderation: {reason}", provider=PROVIDER)
+        if reply.media_type == "application/json":
+            data = self._edge.json(reply)
+            if isinstance(data, dict) and "id" in data and not _has_payload(data):
+                accepted = self._edge.model(_Accepted, data, reply)
+                return PollResult(state=PollState.PENDING, provider_job_id=accepted.id)
+        # A synchronous endpoint answered with the file itself. The poller needs an id to
+        # record before ingesting, so the job gets a local one that polls recognise.
+        job_id = f"{SYNC_ID_PREFIX}{request.job_id}"
+        return self._completion(reply, params, job_id=job_id, result_uri=None)
+
+    async def _file_parts(self, files: dict[str, str]) -> list[tuple[str, Any]]:
+        parts: list[tuple[str, Any]] = []
+        for name, ref in files.items():
+            data, media_type = await self._load_file(name, ref)
+            ext = mimetypes.guess_extension(media_type or "") or ""
+            parts.append((name, (f"{name}{ext}", data, media_type or "application/octet-stream")))
+        return parts
+
+    async def _load_file(self, name: str, ref: str) -> tuple[bytes, str | None]:
+        if _http.is_data_url(ref):
+            try:
+                return _http.decode_data_url(ref)
+            except ValueError as exc:
+                raise ProviderRejected(
+                    f"{PROVIDER}: files.{name}: {exc}", provider=PROVIDER
+                ) from None
+        if self._fetch_client is not None:
+            return await self._download(self._fetch_client, name, ref)
+        timeout = httpx.Timeout(self._settings.input_fetch_timeout_s)
+        async with httpx.AsyncClient(timeout=timeout, follow_redirects=False) as client:
+            return await self._download(client, name, ref)
+
+    async def _download(
+        self, client: httpx.AsyncClient, name: str, url: str
+    ) -> tuple[bytes, str | None]:
+        """GET an input file over https only (redirects checked hop by hop), no credentials."""
+        edge = _http.Edge(PROVIDER, client, (), self._settings.max_input_file_bytes)
+        for _ in range(_MAX_REDIRECTS + 1):
+            reply = await _fetch_once(edge, name, url)
+            location = reply.headers.get("location")
+            if reply.status not in _REDIRECTS or not location:
+                return _input_file(reply, name, url)
+            url = urljoin(url, location)
+        raise ProviderRejected(f"{PROVIDER}: files.{name}: too many redirects", provider=PROVIDER)
+
+    # --- poll helpers ----------------------------------------------------------------
+
+    def _raise_unless_done(self, reply: _http.Reply) -> None:
+        """Raise for every non-2xx except a moderation 403 (that one is a failed result)."""
+        if reply.is_success or (reply.status == 403 and _is_moderation(reply)):
+            return
+        if reply.status == 429:
+            raise self._rate_limited(reply)
+        raise self._edge.status_error(reply)
+
+    def _rate_limited(self, reply: _http.Reply) -> ProviderError:
+        hint = _http.retry_after_of(reply.headers) or 0.0
+        pause = self._settings.rate_limit_pause_s
+        return ProviderRateLimited(
+            f"{PROVIDER}: HTTP 429 (the account is locked out for {pause:g} s)",
+            provider=PROVIDER,
+            retry_after_s=max(hint, pause),
+            pause_provider=True,
+            snippet=self._edge.snippet(reply.content),
+        )
+
+    def _not_found(self, handle: JobHandle) -> PollResult:
+        if _http.early_not_found(handle.since_submit_s):
+            raise _http.not_found_yet(PROVIDER, handle.since_submit_s or 0.0)
+        failure = ProviderFailure(
+            code="not_found",
+            message="result not found: expired (kept 24 h) or created with a different API key",
+        )
+        return PollResult(
+            state=PollState.FAILED, provider_job_id=handle.provider_job_id, failure=failure
+        )
+
+    def _moderation_refusal(self, reply: _http.Reply, *, job_id: str | None) -> PollResult:
+        reason = _first_error(self._edge, reply) or "request refused by content moderation"
+        failure = ProviderFailure(
+            code="moderation", message=f"moderation: {reason}", moderation=True
+        )
+        return PollResult(
+            state=PollState.FAILED,
+            provider_job_id=job_id,
+            failure=failure,
+            cost_usd=Decimal(0),  # refusals are documented as not charged
+            raw_status="403",
+        )
+
+    def _completion(
+        self,
+        reply: _http.Reply,
+        params: StabilityParams | None,
+        *,
+        job_id: str | None,
+        result_uri: str | None,
+    ) -> PollResult:
+        """A finished call: the body is the file (bytes mode) or base64 JSON."""
+        if reply.status == 403:
+            return self._moderation_refusal(reply, job_id=job_id)
+        if reply.media_type == "application/json":
+            return self._json_completion(reply, params, job_id=job_id, result_uri=result_uri)
+        finish = reply.headers.get("finish-reason") or "SUCCESS"
+        done = _Done(
+            data=reply.content,
+            media_type=reply.media_type or None,
+            finish=finish,
+            seed=reply.headers.get("seed"),
+        )
+        return self._finished(done, params, job_id=job_id, result_uri=result_uri)
+
+    def _json_completion(
+        self,
+        reply: _http.Reply,
+        params: StabilityParams | None,
+        *,
+        job_id: str | None,
+        result_uri: str | None,
+    ) -> PollResult:
+        body = self._edge.model(_JsonResult, self._edge.json(reply), reply)
+        payload, media_type = body.payload()
+        if payload is None and body.finish_reason is None:
+            if (body.status or "").lower() == "in-progress":
+                return PollResult(
+                    state=PollState.RUNNING, provider_job_id=job_id, raw_status=body.status
+                )
+            raise self._edge.protocol_error("finished reply without a payload", reply.content)
+        try:
+            data = base64.b64decode(payload or "", validate=True)
+        except (binascii.Error, ValueError):
+            raise self._edge.protocol_error("invalid base64 payload", reply.content) from None
+        done = _Done(
+            data=data,
+            media_type=media_type,
+            finish=body.finish_reason or "SUCCESS",
+            seed=None if body.seed is None else str(body.seed),
+        )
+        return self._finished(done, params, job_id=job_id, result_uri=result_uri)
+
+    def _finished(
+        self,
+        done: _Done,
+        params: StabilityParams | None,
+        *,
+        job_id: str | None,
+        result_uri: str | None,
+    ) -> PollResult:
+        finish = done.finish.strip().upper()[:64]
+        if finish == "SUCCESS":
+            if not done.data:
+                raise self._edge.protocol_error("finished reply with an empty body", b"")
+            output = InlineOutput(
+                data=done.data, media_type=done.media_type, metadata=done.metadata()
+            )
+            return PollResult(
+                state=PollState.SUCCEEDED,
+                provider_job_id=job_id,
+                outputs=(output,),
+                result_uri=result_uri,
+                cost_usd=self._cost(params),
+                raw_status=finish,
+                progress=1.0,
+            )
+        if finish in ("CONTENT_FILTERED", "ERROR"):
+            return PollResult(
+                state=PollState.FAILED,
+                provider_job_id=job_id,
+                failure=_finish_failure(finish),
+                cost_usd=self._cost(params) if finish == "CONTENT_FILTERED" else None,
+                raw_status=finish,
+            )
+        return PollResult(state=PollState.UNKNOWN, provider_job_id=job_id, raw_status=finish)
+
+    def _cost(self, params: StabilityParams | None) -> Decimal | None:
+        """Credits of the endpoint (or endpoint:model) * $/credit; None when not in the table."""
+        for key in params.cost_keys() if params else ():
+            credits = self._settings.credits.get(key)
+            if credits is not None:
+                return credits * self._settings.usd_per_credit
+        return None
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class _Done:
+    """A finished reply's file and headers, whichever mode it came in."""
+
+    data: bytes
+    media_type: str | None
+    finish: str
+    seed: str | None
+
+    def metadata(self) -> dict[str, Any]:
+        seed = self.seed.strip() if self.seed else ""
+        meta: dict[str, Any] = {"finish_reason": self.finish.strip().upper()[:64]}
+        if seed:
+            meta["seed"] = int(seed) if seed.isdigit() else seed[:32]
+        return meta
+
+
+def _finish_failure(finish: str) -> ProviderFailure:
+    if finish == "CONTENT_FILTERED":
+        return ProviderFailure(
+            code="moderation",
+            message="moderation: output filtered by content moderation (CONTENT_FILTERED)",
+            moderation=True,
+        )
+    return ProviderFailure(code="provider_error", message="generation failed (finish_reason ERROR)")
+
+
+def _form_parts(fields: dict[str, FormValue]) -> list[tuple[str, Any]]:
+    """Form fields as multipart parts without a file name (Stability only takes multipart)."""
+    parts: list[tuple[str, Any]] = []
+    for name, value in fields.items():
+        text = ("true" if value else "false") if isinstance(value, bool) else str(value)
+        parts.append((name, (None, text.encode())))
+    return parts
+
+
+async def _fetch_once(edge: _http.Edge, name: str, url: str) -> _http.Reply:
+    """One hop of an input download; transient failures are "connect" errors because nothing
+    has been sent to Stability yet, so submitting again later is safe."""
+    parts = urlsplit(url)
+    if parts.scheme.lower() != "https":
+        raise ProviderRejected(
+            f"{PROVIDER}: files.{name}: only https URLs are fetched", provider=PROVIDER
+        )
+    try:
+        reply = await edge.request("GET", url)
+    except ProviderUnavailable as exc:
+        message = f"{PROVIDER}: files.{name}: fetching from {parts.hostname} failed ({exc.message})"
+        raise ProviderConnectError(message, provider=PROVIDER) from exc
+    if reply.status >= 500 or reply.status in (408, 429):
+        message = f"{PROVIDER}: files.{name}: {parts.hostname} answered HTTP {reply.status}"
+        raise ProviderConnectError(message, provider=PROVIDER)
+    return reply
+
+
+def _input_file(reply: _http.Reply, name: str, url: str) -> tuple[bytes, str | None]:
+    if not reply.is_success:
+        host = urlsplit(url).hostname
+        message = f"{PROVIDER}: files.{name}: {host} answered HTTP {reply.status}"
+        raise ProviderRejected(message, provider=PROVIDER)
+    return reply.content, reply.media_type or _http.guess_media_type(url)
+
+
+def _sync_result_lost(handle: JobHandle) -> PollResult:
+    """A sync result lives only in the submit reply; if a poll comes, it was never stored."""
+    failure = ProviderFailure(
+        code="result_lost",
+        message="the synchronous result was not stored before the worker stopped; resubmit",
+    )
+    return PollResult(
+        state=PollState.FAILED, provider_job_id=handle.provider_job_id, failure=failure
+    )
+
+
+def _lenient_params(handle: JobHandle) -> StabilityParams | None:
+    """The job's params for routing and cost; a poll never fails over them."""
+    try:
+        return StabilityParams.model_validate(dict(handle.params))
+    except ValidationError:
+        return None
+
+
+def _result_route(handle: JobHandle, params: StabilityParams | None) -> tuple[str, str]:
+    job = quote(handle.provider_job_id, safe="")
+    if handle.media_type == "video" or (params and params.endpoint == "image-to-video"):
+        return f"/v2beta/image-to-video/result/{job}", "video/*"
+    return f"/v2beta/results/{job}", "*/*"
+
+
+def _has_payload(data: dict[str, Any]) -> bool:
+    return any(data.get(key) for key in ("result", "image", "video", "audio", "finish_reason"))
+
+
+def _in_progress_word(reply: _http.Reply) -> str:
+    if reply.media_type == "application/json" and len(reply.content) < 4096:
+        match = re.search(rb'"status"\s*:\s*"([A-Za-z_ -]{1,32})"', reply.content)
+        if match:
+            return match.group(1).decode()
+    return "in-progress"
+
+
+def _is_moderation(reply: _http.Reply) -> bool:
+    return bool(_MODERATION.search(reply.content[:4096].decode("utf-8", "replace")))
+
+
+def _first_error(edge: _http.Edge, reply: _http.Reply) -> str | None:
+    """The first entry of an error body's ``errors`` list (or its ``name``), redacted."""
+    try:
+        data = edge.json(reply)
+    except ProviderError:
+        return None
+    if not isinstance(data, dict):
+        return None
+    errors = data.get("errors")
+    first = errors[0] if isinstance(errors, list) and errors else data.get("name")
+    return _http.snippet(str(first), edge.secrets) if first else None
+
+
+def build(settings: ProviderSettings, client: httpx.AsyncClient) -> Provider:
+    """Registry factory: the adapter over a ready client."""
+    return StabilityProvider(expect_settings(settings, StabilitySettings), client)

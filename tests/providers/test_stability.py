@@ -1,0 +1,482 @@
+"""Stability adapter: multipart submit, 202/200 polling, both result modes, every error row."""
+
+from __future__ import annotations
+
+import base64
+import uuid
+from collections.abc import AsyncIterator
+from decimal import Decimal
+from typing import Any
+
+import httpx
+import pytest
+import respx
+
+from providers.errors import (
+    ProviderAuthError,
+    ProviderConnectError,
+    ProviderProtocolError,
+    ProviderRateLimited,
+    ProviderRejected,
+    ProviderUnavailable,
+)
+from providers.registry import BUILTIN_PROVIDERS, make_client
+from providers.stability import StabilityProvider, StabilitySettings
+from providers.types import InlineOutput, PollState
+from tests.providers.conftest import (
+    TOKENS,
+    Rig,
+    fixture_bytes,
+    handle,
+    open_rig,
+    reply,
+    submit_request,
+)
+
+pytestmark = pytest.mark.anyio
+
+SPEC = BUILTIN_PROVIDERS["stability"]
+BASE = "https://api.stability.ai"
+SID = "a6dc6c6e20acda010fe14d71f180658f2896ed9b4ec25aa99a6ff06c796987c4"
+PNG = fixture_bytes("stability", "result.png")
+PNG_DATA_URL = "data:image/png;base64," + base64.b64encode(PNG).decode()
+UPSCALE = {
+    "endpoint": "stable-image/upscale/creative",
+    "params": {"prompt": "a sharper fox", "creativity": 0.3, "output_format": "png"},
+    "files": {"image": PNG_DATA_URL},
+}
+CREDITS = {
+    "stable-image/upscale/creative": 60,
+    "image-to-video": 20,
+    "stable-image/generate/core": 3,
+}
+
+
+def settings(**values: Any) -> StabilitySettings:
+    values.setdefault("credits", CREDITS)
+    return StabilitySettings.from_env({}, api_key=TOKENS["stability"], **values)
+
+
+@pytest.fixture
+async def rig() -> AsyncIterator[Rig]:
+    async with open_rig(SPEC, settings()) as opened:
+        yield opened
+
+
+def upscale_handle(**kwargs: Any) -> Any:
+    return handle(SID, "image", params=UPSCALE, **kwargs)
+
+
+# --- submit ---------------------------------------------------------------------------------
+
+
+async def test_submit_is_multipart_with_fields_and_decoded_file(rig: Rig) -> None:
+    route = rig.router.post("/v2beta/stable-image/upscale/creative").mock(
+        return_value=reply("stability", "submit_accepted.json")
+    )
+    result = await rig.adapter.submit(submit_request(UPSCALE))
+    assert result.state is PollState.PENDING
+    assert result.provider_job_id == SID
+    request = route.calls.last.request
+    assert request.headers["content-type"].startswith("multipart/form-data")
+    assert request.headers["accept"] == "application/json"
+    assert request.headers["authorization"] == f"Bearer {TOKENS['stability']}"
+    body = request.content
+    assert b'name="prompt"\r\n\r\na sharper fox\r\n' in body
+    assert b'name="creativity"\r\n\r\n0.3\r\n' in body
+    assert b'name="image"; filename="image.png"\r\nContent-Type: image/png\r\n\r\n' + PNG in body
+
+
+async def test_submit_without_fields_is_still_multipart(rig: Rig) -> None:
+    route = rig.router.post("/v2beta/stable-image/generate/core").mock(
+        return_value=reply("stability", "submit_accepted.json")
+    )
+    await rig.adapter.submit(submit_request({"endpoint": "stable-image/generate/core"}))
+    assert route.calls.last.request.headers["content-type"].startswith("multipart/form-data")
+
+
+async def test_submit_booleans_are_form_words(rig: Rig) -> None:
+    route = rig.router.post("/v2beta/stable-image/generate/core").mock(
+        return_value=reply("stability", "submit_accepted.json")
+    )
+    params = {"endpoint": "stable-image/generate/core", "params": {"flag": True, "off": False}}
+    await rig.adapter.submit(submit_request(params))
+    body = route.calls.last.request.content
+    assert b'name="flag"\r\n\r\ntrue\r\n' in body and b'name="off"\r\n\r\nfalse\r\n' in body
+
+
+def file_host() -> tuple[respx.MockRouter, httpx.AsyncClient]:
+    files = respx.MockRouter(assert_all_called=True, assert_all_mocked=True)
+    return files, httpx.AsyncClient(transport=httpx.MockTransport(files.async_handler))
+
+
+async def adapter_with_fetch(
+    fetch: httpx.AsyncClient,
+) -> tuple[respx.MockRouter, Any, httpx.AsyncClient]:
+    api = respx.MockRouter(base_url=BASE, assert_all_mocked=True)
+    client = make_client(SPEC, settings(), transport=httpx.MockTransport(api.async_handler))
+    return api, StabilityProvider(settings(), client, fetch_client=fetch), client
+
+
+async def test_https_input_is_fetched_without_the_api_key() -> None:
+    files, fetch = file_host()
+    files.get("https://inputs.example/fox.png").mock(
+        return_value=httpx.Response(200, content=PNG, headers={"content-type": "image/png"})
+    )
+    api, adapter, client = await adapter_with_fetch(fetch)
+    route = api.post("/v2beta/stable-image/upscale/creative").mock(
+        return_value=reply("stability", "submit_accepted.json")
+    )
+    params = {**UPSCALE, "files": {"image": "https://inputs.example/fox.png"}}
+    async with client, fetch:
+        await adapter.submit(submit_request(params))
+    fetched = files.calls.last.request
+    assert "authorization" not in fetched.headers
+    assert TOKENS["stability"] not in str(fetched.headers) + str(fetched.url)
+    assert PNG in route.calls.last.request.content
+
+
+async def test_input_redirects_are_followed_over_https_only() -> None:
+    files, fetch = file_host()
+    files.get("https://inputs.example/a").mock(
+        return_value=httpx.Response(302, headers={"location": "https://cdn.example/b.png"})
+    )
+    files.get("https://cdn.example/b.png").mock(
+        return_value=httpx.Response(302, headers={"location": "http://insecure.example/c.png"})
+    )
+    api, adapter, client = await adapter_with_fetch(fetch)
+    params = {**UPSCALE, "files": {"image": "https://inputs.example/a"}}
+    async with client, fetch:
+        with pytest.raises(ProviderRejected, match="only https"):
+            await adapter.submit(submit_request(params))
+    assert not api.calls  # nothing was sent to Stability
+
+
+@pytest.mark.parametrize(
+    ("answer", "error_type"),
+    [
+        (httpx.Response(404), ProviderRejected),
+        (httpx.Response(403), ProviderRejected),
+        (httpx.Response(503), ProviderConnectError),
+        (httpx.ConnectError("refused"), ProviderConnectError),
+        (httpx.ReadTimeout("slow"), ProviderConnectError),
+    ],
+)
+async def test_input_fetch_failures(answer: Any, error_type: type[Exception]) -> None:
+    files, fetch = file_host()
+    route = files.get("https://inputs.example/fox.png")
+    if isinstance(answer, Exception):
+        route.mock(side_effect=answer)
+    else:
+        route.mock(return_value=answer)
+    api, adapter, client = await adapter_with_fetch(fetch)
+    params = {**UPSCALE, "files": {"image": "https://inputs.example/fox.png"}}
+    async with client, fetch:
+        with pytest.raises(error_type, match=r"files\.image"):
+            await adapter.submit(submit_request(params))
+    assert not api.calls
+
+
+async def test_input_fetch_is_size_capped() -> None:
+    files, fetch = file_host()
+    files.get("https://inputs.example/huge.png").mock(
+        return_value=httpx.Response(200, content=b"x" * 4096)
+    )
+    api = respx.MockRouter(base_url=BASE, assert_all_mocked=True)
+    capped = settings(max_input_file_bytes=1024)
+    async with (
+        make_client(SPEC, capped, transport=httpx.MockTransport(api.async_handler)) as client,
+        fetch,
+    ):
+        adapter = StabilityProvider(capped, client, fetch_client=fetch)
+        params = {**UPSCALE, "files": {"image": "https://inputs.example/huge.png"}}
+        with pytest.raises(ProviderRejected, match="larger than"):
+            await adapter.submit(submit_request(params))
+
+
+@pytest.mark.parametrize(
+    "params",
+    [
+        {"endpoint": "../v1/user/balance"},
+        {"endpoint": "/stable-image/generate/core"},
+        {
+            "endpoint": "stable-image/generate/core",
+            "files": {"image": "http://insecure.example/a.png"},
+        },
+        {"endpoint": "stable-image/generate/core", "files": {"image": "file:///etc/passwd"}},
+        {"endpoint": "stable-image/generate/core", "params": {"nested": {"a": 1}}},
+        {"endpoint": "stable-image/generate/core", "files": {"image": "data:image/png;base64,@@"}},
+        {"params": {"prompt": "no endpoint"}},
+    ],
+)
+async def test_submit_rejects_bad_params(rig: Rig, params: dict[str, Any]) -> None:
+    with pytest.raises(ProviderRejected):
+        await rig.adapter.submit(submit_request(params))
+    assert not rig.router.calls
+
+
+async def test_submit_moderation_refusal_is_rejected_with_reason(rig: Rig) -> None:
+    rig.router.post("/v2beta/stable-image/upscale/creative").mock(
+        return_value=reply("stability", "error_403_moderation.json", 403)
+    )
+    with pytest.raises(ProviderRejected) as caught:
+        await rig.adapter.submit(submit_request(UPSCALE))
+    assert caught.value.message == "moderation: request flagged by content moderation"
+
+
+@pytest.mark.parametrize(
+    ("status", "fixture", "error_type"),
+    [
+        (400, "error_400.json", ProviderRejected),
+        (402, "error_402.json", ProviderRejected),
+        (413, "error_413.json", ProviderRejected),
+        (401, "error_401.json", ProviderAuthError),
+        (403, "error_403_forbidden.json", ProviderAuthError),
+        (500, "error_500.json", ProviderUnavailable),
+        (429, "error_429.json", ProviderRateLimited),
+    ],
+)
+async def test_submit_errors_are_typed_and_never_retried(
+    rig: Rig, status: int, fixture: str, error_type: type[Exception]
+) -> None:
+    route = rig.router.post("/v2beta/stable-image/upscale/creative").mock(
+        return_value=reply("stability", fixture, status)
+    )
+    with pytest.raises(error_type):
+        await rig.adapter.submit(submit_request(UPSCALE))
+    assert route.call_count == 1
+
+
+async def test_sync_endpoint_json_reply_is_the_result(rig: Rig) -> None:
+    rig.router.post("/v2beta/stable-image/generate/core").mock(
+        return_value=reply("stability", "sync_success.json")
+    )
+    request = submit_request({"endpoint": "stable-image/generate/core", "params": {"prompt": "x"}})
+    result = await rig.adapter.submit(request)
+    assert result.state is PollState.SUCCEEDED
+    assert result.provider_job_id == f"sync-{request.job_id}"
+    (output,) = result.outputs
+    assert isinstance(output, InlineOutput) and output.data == PNG
+    assert output.metadata == {"finish_reason": "SUCCESS", "seed": 99}
+    assert result.cost_usd == Decimal("0.03")
+    assert result.result_uri is None
+
+
+async def test_sync_endpoint_bytes_reply_is_the_result(rig: Rig) -> None:
+    rig.router.post("/v2beta/stable-image/generate/core").mock(
+        return_value=httpx.Response(
+            200, content=PNG, headers={"content-type": "image/png", "finish-reason": "SUCCESS"}
+        )
+    )
+    result = await rig.adapter.submit(submit_request({"endpoint": "stable-image/generate/core"}))
+    assert result.state is PollState.SUCCEEDED
+    assert result.outputs[0].media_type == "image/png"
+
+
+async def test_polling_a_sync_id_reports_the_lost_result(rig: Rig) -> None:
+    result = await rig.adapter.poll(handle(f"sync-{uuid.uuid4()}"))
+    assert result.state is PollState.FAILED
+    assert result.failure is not None and result.failure.code == "result_lost"
+    assert not rig.router.calls
+
+
+# --- poll -------------------------------------------------------------------------------------
+
+
+def mock_result(rig: Rig, response: httpx.Response, path: str = f"/v2beta/results/{SID}") -> Any:
+    return rig.router.get(path).mock(return_value=response)
+
+
+async def test_202_is_running(rig: Rig) -> None:
+    route = mock_result(rig, reply("stability", "result_in_progress.json", 202))
+    result = await rig.adapter.poll(upscale_handle())
+    assert result.state is PollState.RUNNING
+    assert result.raw_status == "in-progress"
+    assert route.calls.last.request.headers["accept"] == "*/*"
+
+
+async def test_202_with_an_odd_body_is_still_running(rig: Rig) -> None:
+    mock_result(rig, httpx.Response(202, content=b"<html>busy</html>"))
+    assert (await rig.adapter.poll(upscale_handle())).state is PollState.RUNNING
+
+
+async def test_200_bytes_is_the_file(rig: Rig) -> None:
+    headers = {"content-type": "image/png", "finish-reason": "SUCCESS", "seed": "1827364519"}
+    mock_result(rig, httpx.Response(200, content=PNG, headers=headers))
+    result = await rig.adapter.poll(upscale_handle())
+    assert result.state is PollState.SUCCEEDED
+    (output,) = result.outputs
+    assert isinstance(output, InlineOutput)
+    assert output.data == PNG
+    assert output.media_type == "image/png"
+    assert output.metadata == {"finish_reason": "SUCCESS", "seed": 1827364519}
+    assert result.result_uri == f"{BASE}/v2beta/results/{SID}"
+    assert result.cost_usd == Decimal("0.60")  # 60 credits x $0.01
+
+
+async def test_200_json_base64_is_the_file(rig: Rig) -> None:
+    mock_result(rig, reply("stability", "result_success.json"))
+    result = await rig.adapter.poll(upscale_handle())
+    (output,) = result.outputs
+    assert isinstance(output, InlineOutput) and output.data == PNG
+    assert output.metadata["seed"] == 1827364519
+    assert result.result_uri == f"{BASE}/v2beta/results/{SID}"
+
+
+async def test_video_uses_the_image_to_video_result_path(rig: Rig) -> None:
+    path = f"/v2beta/image-to-video/result/{SID}"
+    route = mock_result(rig, reply("stability", "video_result_success.json"), path)
+    params = {"endpoint": "image-to-video", "files": {"image": PNG_DATA_URL}}
+    result = await rig.adapter.poll(handle(SID, "video", params=params))
+    assert route.calls.last.request.headers["accept"] == "video/*"
+    (output,) = result.outputs
+    assert isinstance(output, InlineOutput)
+    assert output.data == fixture_bytes("stability", "result.mp4")
+    assert output.media_type == "video/mp4"
+    assert result.result_uri == f"{BASE}{path}"
+    assert result.cost_usd == Decimal("0.20")
+
+
+async def test_video_bytes_mode(rig: Rig) -> None:
+    mp4 = fixture_bytes("stability", "result.mp4")
+    headers = {"content-type": "video/mp4", "finish-reason": "SUCCESS", "seed": "7"}
+    mock_result(
+        rig,
+        httpx.Response(200, content=mp4, headers=headers),
+        f"/v2beta/image-to-video/result/{SID}",
+    )
+    result = await rig.adapter.poll(handle(SID, "video"))
+    assert result.outputs[0].media_type == "video/mp4"
+    assert result.cost_usd is None  # no params on the handle: endpoint unknown, cost unknown
+
+
+async def test_content_filtered_header_is_moderation_failure(rig: Rig) -> None:
+    headers = {"content-type": "image/png", "finish-reason": "CONTENT_FILTERED"}
+    mock_result(rig, httpx.Response(200, content=PNG, headers=headers))
+    result = await rig.adapter.poll(upscale_handle())
+    assert result.state is PollState.FAILED
+    assert result.failure is not None and result.failure.moderation
+    assert result.failure.message.startswith("moderation: ")
+    assert not result.outputs  # the blurred bytes are not an artifact
+    assert result.cost_usd == Decimal("0.60")  # assumed charged (reference §5.5)
+
+
+async def test_content_filtered_json_is_moderation_failure(rig: Rig) -> None:
+    mock_result(rig, reply("stability", "result_filtered.json"))
+    result = await rig.adapter.poll(upscale_handle())
+    assert result.state is PollState.FAILED
+    assert result.failure is not None and result.failure.code == "moderation"
+
+
+async def test_finish_reason_error_is_a_failure(rig: Rig) -> None:
+    headers = {"content-type": "image/png", "finish-reason": "ERROR"}
+    mock_result(rig, httpx.Response(200, content=b"", headers=headers))
+    result = await rig.adapter.poll(upscale_handle())
+    assert result.state is PollState.FAILED
+    assert result.failure is not None and result.failure.code == "provider_error"
+    assert result.cost_usd is None
+
+
+async def test_unknown_finish_reason_is_unknown(rig: Rig) -> None:
+    headers = {"content-type": "image/png", "finish-reason": "PARTIAL"}
+    mock_result(rig, httpx.Response(200, content=PNG, headers=headers))
+    result = await rig.adapter.poll(upscale_handle())
+    assert result.state is PollState.UNKNOWN
+    assert result.raw_status == "PARTIAL"
+
+
+async def test_403_moderation_on_poll_fails_uncharged(rig: Rig) -> None:
+    mock_result(rig, reply("stability", "error_403_moderation.json", 403))
+    result = await rig.adapter.poll(upscale_handle())
+    assert result.state is PollState.FAILED
+    assert result.failure is not None
+    assert result.failure.message == "moderation: request flagged by content moderation"
+    assert result.cost_usd == Decimal(0)
+
+
+@pytest.mark.parametrize(
+    ("status", "fixture"), [(403, "error_403_forbidden.json"), (401, "error_401.json")]
+)
+async def test_other_401_403_are_auth_errors(rig: Rig, status: int, fixture: str) -> None:
+    mock_result(rig, reply("stability", fixture, status))
+    with pytest.raises(ProviderAuthError) as caught:
+        await rig.adapter.poll(upscale_handle())
+    assert not caught.value.retryable
+
+
+async def test_404_within_30_s_is_retried(rig: Rig) -> None:
+    mock_result(rig, reply("stability", "error_404.json", 404))
+    with pytest.raises(ProviderUnavailable) as caught:
+        await rig.adapter.poll(upscale_handle(since_submit_s=12.0))
+    assert caught.value.retryable
+
+
+async def test_404_later_fails_as_expired_or_wrong_key(rig: Rig) -> None:
+    mock_result(rig, reply("stability", "error_404.json", 404))
+    result = await rig.adapter.poll(upscale_handle(since_submit_s=45.0))
+    assert result.state is PollState.FAILED
+    assert result.failure is not None
+    assert "expired" in result.failure.message and "different API key" in result.failure.message
+
+
+async def test_429_pauses_the_provider_for_60_s(rig: Rig) -> None:
+    mock_result(rig, reply("stability", "error_429.json", 429))
+    with pytest.raises(ProviderRateLimited) as caught:
+        await rig.adapter.poll(upscale_handle())
+    assert caught.value.retry_after_s == 60.0
+    assert caught.value.pause_provider
+
+
+async def test_429_longer_retry_after_wins(rig: Rig) -> None:
+    mock_result(rig, reply("stability", "error_429.json", 429, **{"retry-after": "90"}))
+    with pytest.raises(ProviderRateLimited) as caught:
+        await rig.adapter.poll(upscale_handle())
+    assert caught.value.retry_after_s == 90.0
+
+
+@pytest.mark.parametrize(
+    ("status", "fixture", "error_type"),
+    [(500, "error_500.json", ProviderUnavailable), (400, "error_400.json", ProviderRejected)],
+)
+async def test_poll_other_errors(
+    rig: Rig, status: int, fixture: str, error_type: type[Exception]
+) -> None:
+    mock_result(rig, reply("stability", fixture, status))
+    with pytest.raises(error_type):
+        await rig.adapter.poll(upscale_handle())
+
+
+@pytest.mark.parametrize(
+    "response",
+    [
+        httpx.Response(
+            200,
+            content=fixture_bytes("stability", "malformed.txt"),
+            headers={"content-type": "application/json"},
+        ),
+        httpx.Response(200, json={"seed": 1}),
+        httpx.Response(200, json={"result": "%%%not base64", "finish_reason": "SUCCESS"}),
+        httpx.Response(200, json={"result": 12, "finish_reason": "SUCCESS"}),
+        httpx.Response(200, content=b"", headers={"content-type": "image/png"}),
+    ],
+)
+async def test_unreadable_results_are_protocol_errors(rig: Rig, response: httpx.Response) -> None:
+    mock_result(rig, response)
+    with pytest.raises(ProviderProtocolError) as caught:
+        await rig.adapter.poll(upscale_handle())
+    assert caught.value.retryable
+    assert TOKENS["stability"] not in str(caught.value)
+
+
+async def test_oversized_result_is_rejected() -> None:
+    async with open_rig(SPEC, settings(max_reply_bytes=1024)) as rig:
+        mock_result(
+            rig, httpx.Response(200, content=b"x" * 4096, headers={"content-type": "image/png"})
+        )
+        with pytest.raises(ProviderRejected, match="larger than"):
+            await rig.adapter.poll(upscale_handle())
+
+
+async def test_cancel_is_a_no_op(rig: Rig) -> None:
+    await rig.adapter.cancel(upscale_handle())
+    assert not rig.router.calls
