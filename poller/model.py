@@ -14,10 +14,6 @@ from datetime import datetime
 from decimal import Decimal
 from typing import Any
 
-ACTIVE_STATUSES = ("pending", "processing")
-TERMINAL_STATUSES = ("completed", "failed", "timed_out")
-
-
 @dataclass(frozen=True, slots=True, kw_only=True)
 class ClaimedJob:
     """One leased row, as returned by the claim statement."""

@@ -1,0 +1,1 @@
+"""Development and test tooling (local PostgreSQL clusters); never imported by the daemon."""
