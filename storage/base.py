@@ -1,0 +1,110 @@
+"""Value types, the content-addressed key scheme, and the narrow `BlobStore` protocol.
+
+Backends only move finished files under a key; hashing, type checks and downloads live above
+them in `storage.ingest`, so a new backend is a handful of verbs (obstore's, not fsspec's).
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import AsyncIterator, Mapping
+from dataclasses import dataclass
+from datetime import datetime
+from pathlib import Path
+from typing import Any, Protocol
+
+__all__ = [
+    "BlobInfo",
+    "BlobStore",
+    "StoredBlob",
+    "StoredObject",
+    "content_hash_of",
+    "key_for",
+]
+
+_KEY = re.compile(r"sha256/([0-9a-f]{2})/([0-9a-f]{64})")
+_HEX = re.compile(r"[0-9a-f]{64}")
+
+
+def key_for(content_hash: str) -> str:
+    """``sha256/<first two hex>/<hex>``: one shard level, like git, Docker and restic."""
+    if not _HEX.fullmatch(content_hash):
+        raise ValueError(f"not a lowercase sha256 hex digest: {content_hash!r}")
+    return f"sha256/{content_hash[:2]}/{content_hash}"
+
+
+def content_hash_of(key: str) -> str | None:
+    """The digest a well-formed key names, or None (so foreign files are never touched)."""
+    match = _KEY.fullmatch(key)
+    if match is None or not match[2].startswith(match[1]):
+        return None
+    return match[2]
+
+
+def checked_key(key: str) -> str:
+    """Refuse anything but a well-formed key: keys become paths and object names."""
+    if content_hash_of(key) is None:
+        raise ValueError(f"not a storage key (sha256/<2 hex>/<64 hex>): {key!r}")
+    return key
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class StoredObject:
+    """What a backend reports after `BlobStore.put_file`."""
+
+    key: str
+    uri: str
+    created: bool
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class BlobInfo:
+    """One stored blob as listed for garbage collection."""
+
+    key: str
+    uri: str
+    content_hash: str
+    size_bytes: int
+    modified_at: datetime
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class StoredBlob:
+    """Everything the poller needs to write an artifact row for one ingested output.
+
+    ``created`` is False when identical bytes were already stored (dedup); ``metadata`` holds
+    only facts read from the bytes (width, height, format, duration_s, sample_rate, channels,
+    codec…); ``filename`` is a sanitised name from the URL path or the caller, if any.
+    """
+
+    content_hash: str
+    size_bytes: int
+    media_type: str
+    uri: str
+    key: str
+    metadata: Mapping[str, Any]
+    created: bool
+    filename: str | None
+
+
+class BlobStore(Protocol):
+    """A place for immutable, content-addressed blobs.
+
+    ``put_file`` is create-if-absent: an existing key counts as success (``created=False``)
+    because under content addressing the bytes are identical. ``delete`` exists for the
+    garbage collector only; the daemon never deletes.
+    """
+
+    scheme: str
+
+    async def put_file(
+        self, key: str, path: Path, *, media_type: str | None, content_hash: str
+    ) -> StoredObject: ...
+
+    async def exists(self, key: str) -> bool: ...
+
+    def uri_for(self, key: str) -> str: ...
+
+    def iter_blobs(self) -> AsyncIterator[BlobInfo]: ...
+
+    async def delete(self, key: str) -> None: ...

@@ -1,0 +1,153 @@
+"""Facts about a stored file, read from headers only: never a full decode of untrusted media.
+
+Runs in a worker thread. Pillow's ``Image.open`` is lazy (header only) and raises on
+decompression bombs from the declared size; mutagen reads audio headers/frames; MediaInfo
+(the pymediainfo wheel bundles libmediainfo, so no system package) reads container headers.
+A file whose sniffed type is a media kind but that its parser cannot read is rejected: the
+sniff is a gate, the parser succeeding is the validation.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import mutagen
+from PIL import Image
+from pymediainfo import MediaInfo
+
+from storage.errors import ContentRejected
+from storage.sniff import Sniffed
+
+__all__ = ["MAX_IMAGE_PIXELS", "read_metadata"]
+
+# Pillow warns above this and raises only above twice this; we refuse the whole warning band.
+MAX_IMAGE_PIXELS: int = Image.MAX_IMAGE_PIXELS or 89_478_485
+
+_AUDIO_CODECS = {
+    "audio/mpeg": "mp3",
+    "audio/flac": "flac",
+    "audio/wav": "pcm",
+    "audio/aiff": "pcm",
+    "audio/aac": "aac",
+}
+_OGG_CODECS = {
+    "OggVorbis": "vorbis",
+    "OggOpus": "opus",
+    "OggFLAC": "flac",
+    "OggSpeex": "speex",
+    "OggTheora": "theora",
+}
+_VIDEO_CODECS = {
+    "AVC": "h264",
+    "HEVC": "hevc",
+    "VP8": "vp8",
+    "VP9": "vp9",
+    "AV1": "av1",
+    "MPEG-4 Visual": "mpeg4",
+    "ProRes": "prores",
+}
+
+
+def read_metadata(path: Path, sniffed: Sniffed, *, expected_kind: str | None) -> dict[str, Any]:
+    """Facts for ``StoredBlob.metadata``; `ContentRejected` if the file is unreadable/a bomb."""
+    if sniffed.kind == "image":
+        return _image(path)
+    if sniffed.kind == "audio":
+        return _audio(path, sniffed)
+    if sniffed.kind == "video":
+        return _video(path, sniffed, require_video=expected_kind == "video")
+    return {}
+
+
+def _undecodable(sniffed_type: str, exc: BaseException) -> ContentRejected:
+    detail = str(exc) or type(exc).__name__
+    return ContentRejected(f"the content looks like {sniffed_type} but cannot be read: {detail}")
+
+
+def _bomb(width: int, height: int) -> ContentRejected:
+    return ContentRejected(
+        f"image is {width}×{height} = {width * height / 1e6:.1f} megapixels, over the "
+        f"{MAX_IMAGE_PIXELS / 1e6:.1f}-megapixel limit (decompression-bomb guard)"
+    )
+
+
+def _image(path: Path) -> dict[str, Any]:
+    try:
+        with Image.open(path) as image:
+            width, height = image.size
+            if width * height > MAX_IMAGE_PIXELS:
+                raise _bomb(width, height)
+            return {
+                "width": width,
+                "height": height,
+                "format": image.format,
+                "mode": image.mode,
+                "animated": bool(getattr(image, "is_animated", False)),
+            }
+    except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
+        raise ContentRejected(f"image rejected as a likely decompression bomb: {exc}") from exc
+    except ContentRejected:
+        raise
+    except Exception as exc:  # any parser failure on untrusted bytes means "not readable"
+        raise _undecodable("an image", exc) from exc
+
+
+def _audio(path: Path, sniffed: Sniffed) -> dict[str, Any]:
+    try:
+        parsed = mutagen.File(path)
+    except Exception as exc:  # mutagen raises more than MutagenError on malformed input
+        raise _undecodable(sniffed.media_type, exc) from exc
+    # A FileType without tags is falsy: compare with None, never test truthiness.
+    if parsed is None or getattr(parsed, "info", None) is None:
+        raise ContentRejected(
+            f"the content looks like {sniffed.media_type} but has no audio stream"
+        )
+    info = parsed.info
+    codec = _AUDIO_CODECS.get(sniffed.media_type) or _OGG_CODECS.get(type(parsed).__name__)
+    if sniffed.media_type == "audio/mp4":
+        codec = "aac" if str(getattr(info, "codec", "")).startswith("mp4a") else info.codec
+    facts: dict[str, Any] = {
+        "duration_s": round(float(info.length), 3),
+        "sample_rate": getattr(info, "sample_rate", None),
+        "channels": getattr(info, "channels", None),
+        "bitrate": getattr(info, "bitrate", None) or None,
+        "codec": codec,
+    }
+    if getattr(info, "bits_per_sample", None):
+        facts["bits_per_sample"] = info.bits_per_sample
+    return {name: value for name, value in facts.items() if value is not None}
+
+
+def _first(tracks: list[Any], kind: str) -> Any:
+    return next((track for track in tracks if track.track_type == kind), None)
+
+
+def _video(path: Path, sniffed: Sniffed, *, require_video: bool) -> dict[str, Any]:
+    try:
+        tracks = list(MediaInfo.parse(path).tracks)
+    except Exception as exc:  # libmediainfo errors surface as assorted exceptions
+        raise _undecodable(sniffed.media_type, exc) from exc
+    general, video, audio = (_first(tracks, kind) for kind in ("General", "Video", "Audio"))
+    duration_ms = getattr(general, "duration", None) or getattr(video, "duration", None)
+    if video is None and (require_video or duration_ms is None):
+        raise ContentRejected(f"the content looks like {sniffed.media_type} but has no video track")
+    facts: dict[str, Any] = {
+        "duration_s": round(float(duration_ms) / 1000, 3) if duration_ms else None,
+        "container": getattr(general, "format", None),
+        "has_audio": audio is not None,
+    }
+    if video is not None:
+        facts |= {
+            "width": _int(video.width),
+            "height": _int(video.height),
+            "codec": _VIDEO_CODECS.get(video.format, str(video.format).lower()),
+            "fps": round(float(video.frame_rate), 3) if video.frame_rate else None,
+        }
+    if audio is not None:
+        facts["audio_codec"] = str(audio.format).lower() if audio.format else None
+    return {name: value for name, value in facts.items() if value is not None}
+
+
+def _int(value: Any) -> int | None:
+    return int(value) if value is not None else None

@@ -1,0 +1,457 @@
+"""S3 (and S3-compatible) backend: ``<prefix>/sha256/<2 hex>/<hex>``, create-if-absent.
+
+One boto3 client, created at start-up from an explicit session (clients are thread-safe once
+built, sessions are not), used from worker threads bounded by a `CapacityLimiter` (plain boto3
+rather than aiobotocore: a handful of uploads a minute does not need a second HTTP stack).
+
+Writes: HEAD first (the cheap dedup), then ``PutObject`` with ``If-None-Match: *`` (412 = a
+concurrent writer won: dedup). Above the multipart threshold the parts are uploaded by hand,
+because s3transfer refuses ``IfNoneMatch``, and the condition goes on
+``CompleteMultipartUpload``. The content SHA-256 is in the object metadata (``sha256``) since a
+multipart SHA-256 checksum is a checksum of part checksums, not of the file. Checksums are
+only sent when asked (``request_checksum_calculation="when_required"``): botocore's default
+CRC32 headers break many S3-compatible servers. A server without conditional writes (501) is
+detected once and the HEAD check alone is relied on; for content-addressed keys an overwrite
+rewrites identical bytes.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+from collections.abc import AsyncIterator, Callable, Mapping
+from contextlib import asynccontextmanager
+from datetime import UTC, datetime, timedelta
+from functools import partial
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, TypeVar
+
+import anyio
+import boto3
+import botocore.exceptions
+import structlog
+from botocore.config import Config
+
+from storage.base import BlobInfo, StoredObject, checked_key, content_hash_of
+from storage.config import S3Location, StorageConfig
+from storage.errors import (
+    BackendMisconfigured,
+    StorageConfigError,
+    StorageError,
+    StorageUnavailable,
+)
+from storage.fs import os_error
+
+if TYPE_CHECKING:
+    from types_boto3_s3.client import S3Client
+    from types_boto3_s3.type_defs import CompletedPartTypeDef, HeadObjectOutputTypeDef
+
+__all__ = ["S3BlobStore"]
+
+log = structlog.get_logger(__name__)
+T = TypeVar("T")
+
+BUCKET_CHECK = "checking the bucket"
+CACHE_CONTROL = "public, max-age=31536000, immutable"
+MAX_PARTS = 10_000
+PART_CONCURRENCY = 4  # memory bound: each in-flight part is held in memory once
+# A dedup hit on an older object rewrites its LastModified so GC's grace period restarts.
+REFRESH_AFTER = timedelta(hours=1)
+_RETRYABLE_STATUS = frozenset({408, 409, 429})
+_RETRYABLE_CODES = frozenset(
+    {
+        "SlowDown",
+        "Throttling",
+        "ThrottlingException",
+        "RequestTimeout",
+        "BadDigest",
+        "InternalError",
+    }
+)
+_DENIED_CODES = frozenset({"AccessDenied", "InvalidAccessKeyId", "SignatureDoesNotMatch"})
+_NO_CREDENTIALS = (
+    botocore.exceptions.NoCredentialsError,
+    botocore.exceptions.PartialCredentialsError,
+)
+
+
+def _status(exc: botocore.exceptions.ClientError) -> int:
+    return int(exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode", 0))
+
+
+def _code(exc: botocore.exceptions.ClientError) -> str:
+    return str(exc.response.get("Error", {}).get("Code", ""))
+
+
+def _b64(digest: bytes) -> str:
+    return base64.b64encode(digest).decode("ascii")
+
+
+def make_client(config: StorageConfig) -> S3Client:
+    """The shared client: checksums only when required, path-style on custom endpoints."""
+    botocore_config = Config(
+        max_pool_connections=max(10, config.s3_max_threads),
+        retries={"mode": "standard", "max_attempts": 4},
+        connect_timeout=config.connect_timeout_s,
+        read_timeout=max(60.0, config.read_timeout_s),
+        request_checksum_calculation="when_required",
+        response_checksum_validation="when_required",
+        s3={"addressing_style": "path"} if config.s3_endpoint_url else None,
+    )
+    try:
+        session = boto3.session.Session()
+        return session.client(
+            "s3",
+            endpoint_url=config.s3_endpoint_url,
+            region_name=config.s3_region,
+            config=botocore_config,
+        )
+    except (ValueError, botocore.exceptions.BotoCoreError) as exc:
+        raise StorageConfigError(f"cannot create the S3 client: {exc}") from exc
+
+
+class _KeyLocks:
+    """One lock per key being written, dropped when nobody holds or waits for it.
+
+    Two jobs of this process storing identical bytes then upload once: the second waits and
+    finds the object with HEAD. Across processes ``If-None-Match`` still decides.
+    """
+
+    def __init__(self) -> None:
+        self._locks: dict[str, tuple[anyio.Lock, int]] = {}
+
+    @asynccontextmanager
+    async def hold(self, key: str) -> AsyncIterator[None]:
+        lock, users = self._locks.get(key, (anyio.Lock(), 0))
+        self._locks[key] = (lock, users + 1)
+        try:
+            async with lock:
+                yield
+        finally:
+            lock, users = self._locks[key]
+            if users == 1:
+                del self._locks[key]
+            else:
+                self._locks[key] = (lock, users - 1)
+
+
+class S3BlobStore:
+    """Content-addressed blobs in one bucket under an optional prefix."""
+
+    scheme = "s3"
+
+    def __init__(
+        self,
+        *,
+        client: S3Client,
+        location: S3Location,
+        config: StorageConfig,
+        limiter: anyio.CapacityLimiter,
+    ) -> None:
+        self._client = client
+        self.bucket = location.bucket
+        self._base = f"{location.prefix}/" if location.prefix else ""
+        self._endpoint = config.s3_endpoint_url or "AWS"
+        self._limiter = limiter
+        self._threshold = config.s3_multipart_threshold_bytes
+        self._part_bytes = config.s3_multipart_part_bytes
+        self._send_checksum = config.s3_send_checksum
+        self._conditional = True
+        self._writing = _KeyLocks()
+
+    @classmethod
+    async def open(cls, config: StorageConfig, location: S3Location) -> S3BlobStore:
+        """Build the client and check the bucket exists and is reachable with these creds."""
+        limiter = anyio.CapacityLimiter(config.s3_max_threads)
+        client = await anyio.to_thread.run_sync(make_client, config, limiter=limiter)
+        store = cls(client=client, location=location, config=config, limiter=limiter)
+        try:
+            await store._run(BUCKET_CHECK, partial(client.head_bucket, Bucket=store.bucket))
+        except BaseException:
+            client.close()
+            raise
+        return store
+
+    def object_key(self, key: str) -> str:
+        return self._base + checked_key(key)
+
+    def uri_for(self, key: str) -> str:
+        return f"s3://{self.bucket}/{self.object_key(key)}"
+
+    async def exists(self, key: str) -> bool:
+        return await self._head(self.object_key(key)) is not None
+
+    async def put_file(
+        self, key: str, path: Path, *, media_type: str | None, content_hash: str
+    ) -> StoredObject:
+        """Upload ``path`` unless the key exists; the file is left for the caller to remove."""
+        object_key = self.object_key(key)
+        async with self._writing.hold(object_key):
+            head = await self._head(object_key)
+            if head is not None:
+                await self._refresh_if_old(object_key, head)
+                return StoredObject(key=key, uri=self.uri_for(key), created=False)
+            created = await self._upload(object_key, path, media_type, content_hash)
+        return StoredObject(key=key, uri=self.uri_for(key), created=created)
+
+    async def _upload(
+        self, object_key: str, path: Path, media_type: str | None, content_hash: str
+    ) -> bool:
+        try:
+            size = await anyio.to_thread.run_sync(lambda: path.stat().st_size)
+        except OSError as exc:
+            raise os_error(exc, f"reading {path}") from exc
+        headers: dict[str, Any] = {
+            "ContentType": media_type or "application/octet-stream",
+            "Metadata": {"sha256": content_hash},
+            "CacheControl": CACHE_CONTROL,
+        }
+        if size >= self._threshold:
+            return await self._put_multipart(object_key, path, size, headers)
+        if self._send_checksum:
+            headers["ChecksumSHA256"] = _b64(bytes.fromhex(content_hash))
+        put = partial(self._put_object, object_key, path, headers)
+        return await self._run(f"uploading {object_key}", partial(self._create_if_absent, put))
+
+    # -- blocking bodies, run in worker threads ------------------------------------------------
+
+    def _put_object(
+        self, object_key: str, path: Path, headers: Mapping[str, Any], condition: dict[str, Any]
+    ) -> None:
+        with path.open("rb") as body:
+            self._client.put_object(
+                Bucket=self.bucket, Key=object_key, Body=body, **headers, **condition
+            )
+
+    def _create_if_absent(self, write: Callable[[dict[str, Any]], object]) -> bool:
+        """Run a write under ``If-None-Match: *``; False when the key already exists (412)."""
+        condition: dict[str, Any] = {"IfNoneMatch": "*"} if self._conditional else {}
+        try:
+            write(condition)
+        except botocore.exceptions.ClientError as exc:
+            if _status(exc) == 412:
+                return False
+            if _status(exc) != 501 or not condition:
+                raise
+            log.warning("storage.s3_conditional_writes_unsupported", endpoint=self._endpoint)
+            self._conditional = False
+            write({})
+        return True
+
+    def _head_sync(self, object_key: str) -> HeadObjectOutputTypeDef | None:
+        try:
+            return self._client.head_object(Bucket=self.bucket, Key=object_key)
+        except botocore.exceptions.ClientError as exc:
+            if _status(exc) == 404:
+                return None
+            raise
+
+    def _upload_part(
+        self, object_key: str, upload_id: str, path: Path, number: int, offset: int, length: int
+    ) -> CompletedPartTypeDef:
+        with path.open("rb") as source:
+            source.seek(offset)
+            data = source.read(length)
+        extra: dict[str, Any] = {}
+        if self._send_checksum:
+            extra["ChecksumSHA256"] = _b64(hashlib.sha256(data).digest())
+        response = self._client.upload_part(
+            Bucket=self.bucket,
+            Key=object_key,
+            UploadId=upload_id,
+            PartNumber=number,
+            Body=data,
+            **extra,
+        )
+        part: CompletedPartTypeDef = {"PartNumber": number, "ETag": response["ETag"]}
+        if self._send_checksum:
+            part["ChecksumSHA256"] = extra["ChecksumSHA256"]
+        return part
+
+    # -- async plumbing ------------------------------------------------------------------------
+
+    async def _run(self, doing: str, call: Callable[[], T]) -> T:
+        """Run one boto3 call in a worker thread, translating its errors in that thread."""
+
+        def guarded() -> T:
+            try:
+                return call()
+            except (botocore.exceptions.ClientError, botocore.exceptions.BotoCoreError) as exc:
+                raise self._translate(exc, doing) from exc
+            except OSError as exc:
+                raise os_error(exc, doing) from exc
+
+        return await anyio.to_thread.run_sync(guarded, limiter=self._limiter)
+
+    def _translate(self, exc: Exception, doing: str) -> StorageError:
+        where = f"{doing} (s3://{self.bucket}, endpoint {self._endpoint})"
+        if isinstance(exc, _NO_CREDENTIALS):
+            return BackendMisconfigured(
+                f"{where}: no AWS credentials found; set AWS_ACCESS_KEY_ID and "
+                "AWS_SECRET_ACCESS_KEY (or AWS_PROFILE)"
+            )
+        if not isinstance(exc, botocore.exceptions.ClientError):
+            return StorageUnavailable(f"{where}: cannot reach S3: {exc}")
+        status, code = _status(exc), _code(exc)
+        if code == "NoSuchBucket" or (status == 404 and doing == BUCKET_CHECK):
+            return BackendMisconfigured(
+                f"S3 bucket {self.bucket!r} does not exist at endpoint {self._endpoint}: "
+                "create it or fix STORAGE_URL"
+            )
+        if status == 403 or code in _DENIED_CODES:
+            return BackendMisconfigured(
+                f"{where}: access denied ({code or status}); check the AWS credentials and the "
+                "bucket policy"
+            )
+        if status >= 500 or status in _RETRYABLE_STATUS or code in _RETRYABLE_CODES:
+            return StorageUnavailable(f"{where}: S3 answered {code or status} (HTTP {status})")
+        return StorageError(f"{where}: S3 answered {code or status} (HTTP {status}): {exc}")
+
+    async def _head(self, object_key: str) -> HeadObjectOutputTypeDef | None:
+        return await self._run(
+            "checking for an existing blob", partial(self._head_sync, object_key)
+        )
+
+    async def _refresh_if_old(self, object_key: str, head: HeadObjectOutputTypeDef) -> None:
+        """Best effort: a self-copy resets LastModified so GC does not reap a re-used blob."""
+        if datetime.now(UTC) - head["LastModified"] < REFRESH_AFTER:
+            return
+        copy = partial(
+            self._client.copy_object,
+            Bucket=self.bucket,
+            Key=object_key,
+            CopySource={"Bucket": self.bucket, "Key": object_key},
+            MetadataDirective="REPLACE",
+            Metadata=head.get("Metadata", {}),
+            ContentType=head.get("ContentType", "application/octet-stream"),
+            CacheControl=CACHE_CONTROL,
+        )
+        try:
+            await self._run("refreshing a re-used blob", copy)
+        except StorageError as exc:
+            log.warning("storage.s3_refresh_failed", key=object_key, error=str(exc))
+
+    async def _put_multipart(
+        self, object_key: str, path: Path, size: int, headers: Mapping[str, Any]
+    ) -> bool:
+        extra: dict[str, Any] = {"ChecksumAlgorithm": "SHA256"} if self._send_checksum else {}
+        start = partial(
+            self._client.create_multipart_upload,
+            Bucket=self.bucket,
+            Key=object_key,
+            **headers,
+            **extra,
+        )
+        upload_id = (await self._run("starting a multipart upload", start))["UploadId"]
+        try:
+            parts = await self._upload_parts(object_key, upload_id, path, size)
+            complete = partial(self._complete, object_key, upload_id, parts)
+            created = await self._run(
+                "completing a multipart upload", partial(self._create_if_absent, complete)
+            )
+        except BaseException:
+            with anyio.CancelScope(shield=True):
+                await self._abort(object_key, upload_id)
+            raise
+        if not created:
+            await self._abort(object_key, upload_id)
+        return created
+
+    def _complete(
+        self,
+        object_key: str,
+        upload_id: str,
+        parts: list[CompletedPartTypeDef],
+        condition: dict[str, Any],
+    ) -> None:
+        self._client.complete_multipart_upload(
+            Bucket=self.bucket,
+            Key=object_key,
+            UploadId=upload_id,
+            MultipartUpload={"Parts": parts},
+            **condition,
+        )
+
+    async def _upload_parts(
+        self, object_key: str, upload_id: str, path: Path, size: int
+    ) -> list[CompletedPartTypeDef]:
+        """Upload parts a few at a time; the first failure stops scheduling more."""
+        part_bytes = max(self._part_bytes, -(-size // MAX_PARTS))
+        done: dict[int, CompletedPartTypeDef] = {}
+        failures: list[StorageError] = []
+        slots = anyio.Semaphore(PART_CONCURRENCY)
+
+        async def upload(number: int, offset: int) -> None:
+            length = min(part_bytes, size - offset)
+            call = partial(self._upload_part, object_key, upload_id, path, number, offset, length)
+            try:
+                done[number] = await self._run(f"uploading part {number}", call)
+            except StorageError as exc:
+                failures.append(exc)
+            finally:
+                slots.release()
+
+        async with anyio.create_task_group() as group:
+            for number, offset in enumerate(range(0, size, part_bytes), start=1):
+                await slots.acquire()
+                if failures:
+                    slots.release()
+                    break
+                group.start_soon(upload, number, offset)
+        if failures:
+            raise failures[0]
+        return [done[number] for number in sorted(done)]
+
+    async def _abort(self, object_key: str, upload_id: str) -> None:
+        abort = partial(
+            self._client.abort_multipart_upload,
+            Bucket=self.bucket,
+            Key=object_key,
+            UploadId=upload_id,
+        )
+        try:
+            await self._run("aborting a multipart upload", abort)
+        except StorageError as exc:  # a lifecycle rule reaps what we could not abort
+            log.warning("storage.s3_abort_failed", key=object_key, error=str(exc))
+
+    async def iter_blobs(self) -> AsyncIterator[BlobInfo]:
+        """Every blob under the prefix, one listing page (≤1000 keys) per thread hop."""
+        token: str | None = None
+        while True:
+            page = await self._run("listing blobs", partial(self._list_page, token))
+            for item in page.get("Contents", []):
+                info = self._blob_info(item.get("Key", ""), item)
+                if info is not None:
+                    yield info
+            token = page.get("NextContinuationToken")
+            if not page.get("IsTruncated") or not token:
+                return
+
+    def _list_page(self, token: str | None) -> Any:
+        prefix = f"{self._base}sha256/"
+        if token is None:
+            return self._client.list_objects_v2(Bucket=self.bucket, Prefix=prefix)
+        return self._client.list_objects_v2(
+            Bucket=self.bucket, Prefix=prefix, ContinuationToken=token
+        )
+
+    def _blob_info(self, object_key: str, item: Mapping[str, Any]) -> BlobInfo | None:
+        key = object_key[len(self._base) :]
+        digest = content_hash_of(key)
+        if digest is None:
+            return None
+        return BlobInfo(
+            key=key,
+            uri=f"s3://{self.bucket}/{object_key}",
+            content_hash=digest,
+            size_bytes=int(item.get("Size", 0)),
+            modified_at=item["LastModified"],
+        )
+
+    async def delete(self, key: str) -> None:
+        """Delete one blob (garbage collection only); S3 deletes are idempotent."""
+        call = partial(self._client.delete_object, Bucket=self.bucket, Key=self.object_key(key))
+        await self._run(f"deleting {key}", call)
+
+    async def aclose(self) -> None:
+        await anyio.to_thread.run_sync(self._client.close)

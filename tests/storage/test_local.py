@@ -1,0 +1,125 @@
+"""Local backend specifics: layout, permissions, dedup side effects, fallbacks, start-up checks."""
+
+from __future__ import annotations
+
+import errno
+import os
+import stat
+import time
+from pathlib import Path
+
+import anyio
+import pytest
+
+from storage import key_for, open_storage
+from storage.errors import BackendMisconfigured, DiskFull, StorageUnavailable
+from storage.fs import os_error
+from tests.storage.helpers import local_config, png, sha256
+
+pytestmark = pytest.mark.anyio
+
+
+async def test_blob_is_read_only_under_the_absolute_root(tmp_path: Path) -> None:
+    async with open_storage(local_config(tmp_path / "root")) as ingestor:
+        blob = await ingestor.ingest_bytes(png(), expected_kind="image")
+    path = tmp_path / "root" / "sha256" / blob.content_hash[:2] / blob.content_hash
+    assert blob.uri == str(path)
+    assert stat.S_IMODE(path.stat().st_mode) == 0o444
+    assert os.listdir(tmp_path / "root" / ".tmp") == []
+
+
+async def test_relative_file_url_resolves_against_the_working_directory(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    async with open_storage(local_config(Path("unused"), storage_url="file://./rel/dir")) as ing:
+        blob = await ing.ingest_bytes(b"hello", expected_kind=None)
+    assert blob.uri == str(tmp_path / "rel" / "dir" / blob.key)
+    assert blob.media_type == "text/plain"
+
+
+async def test_dedup_refreshes_mtime_for_the_gc_grace_period(tmp_path: Path) -> None:
+    data = png(7, 7)
+    async with open_storage(local_config(tmp_path / "root")) as ingestor:
+        blob = await ingestor.ingest_bytes(data, expected_kind="image")
+        week_ago = time.time() - 7 * 86400
+        os.utime(blob.uri, (week_ago, week_ago))
+        again = await ingestor.ingest_bytes(data, expected_kind="image")
+    assert not again.created
+    assert (await anyio.Path(blob.uri).stat()).st_mtime > time.time() - 60
+
+
+async def test_a_blob_with_the_wrong_size_is_repaired(tmp_path: Path) -> None:
+    data = png(9, 9)
+    path = tmp_path / "root" / key_for(sha256(data))
+    path.parent.mkdir(parents=True)
+    path.write_bytes(data[:10])  # e.g. a crash on a filesystem without ordered writes
+    async with open_storage(local_config(tmp_path / "root")) as ingestor:
+        blob = await ingestor.ingest_bytes(data, expected_kind="image")
+    assert not blob.created
+    assert path.read_bytes() == data
+
+
+@pytest.mark.parametrize("link_errno", [errno.EXDEV, errno.EPERM])
+async def test_publish_falls_back_when_hard_links_fail(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, link_errno: int
+) -> None:
+    """EXDEV: temp dir on another filesystem; EPERM: a filesystem without hard links."""
+    real_link = os.link
+    failures: list[str] = []
+
+    def link(source: str | Path, target: str | Path) -> None:
+        if link_errno == errno.EPERM or "/tmpdir/" in str(source):
+            failures.append(str(source))
+            raise OSError(link_errno, os.strerror(link_errno))
+        real_link(source, target)
+
+    monkeypatch.setattr(os, "link", link)
+    data = png(11, 11)
+    config = local_config(tmp_path / "root", tmp_dir=tmp_path / "tmpdir")
+    async with open_storage(config) as ingestor:
+        first = await ingestor.ingest_bytes(data, expected_kind="image")
+        second = await ingestor.ingest_bytes(data, expected_kind="image")
+    assert failures
+    assert (first.created, second.created) == (True, False)
+    assert await anyio.Path(first.uri).read_bytes() == data
+    assert os.listdir(tmp_path / "tmpdir") == []
+    assert os.listdir(tmp_path / "root" / ".tmp") == []
+
+
+async def test_unusable_root_fails_at_start_up(tmp_path: Path) -> None:
+    (tmp_path / "a-file").write_bytes(b"")
+    with pytest.raises(BackendMisconfigured, match="preparing the storage directory"):
+        async with open_storage(local_config(tmp_path / "a-file" / "root")):
+            pytest.fail("storage opened under a regular file")
+
+
+async def test_iter_blobs_skips_foreign_files(tmp_path: Path) -> None:
+    async with open_storage(local_config(tmp_path / "root")) as ingestor:
+        blob = await ingestor.ingest_bytes(b"data", expected_kind=None)
+        shard = tmp_path / "root" / "sha256" / blob.content_hash[:2]
+        (shard / "notes.txt").write_bytes(b"x")
+        (shard / ("f" * 64)).write_bytes(b"wrong shard")
+        (tmp_path / "root" / "sha256" / "zz").mkdir()
+        listed = [info.key async for info in ingestor.store.iter_blobs()]
+    assert listed == [blob.key]
+
+
+def test_os_errors_map_to_the_storage_tree() -> None:
+    full = os_error(OSError(errno.ENOSPC, "No space left", "/data/x"), "writing")
+    denied = os_error(OSError(errno.EROFS, "Read-only file system", "/data"), "writing")
+    flaky = os_error(OSError(errno.EIO, "I/O error"), "writing")
+    assert isinstance(full, DiskFull) and full.retryable
+    too_big = os_error(OSError(errno.EFBIG, "File too large"), "writing")
+    assert str(full) == "writing: no space left on the storage device (No space left) (/data/x)"
+    assert isinstance(too_big, DiskFull)
+    assert isinstance(denied, BackendMisconfigured) and denied.retryable
+    assert type(flaky) is StorageUnavailable and flaky.retryable
+
+
+async def test_temp_files_live_on_the_storage_filesystem(tmp_path: Path) -> None:
+    async with open_storage(local_config(tmp_path / "root")):
+        pass
+    root_dev = (tmp_path / "root").stat().st_dev
+    assert await anyio.Path(tmp_path / "root" / ".tmp").is_dir()
+    assert (tmp_path / "root" / ".tmp").stat().st_dev == root_dev

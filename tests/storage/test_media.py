@@ -1,0 +1,169 @@
+"""Type sniffing, metadata without full decodes, file names, and storage settings."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import pytest
+
+from storage import Ingestor, StorageConfig, open_storage, parse_storage_url
+from storage.config import LocalLocation, S3Location
+from storage.errors import ContentRejected, StorageConfigError
+from storage.sniff import safe_filename, sniff
+from tests.storage.helpers import fixture, image_bytes, local_config, png, wav
+
+pytestmark = pytest.mark.anyio
+
+
+@pytest.fixture
+async def ingestor(tmp_path: Path) -> AsyncIterator[Ingestor]:
+    async with open_storage(local_config(tmp_path / "root")) as opened:
+        yield opened
+
+
+@pytest.mark.parametrize(
+    ("fmt", "media_type"),
+    [("PNG", "image/png"), ("JPEG", "image/jpeg"), ("WEBP", "image/webp"), ("GIF", "image/gif")],
+)
+async def test_images_report_size_and_format(ingestor: Ingestor, fmt: str, media_type: str) -> None:
+    blob = await ingestor.ingest_bytes(image_bytes(fmt, 32, 24), expected_kind="image")
+    assert blob.media_type == media_type
+    assert (blob.metadata["width"], blob.metadata["height"], blob.metadata["format"]) == (
+        32,
+        24,
+        fmt,
+    )
+
+
+async def test_mp4_video_metadata(ingestor: Ingestor) -> None:
+    blob = await ingestor.ingest_bytes(fixture("clip.mp4"), expected_kind="video")
+    assert blob.media_type == "video/mp4"
+    assert dict(blob.metadata) == {
+        "duration_s": 1.0,
+        "container": "MPEG-4",
+        "has_audio": True,
+        "width": 64,
+        "height": 48,
+        "codec": "h264",
+        "fps": 10.0,
+        "audio_codec": "aac",
+    }
+
+
+async def test_mp3_audio_metadata_without_tags(ingestor: Ingestor) -> None:
+    blob = await ingestor.ingest_bytes(fixture("tone.mp3"), expected_kind="audio")
+    assert blob.media_type == "audio/mpeg"
+    assert blob.metadata["codec"] == "mp3"
+    assert blob.metadata["sample_rate"] == 22050
+    assert blob.metadata["channels"] == 1
+    assert blob.metadata["duration_s"] == pytest.approx(1.07, abs=0.05)
+
+
+async def test_wav_and_m4a_audio_metadata(ingestor: Ingestor) -> None:
+    wave_blob = await ingestor.ingest_bytes(wav(0.5, 8000), expected_kind="audio")
+    m4a_blob = await ingestor.ingest_bytes(fixture("tone.m4a"), expected_kind="audio")
+    assert wave_blob.media_type == "audio/wav"
+    assert wave_blob.metadata == {
+        "duration_s": 0.5,
+        "sample_rate": 8000,
+        "channels": 1,
+        "bitrate": 128000,
+        "codec": "pcm",
+        "bits_per_sample": 16,
+    }
+    assert m4a_blob.media_type == "audio/mp4"
+    assert m4a_blob.metadata["codec"] == "aac"
+    assert m4a_blob.metadata["duration_s"] == pytest.approx(1.0, abs=0.1)
+
+
+async def test_audio_only_mp4_is_not_a_video(ingestor: Ingestor) -> None:
+    with pytest.raises(ContentRejected, match="audio/mp4, which is audio"):
+        await ingestor.ingest_bytes(fixture("tone.m4a"), expected_kind="video")
+
+
+async def test_truncated_media_is_rejected_as_unreadable(ingestor: Ingestor) -> None:
+    with pytest.raises(ContentRejected, match="looks like video/mp4 but has no video track"):
+        await ingestor.ingest_bytes(fixture("clip.mp4")[:64], expected_kind="video")
+    with pytest.raises(ContentRejected, match="looks like an image but cannot be read"):
+        await ingestor.ingest_bytes(png()[:12] + b"\xff" * 60, expected_kind="image")
+
+
+async def test_svg_is_never_an_image(ingestor: Ingestor) -> None:
+    svg = b'<?xml version="1.0"?><svg xmlns="http://www.w3.org/2000/svg"></svg>'
+    with pytest.raises(ContentRejected, match="image/svg\\+xml, not a supported image type"):
+        await ingestor.ingest_bytes(svg, expected_kind="image")
+
+
+async def test_any_kind_accepts_unknown_types_without_metadata(ingestor: Ingestor) -> None:
+    blob = await ingestor.ingest_bytes(b'{"error": "quota"}', expected_kind=None)
+    assert (blob.media_type, dict(blob.metadata)) == ("application/json", {})
+
+
+@pytest.mark.parametrize(
+    ("head", "media_type"),
+    [
+        (b"\x89PNG\r\n\x1a\n" + b"\0" * 32, "image/png"),
+        (b"  <!doctype html><p>", "text/html"),
+        (b"\xef\xbb\xbf[1, 2]", "application/json"),
+        (b"RIFF\x24\0\0\0WAVEfmt ", "audio/wav"),
+        (b"\x00\x01\x02\x03", "application/octet-stream"),
+        (b"", "application/octet-stream"),
+    ],
+)
+def test_sniffing(head: bytes, media_type: str) -> None:
+    assert sniff(head).media_type == media_type
+
+
+@pytest.mark.parametrize(
+    ("name", "extension", "expected"),
+    [
+        ("out-0.png", "png", "out-0.png"),
+        ("output", "png", "output.png"),
+        ("../../etc/passwd", None, "passwd"),
+        ("C:\\temp\\évian clip.mp4", "mp4", "evian_clip.mp4"),
+        ("...", "png", None),
+        ("", "png", None),
+        (None, "png", None),
+        ("a" * 300 + ".webp", "webp", "a" * 115 + ".webp"),
+    ],
+)
+def test_safe_filenames(name: str | None, extension: str | None, expected: str | None) -> None:
+    assert safe_filename(name, extension) == expected
+
+
+@pytest.mark.parametrize(
+    ("url", "location"),
+    [
+        ("file:///var/lib/media", LocalLocation(root=Path("/var/lib/media"))),
+        ("file://./.data/artifacts", LocalLocation(root=Path("./.data/artifacts"))),
+        ("file://localhost/srv/x", LocalLocation(root=Path("/srv/x"))),
+        ("s3://bucket/some/prefix/", S3Location(bucket="bucket", prefix="some/prefix")),
+        ("s3://bucket", S3Location(bucket="bucket", prefix="")),
+    ],
+)
+def test_storage_urls(url: str, location: LocalLocation | S3Location) -> None:
+    assert parse_storage_url(url) == location
+
+
+@pytest.mark.parametrize(
+    ("url", "message"),
+    [
+        ("/var/lib/media", "unsupported scheme"),
+        ("gs://bucket/x", "unsupported scheme"),
+        ("s3:///prefix", "names no bucket"),
+        ("file://data/dir", "read as a host name"),
+        ("s3://b/p?x=1", "query or fragment"),
+    ],
+)
+def test_bad_storage_urls_are_explained(url: str, message: str) -> None:
+    with pytest.raises(StorageConfigError, match=message) as caught:
+        StorageConfig(storage_url=url)
+    assert "file:///abs/dir" in str(caught.value)
+
+
+def test_bad_limits_are_refused() -> None:
+    with pytest.raises(StorageConfigError, match="max_download_bytes must be greater than 0"):
+        StorageConfig(storage_url="file:///x", max_download_bytes=0)
+    with pytest.raises(StorageConfigError, match="at least 5 MiB"):
+        StorageConfig(storage_url="s3://b", s3_multipart_part_bytes=1024)

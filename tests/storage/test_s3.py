@@ -1,0 +1,267 @@
+"""S3-only behaviour against moto's server: start-up checks, multipart, metadata, errors."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+from datetime import timedelta
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import anyio
+import botocore.exceptions
+import pytest
+
+import storage.s3
+from storage import StorageConfig, key_for, open_storage
+from storage.errors import BackendMisconfigured, StorageError, StorageUnavailable
+from storage.s3 import S3BlobStore
+from tests.storage.helpers import png, sha256
+
+if TYPE_CHECKING:
+    from types_boto3_s3.client import S3Client
+
+pytestmark = pytest.mark.anyio
+
+MiB = 1024 * 1024
+
+
+def s3_config(endpoint: str, bucket: str, tmp_path: Path, **changes: Any) -> StorageConfig:
+    settings: dict[str, Any] = {
+        "storage_url": f"s3://{bucket}/media",
+        "s3_endpoint_url": endpoint,
+        "tmp_dir": tmp_path / "tmp",
+    }
+    return StorageConfig(**(settings | changes))
+
+
+async def test_missing_bucket_is_a_clear_start_up_error(
+    s3_endpoint: str, aws_env: None, tmp_path: Path
+) -> None:
+    config = s3_config(s3_endpoint, "no-such-bucket", tmp_path)
+    with pytest.raises(BackendMisconfigured) as caught:
+        async with open_storage(config):
+            pytest.fail("storage opened without a bucket")
+    assert str(caught.value) == (
+        f"S3 bucket 'no-such-bucket' does not exist at endpoint {s3_endpoint}: "
+        "create it or fix STORAGE_URL"
+    )
+
+
+async def test_bucket_deleted_after_start_up_fails_puts_clearly(
+    s3_endpoint: str, s3_client: S3Client, bucket: str, tmp_path: Path
+) -> None:
+    async with open_storage(s3_config(s3_endpoint, bucket, tmp_path)) as ingestor:
+        s3_client.delete_bucket(Bucket=bucket)
+        with pytest.raises(BackendMisconfigured, match=f"S3 bucket '{bucket}' does not exist"):
+            await ingestor.ingest_bytes(png(), expected_kind="image")
+        assert os.listdir(tmp_path / "tmp") == []
+
+
+async def test_missing_credentials_are_named(
+    s3_endpoint: str, aws_env: None, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    monkeypatch.delenv("AWS_ACCESS_KEY_ID")
+    monkeypatch.delenv("AWS_SECRET_ACCESS_KEY")
+    with pytest.raises(BackendMisconfigured, match="no AWS credentials found"):
+        async with open_storage(s3_config(s3_endpoint, "any", tmp_path)):
+            pytest.fail("storage opened without credentials")
+
+
+async def test_unreachable_endpoint_is_retryable(aws_env: None, tmp_path: Path) -> None:
+    config = s3_config("http://127.0.0.1:9", "bucket", tmp_path, connect_timeout_s=0.5)
+    with pytest.raises(StorageUnavailable, match="cannot reach S3") as caught:
+        async with open_storage(config):
+            pytest.fail("storage opened without a server")
+    assert caught.value.retryable
+
+
+async def test_single_put_carries_type_hash_and_cache_headers(
+    s3_endpoint: str, s3_client: S3Client, bucket: str, tmp_path: Path
+) -> None:
+    data = png(12, 12)
+    async with open_storage(s3_config(s3_endpoint, bucket, tmp_path)) as ingestor:
+        blob = await ingestor.ingest_bytes(data, expected_kind="image")
+    assert blob.uri == f"s3://{bucket}/media/{blob.key}"
+    head = s3_client.head_object(Bucket=bucket, Key=f"media/{blob.key}")
+    assert head["ContentType"] == "image/png"
+    assert head["Metadata"] == {"sha256": sha256(data)}
+    assert head["CacheControl"] == "public, max-age=31536000, immutable"
+    assert head["ContentLength"] == len(data)
+
+
+async def test_large_files_use_multipart_with_the_hash_in_metadata(
+    s3_endpoint: str, s3_client: S3Client, bucket: str, tmp_path: Path
+) -> None:
+    data = os.urandom(12 * MiB)
+    config = s3_config(
+        s3_endpoint,
+        bucket,
+        tmp_path,
+        s3_multipart_threshold_bytes=5 * MiB,
+        s3_multipart_part_bytes=5 * MiB,
+    )
+    async with open_storage(config) as ingestor:
+        first = await ingestor.ingest_bytes(data, expected_kind=None)
+        again = await ingestor.ingest_bytes(data, expected_kind=None)
+    assert (first.created, again.created) == (True, False)
+    key = f"media/{first.key}"
+    head = s3_client.head_object(Bucket=bucket, Key=key)
+    assert head["Metadata"] == {"sha256": hashlib.sha256(data).hexdigest()}
+    assert head["ETag"].strip('"').endswith("-3")  # three parts: 5 + 5 + 2 MiB
+    assert s3_client.get_object(Bucket=bucket, Key=key)["Body"].read() == data
+    assert s3_client.list_multipart_uploads(Bucket=bucket).get("Uploads", []) == []
+
+
+async def test_concurrent_multipart_writers_end_with_one_object_and_no_open_uploads(
+    s3_endpoint: str, s3_client: S3Client, bucket: str, tmp_path: Path
+) -> None:
+    data = os.urandom(11 * MiB)
+    source = tmp_path / "source"
+    source.write_bytes(data)
+    digest = sha256(data)
+    config = s3_config(
+        s3_endpoint,
+        bucket,
+        tmp_path,
+        s3_multipart_threshold_bytes=5 * MiB,
+        s3_multipart_part_bytes=5 * MiB,
+    )
+    created: list[bool] = []
+    async with open_storage(config) as ingestor:
+
+        async def put() -> None:
+            stored = await ingestor.store.put_file(
+                key_for(digest), source, media_type=None, content_hash=digest
+            )
+            created.append(stored.created)
+
+        async with anyio.create_task_group() as group:
+            for _ in range(3):
+                group.start_soon(put)
+    assert sorted(created) == [False, False, True]
+    assert s3_client.list_multipart_uploads(Bucket=bucket).get("Uploads", []) == []
+    assert (
+        s3_client.get_object(Bucket=bucket, Key=f"media/{key_for(digest)}")["Body"].read() == data
+    )
+
+
+@pytest.mark.parametrize("size", [1000, 6 * MiB])
+async def test_a_replica_winning_between_head_and_put_means_dedup(
+    s3_endpoint: str,
+    s3_client: S3Client,
+    bucket: str,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    size: int,
+) -> None:
+    """HEAD saw nothing, then another replica stored the key: If-None-Match answers 412."""
+    data = os.urandom(size)
+    source = tmp_path / "source"
+    source.write_bytes(data)
+    digest = sha256(data)
+    object_key = f"media/{key_for(digest)}"
+    s3_client.put_object(Bucket=bucket, Key=object_key, Body=data, Metadata={"who": "replica"})
+    config = s3_config(
+        s3_endpoint,
+        bucket,
+        tmp_path,
+        s3_multipart_threshold_bytes=5 * MiB,
+        s3_multipart_part_bytes=5 * MiB,
+    )
+    async with open_storage(config) as ingestor:
+        store = ingestor.store
+        assert isinstance(store, S3BlobStore)
+
+        async def missed(object_key: str) -> None:
+            return None
+
+        monkeypatch.setattr(store, "_head", missed)
+        stored = await store.put_file(key_for(digest), source, media_type=None, content_hash=digest)
+    assert not stored.created
+    assert s3_client.head_object(Bucket=bucket, Key=object_key)["Metadata"] == {"who": "replica"}
+    assert s3_client.list_multipart_uploads(Bucket=bucket).get("Uploads", []) == []
+
+
+async def test_dedup_refreshes_an_old_objects_last_modified(
+    s3_endpoint: str,
+    s3_client: S3Client,
+    bucket: str,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    data = png(5, 5)
+    async with open_storage(s3_config(s3_endpoint, bucket, tmp_path)) as ingestor:
+        blob = await ingestor.ingest_bytes(data, expected_kind="image")
+        key = f"media/{blob.key}"
+        written = s3_client.head_object(Bucket=bucket, Key=key)["LastModified"]
+        monkeypatch.setattr(storage.s3, "REFRESH_AFTER", timedelta(0))
+        await anyio.sleep(1.1)  # LastModified has one-second resolution
+        again = await ingestor.ingest_bytes(data, expected_kind="image")
+    head = s3_client.head_object(Bucket=bucket, Key=key)
+    assert not again.created
+    assert head["LastModified"] > written
+    assert head["Metadata"] == {"sha256": sha256(data)}
+    assert head["ContentType"] == "image/png"
+
+
+async def test_iter_blobs_ignores_foreign_objects(
+    s3_endpoint: str, s3_client: S3Client, bucket: str, tmp_path: Path
+) -> None:
+    digest = "a" * 64
+    s3_client.put_object(Bucket=bucket, Key="media/sha256/aa/not-a-hash", Body=b"x")
+    s3_client.put_object(Bucket=bucket, Key=f"media/sha256/bb/{digest}", Body=b"x")
+    s3_client.put_object(Bucket=bucket, Key=f"elsewhere/sha256/aa/{digest}", Body=b"x")
+    s3_client.put_object(Bucket=bucket, Key=f"media/sha256/aa/{digest}", Body=b"xyz")
+    async with open_storage(s3_config(s3_endpoint, bucket, tmp_path)) as ingestor:
+        listed = [info async for info in ingestor.store.iter_blobs()]
+    assert [(i.key, i.size_bytes, i.uri) for i in listed] == [
+        (f"sha256/aa/{digest}", 3, f"s3://{bucket}/media/sha256/aa/{digest}")
+    ]
+
+
+def client_error(status: int, code: str) -> botocore.exceptions.ClientError:
+    metadata: Any = {
+        "HTTPStatusCode": status,
+        "HTTPHeaders": {},
+        "HostId": "",
+        "RequestId": "",
+        "RetryAttempts": 0,
+    }
+    return botocore.exceptions.ClientError(
+        {"Error": {"Code": code, "Message": "m"}, "ResponseMetadata": metadata}, "PutObject"
+    )
+
+
+@pytest.mark.parametrize(
+    ("status", "code", "error", "retryable"),
+    [
+        (503, "SlowDown", StorageUnavailable, True),
+        (500, "InternalError", StorageUnavailable, True),
+        (409, "ConditionalRequestConflict", StorageUnavailable, True),
+        (400, "BadDigest", StorageUnavailable, True),
+        (403, "AccessDenied", BackendMisconfigured, True),
+        (404, "NoSuchBucket", BackendMisconfigured, True),
+        (400, "InvalidArgument", StorageError, False),
+    ],
+)
+async def test_s3_errors_are_translated(
+    s3_endpoint: str,
+    bucket: str,
+    tmp_path: Path,
+    status: int,
+    code: str,
+    error: type[StorageError],
+    retryable: bool,
+) -> None:
+    async with open_storage(s3_config(s3_endpoint, bucket, tmp_path)) as ingestor:
+        store = ingestor.store
+        assert isinstance(store, S3BlobStore)
+
+        def fail() -> None:
+            raise client_error(status, code)
+
+        with pytest.raises(error) as caught:
+            await store._run("uploading", fail)
+    assert type(caught.value) is error
+    assert caught.value.retryable is retryable
