@@ -14,6 +14,7 @@ from datetime import datetime
 from decimal import Decimal
 from typing import Any
 
+
 @dataclass(frozen=True, slots=True, kw_only=True)
 class ClaimedJob:
     """One leased row, as returned by the claim statement."""

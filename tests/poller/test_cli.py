@@ -216,8 +216,9 @@ def test_storage_gc_is_a_dry_run_unless_applied(db_url: str, tmp_path: Path) -> 
     kept_hash = hashlib.sha256(keep).hexdigest()
     execute(
         db_url,
-        """INSERT INTO app.artifacts (tenant_id, run_id, skill_id, type, uri,
-                content_hash, size_bytes) VALUES ('t', gen_random_uuid(), 's', 'x/y', 'u', %s, 1)""",
+        """INSERT INTO app.artifacts (tenant_id, run_id, skill_id, type, uri, content_hash,
+                                      size_bytes)
+           VALUES ('t', gen_random_uuid(), 's', 'x/y', 'u', %s, 1)""",
         (kept_hash,),
     )
     env = {"STORAGE_URL": f"file://{root}"}
