@@ -13,7 +13,6 @@ COPY pyproject.toml README.md ./
 COPY poller ./poller
 COPY providers ./providers
 COPY storage ./storage
-COPY simulator ./simulator
 COPY main.py ./
 RUN /opt/venv/bin/pip install --no-compile .
 

@@ -209,6 +209,12 @@ class Daemon:
             with structlog.contextvars.bound_contextvars(
                 job_id=str(job.id), provider=job.provider_id, tenant_id=job.tenant_id
             ):
+                log.debug(
+                    "job.claimed",
+                    lease_version=job.lease_version,
+                    lateness_s=round(job.lateness_s, 3),
+                    status=job.status,
+                )
                 await self._advance_and_write(entry, ctx)
         finally:
             self._inflight.pop(job.id, None)
