@@ -18,6 +18,7 @@ import anyio
 from poller import admin, output
 from poller.logs import configure_logging
 from poller.settings import Settings, SettingsError, load_settings
+from storage.errors import StorageError
 
 Handler = Callable[[argparse.Namespace, Settings], int]
 
@@ -91,7 +92,9 @@ def main(argv: Sequence[str] | None = None) -> int:
             stream=sys.stderr if args.command != "run" else None,
         )
         return _dispatch(args, settings)
-    except (SettingsError, admin.AdminError) as exc:
+    except (SettingsError, admin.AdminError, StorageError) as exc:
+        # Configuration the daemon cannot work with (including a store it cannot open at
+        # start-up: missing bucket, no credentials, unusable root) is one line and exit 2.
         print(f"error: {exc}", file=sys.stderr)
         return 2
 

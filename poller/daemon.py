@@ -42,6 +42,7 @@ class _InFlight:
     claimed_at: float
     scope: anyio.CancelScope = field(default_factory=anyio.CancelScope)
     lease_lost: bool = False
+    writing: bool = False  # the outcome is being written: the lease ends with that write
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -76,7 +77,6 @@ class Daemon:
         self._limits = steps.Limits(
             max_claims=settings.max_claims_without_writeback,
             error_budget=settings.error_budget,
-            protocol_error_budget=min(4, settings.error_budget),
             error_backoff_max_s=settings.error_backoff_max_s,
             auth_pause_s=settings.auth_pause_s,
         )
@@ -232,6 +232,7 @@ class Daemon:
             raise
         if outcome is None:  # the heartbeat found the lease lost and cancelled the step
             return
+        entry.writing = True
         with anyio.CancelScope(shield=True):
             await self._write(job, outcome, steps.deadline_for(job, ctx))
 
@@ -323,7 +324,7 @@ class Daemon:
         while True:
             await anyio.sleep(period)
             cutoff = time.monotonic() - period
-            old = [e for e in self._inflight.values() if e.claimed_at <= cutoff]
+            old = [e for e in self._inflight.values() if e.claimed_at <= cutoff and not e.writing]
             if not old:
                 continue
             try:
@@ -333,7 +334,8 @@ class Daemon:
                 log.warning("db.heartbeat_failed", error=str(exc))
                 continue
             for entry in old:
-                if entry.job.id not in kept:
+                # A step that began writing meanwhile released the lease itself.
+                if entry.job.id not in kept and not entry.writing:
                     entry.lease_lost = True
                     metrics.LEASE_LOST.inc()
                     log.warning("lease.lost", job_id=str(entry.job.id), stage="heartbeat")

@@ -30,7 +30,7 @@ class ClaimedJob:
     poll_interval_ms: int | None
     timeout_ms: int | None
     attempts: int
-    input_params: Mapping[str, Any]
+    input_params: Any  # the JSONB as stored: an object when well-formed; checked by the step
     created_at: datetime
     started_at: datetime | None
     deadline_at: datetime | None

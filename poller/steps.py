@@ -10,7 +10,7 @@ message a human understands. The only SQL here goes through the `Repository` cal
 from __future__ import annotations
 
 import uuid
-from collections.abc import Awaitable
+from collections.abc import Awaitable, Mapping
 from dataclasses import dataclass
 from datetime import datetime
 from time import perf_counter
@@ -28,7 +28,6 @@ from providers.errors import (
     ProviderAuthError,
     ProviderConnectError,
     ProviderError,
-    ProviderProtocolError,
     ProviderRateLimited,
     ProviderRejected,
 )
@@ -64,7 +63,6 @@ class Limits:
 
     max_claims: int
     error_budget: int
-    protocol_error_budget: int
     error_backoff_max_s: float
     auth_pause_s: float
 
@@ -134,6 +132,12 @@ async def _submit(job: ClaimedJob, ctx: StepContext, deadline: datetime) -> Outc
             error_message="submit outcome unknown: an earlier submit started but its job id "
             "was never recorded; the provider may have created a job. Resubmit deliberately "
             "with `main.py jobs retry --resubmit`",
+        )
+    if not isinstance(job.input_params, Mapping):
+        kind = type(job.input_params).__name__
+        return Finish(
+            status="failed",
+            error_message=f"invalid input_params: expected a JSON object, got {kind}",
         )
     await ctx.db.mark_submit_started(job, deadline)
     request = SubmitRequest(
@@ -272,10 +276,7 @@ async def _transient(
     if not exc.retryable:
         return Finish(status="failed", error_message=f"{job.provider_id}: {exc}", polled=polled)
     count = job.error_count + 1
-    budget = ctx.limits.error_budget
-    if isinstance(exc, ProviderProtocolError):
-        budget = min(budget, ctx.limits.protocol_error_budget)
-    if count > budget:
+    if count > ctx.limits.error_budget:
         return Finish(
             status="failed",
             error_message=f"gave up after {count} consecutive errors from {job.provider_id}: {exc}",
@@ -347,7 +348,7 @@ async def _ingest_all(
             blob = await _ingest(ctx.ingestor, output, job.media_type)
         except StorageError as exc:
             return _storage_failed(job, ctx, deadline, exc, index, total, polled=polled)
-        records.append(_record(job, index, output, blob))
+        records.append(_record(job, result, index, output, blob))
         metrics.ARTIFACTS.labels("false" if blob.created else "true").inc()
         metrics.DOWNLOAD_BYTES.inc(blob.size_bytes)
         log.info(
@@ -408,11 +409,14 @@ def _storage_failed(
     )
 
 
-def _record(job: ClaimedJob, index: int, output: Output, blob: StoredBlob) -> ArtifactRecord:
+def _record(
+    job: ClaimedJob, result: PollResult, index: int, output: Output, blob: StoredBlob
+) -> ArtifactRecord:
     metadata: dict[str, object] = {
         **dict(blob.metadata),
         "provider": job.provider_id,
-        "provider_job_id": job.provider_job_id,
+        # A job that finishes within its submit has no id on the claimed row yet.
+        "provider_job_id": result.provider_job_id or job.provider_job_id,
         "output_index": index,
         "media_type": blob.media_type,
     }

@@ -142,8 +142,12 @@ class ProviderSettings(BaseSettings):
         return self.api_key_value() is not None
 
     def api_key_value(self) -> str | None:
-        """The plain API key, or None when unset or empty."""
-        value = self.api_key.get_secret_value() if self.api_key is not None else ""
+        """The plain API key, or None when unset or blank.
+
+        Surrounding whitespace is dropped: keys pasted from files or secret stores often end
+        in a newline, which is never part of a key and is not a legal header value.
+        """
+        value = self.api_key.get_secret_value().strip() if self.api_key is not None else ""
         return value or None
 
     def secret_values(self) -> tuple[str, ...]:
