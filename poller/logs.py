@@ -35,9 +35,15 @@ class SecretScrubber:
 
     def scrub(self, text: str) -> str:
         for secret in self._secrets:
-            text = text.replace(secret, REDACTED)
-        text = _URL_CREDENTIALS.sub(lambda m: f"{m['scheme']}{REDACTED}@", text)
-        return _BEARER.sub(lambda m: f"{m['kw']}{m['sep']}{REDACTED}", text)
+            if secret in text:
+                text = text.replace(secret, REDACTED)
+        # Cheap substring checks first: this runs on every string of every log line.
+        if "@" in text:
+            text = _URL_CREDENTIALS.sub(lambda m: f"{m['scheme']}{REDACTED}@", text)
+        lowered = text.lower()
+        if "bearer" in lowered or "token" in lowered or "key" in lowered:
+            text = _BEARER.sub(lambda m: f"{m['kw']}{m['sep']}{REDACTED}", text)
+        return text
 
     def _value(self, value: Any) -> Any:
         if isinstance(value, str):

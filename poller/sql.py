@@ -10,11 +10,14 @@ ACTIVE = "('pending','processing')"
 # Jobs whose provider is known but not served by this replica (no credentials) or paused for
 # every replica (429 lockout, bad credentials) are skipped by the claim. Jobs naming a provider
 # nobody knows *are* claimed, so they can be failed with a clear message.
+#
+# Paused providers are folded into the exclusion array by an uncorrelated sub-select (run
+# once per statement): a correlated NOT EXISTS made the planner guess that it removes every
+# row and sort all due rows on each claim (13 ms instead of 1.6 ms at 10,000 due rows).
 _CLAIMABLE = f"""
     j.status IN {ACTIVE} AND j.next_poll_at <= now()
-    AND j.provider_id <> ALL(%(excluded)s::text[])
-    AND NOT EXISTS (SELECT 1 FROM app.provider_budgets b
-                    WHERE b.provider_id = j.provider_id AND b.paused_until > now())
+    AND j.provider_id <> ALL(%(excluded)s::text[] || ARRAY(
+        SELECT b.provider_id::text FROM app.provider_budgets b WHERE b.paused_until > now()))
 """
 
 # Round-robin across tenants: a loose index scan finds the tenants with due work, each tenant

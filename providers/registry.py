@@ -28,6 +28,7 @@ from providers.errors import ProviderPluginError
 from providers.settings import ProviderSettings
 
 ENTRY_POINT_GROUP = "media_poller.providers"
+MAX_CONNECTIONS = 32  # per provider client
 _NAME = re.compile(r"^[a-z][a-z0-9_-]{0,99}$")  # fits generation_jobs.provider_id
 
 
@@ -140,9 +141,11 @@ def make_client(
         auth=OriginScopedHeaders(spec.client_headers(settings), settings.base_url),
         headers={"User-Agent": "media-poller"},
         timeout=httpx.Timeout(settings.read_timeout_s, connect=settings.connect_timeout_s),
+        # httpcore checks every pooled connection on each request, so a pool as large as
+        # max_in_flight costs milliseconds of CPU per poll; requests beyond it simply queue.
         limits=httpx.Limits(
-            max_connections=settings.max_in_flight,
-            max_keepalive_connections=settings.max_in_flight,
+            max_connections=min(settings.max_in_flight, MAX_CONNECTIONS),
+            max_keepalive_connections=min(settings.max_in_flight, MAX_CONNECTIONS),
         ),
         follow_redirects=False,
         transport=transport,

@@ -1,0 +1,104 @@
+"""Claim → no-op poll → write-back: our daemon against pgqueuer, same server, same run.
+
+pgqueuer runs its own tool in its tuned configuration (2 dequeuers x batch 50, enqueue
+batch 50; ``reference/queues.md`` §1.8) with both of its PostgreSQL drivers, in both of its
+modes; ours runs the same modes for the same duration / job count at batch sizes 1, 10, 50
+(throughput: 10 and 50; the batch-1 drain uses 2,000 jobs to keep `make bench` short).
+Reported: every run, the ratio of the bests per mode, and the ratio of the overall bests
+(``claim_ratio_vs_pgqueuer``, goal ≥ 2.0). Runs alternate peer / ours per mode so a drift in
+machine load hits both sides alike.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+from bench import claim, pg, pgqueuer_peer
+from bench.report import Recorder
+
+PEER_CONFIGS = (
+    pgqueuer_peer.PeerConfig(driver="psy", dequeue=2, batch=50),
+    pgqueuer_peer.PeerConfig(driver="apg", dequeue=2, batch=50),
+)
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ClaimPlan:
+    seconds: float = 30.0  # throughput mode (≥ 30 s)
+    drain_jobs: int = 10_000
+    drain_batches: Sequence[int] = (1, 10, 50)
+    # Batch 1 drains fewer jobs (a rate per job is comparable): 10,000 single-job claim
+    # rounds alone would take over two minutes of `make bench`'s ten.
+    drain_jobs_batch_1: int = 2_000
+    throughput_batches: Sequence[int] = (10, 50)
+    insert_batch: int = 50  # our producer's INSERT size = pgqueuer's enqueue batch
+
+
+def run(cluster_url: str, rec: Recorder, plan: ClaimPlan) -> None:
+    logs = pg.WORK / "logs"
+    logs.mkdir(parents=True, exist_ok=True)
+    tool = pgqueuer_peer.fetch_tool()
+    peer_db = pg.fresh_database(cluster_url, "pgq_bench", migrate=False)
+    pgqueuer_peer.install_schema(peer_db.admin_url, logs / "pgqueuer.log")
+    ours_db = pg.fresh_database(cluster_url, "ours_claim")
+    rec.note(
+        f"pgqueuer {pgqueuer_peer.pgqueuer_version()} tools/benchmark.py: "
+        + ", ".join(c.label for c in PEER_CONFIGS)
+    )
+    best: dict[str, tuple[float, float]] = {}
+    with claim.daemon_logs(logs / "claim-daemon.log"):
+        for mode in ("throughput", "drain"):
+            peer = _peer_mode(tool, peer_db, rec, plan, mode, logs / "pgqueuer.log")
+            ours = _ours_mode(ours_db, rec, plan, mode)
+            best[mode] = (ours, peer)
+            rec.emit(f"claim_ratio_{mode}", ours / peer if peer else float("nan"))
+    ours_best = max(o for o, _ in best.values())
+    peer_best = max(p for _, p in best.values())
+    rec.emit("claim_best_ours_jobs_per_s", ours_best)
+    rec.emit("claim_best_pgqueuer_jobs_per_s", peer_best)
+    rec.emit("claim_ratio_vs_pgqueuer", ours_best / peer_best if peer_best else float("nan"))
+
+
+def _peer_mode(
+    tool: Path, db: pg.BenchDatabase, rec: Recorder, plan: ClaimPlan, mode: str, log: Path
+) -> float:
+    rates = []
+    for config in PEER_CONFIGS:
+        result = pgqueuer_peer.run_tool(
+            tool,
+            db.admin_url,
+            config,
+            mode=mode,
+            seconds=plan.seconds,
+            jobs=plan.drain_jobs,
+            log=log,
+        )
+        rec.emit(f"pgqueuer_{mode}_{config.label}_tool_jobs_per_s", result.tool_rate)
+        rec.emit(f"pgqueuer_{mode}_{config.label}_log_jobs_per_s", result.log_rate)
+        rec.emit(f"pgqueuer_{mode}_{config.label}_jobs_per_s", result.rate)
+        rates.append(result.rate)
+    return max(rates)
+
+
+def _ours_mode(db: pg.BenchDatabase, rec: Recorder, plan: ClaimPlan, mode: str) -> float:
+    storage = pg.WORK / "artifacts"
+    rates = []
+    batches = plan.drain_batches if mode == "drain" else plan.throughput_batches
+    for batch in batches:
+        if mode == "drain":
+            jobs = plan.drain_jobs_batch_1 if batch == 1 else plan.drain_jobs
+            result = claim.run_drain(db, jobs=jobs, batch=batch, storage_root=storage)
+        else:
+            result = claim.run_throughput(
+                db,
+                seconds=plan.seconds,
+                batch=batch,
+                insert_batch=plan.insert_batch,
+                storage_root=storage,
+            )
+        rec.emit(f"ours_{mode}_b{batch}_jobs_per_s", result.rate)
+        rec.emit(f"ours_{mode}_b{batch}_roundtrips_per_poll", result.roundtrips_per_poll)
+        rates.append(result.rate)
+    return max(rates)

@@ -1,0 +1,132 @@
+"""The benchmark's own PostgreSQL: a throwaway cluster with ``pg_stat_statements``.
+
+One cluster serves every benchmark (and the peers), so all figures share a server and its
+configuration. The daemon connects as its own role, ``bench_daemon``: the statements that
+role runs, counted by ``pg_stat_statements``, are the daemon's database round trips,
+whatever process (in-process daemon, ``main.py run``) ran them and whatever the harness did
+on the side as the superuser.
+"""
+
+from __future__ import annotations
+
+import shutil
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from urllib.parse import urlsplit, urlunsplit
+
+import psycopg
+from psycopg import sql
+
+from devenv.pgcluster import create_database, start_cluster, stop_cluster, with_database
+from poller.migrate import upgrade_to_head
+
+WORK = Path(__file__).resolve().parent / ".work"
+DAEMON_ROLE = "bench_daemon"
+_PRELOAD = "pg_stat_statements"
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class BenchDatabase:
+    """One migrated database: the superuser's URL and the daemon role's URL to it."""
+
+    name: str
+    admin_url: str
+    daemon_url: str
+
+
+def as_role(url: str, role: str) -> str:
+    """The same libpq URL with another user (trust auth: no password)."""
+    parts = urlsplit(url)
+    host = parts.netloc.rpartition("@")[2]
+    return urlunsplit(parts._replace(netloc=f"{role}@{host}"))
+
+
+def server_version(admin_url: str) -> str:
+    with psycopg.connect(admin_url, autocommit=True) as conn:
+        row = conn.execute("SHOW server_version").fetchone()
+    return str(row[0]) if row else "unknown"
+
+
+@contextmanager
+def bench_cluster() -> Iterator[str]:
+    """Start a fresh cluster under ``bench/.work/pg``; yields its superuser URL.
+
+    ``pg_stat_statements`` needs ``shared_preload_libraries``, which only a restart applies,
+    so the first start sets it with ``ALTER SYSTEM`` and restarts. The data directory is
+    removed afterwards (also a leftover of an interrupted run, before starting).
+    """
+    data = WORK / "pg"
+    stop_cluster(data)
+    shutil.rmtree(data, ignore_errors=True)
+    url = start_cluster(data).url
+    try:
+        if _enable_preload(url):
+            stop_cluster(data)
+            url = start_cluster(data).url
+        _create_daemon_role(url)
+        yield url
+    finally:
+        stop_cluster(data)
+        shutil.rmtree(data, ignore_errors=True)
+
+
+def _enable_preload(url: str) -> bool:
+    with psycopg.connect(url, autocommit=True) as conn:
+        row = conn.execute("SHOW shared_preload_libraries").fetchone()
+        if row and _PRELOAD in str(row[0]):
+            return False
+        conn.execute(sql.SQL("ALTER SYSTEM SET shared_preload_libraries = {}").format(_PRELOAD))
+    return True
+
+
+def _create_daemon_role(url: str) -> None:
+    """A login role for the daemon; superuser so it needs no grants on the ``app`` schema."""
+    with psycopg.connect(url, autocommit=True) as conn:
+        conn.execute(sql.SQL("CREATE ROLE {} LOGIN SUPERUSER").format(sql.Identifier(DAEMON_ROLE)))
+
+
+def fresh_database(cluster_url: str, name: str, *, migrate: bool = True) -> BenchDatabase:
+    """Create ``name`` (migrated to head unless told otherwise) with the statistics view."""
+    create_database(cluster_url, name)
+    admin = with_database(cluster_url, name)
+    if migrate:
+        upgrade_to_head(admin)
+    with psycopg.connect(admin, autocommit=True) as conn:
+        conn.execute("CREATE EXTENSION IF NOT EXISTS pg_stat_statements")
+    return BenchDatabase(name=name, admin_url=admin, daemon_url=as_role(admin, DAEMON_ROLE))
+
+
+def reset_statements(db: BenchDatabase) -> None:
+    with psycopg.connect(db.admin_url, autocommit=True) as conn:
+        conn.execute("SELECT pg_stat_statements_reset()")
+
+
+def daemon_statements(db: BenchDatabase) -> int:
+    """Statements (round trips) the daemon role ran in ``db`` since the last reset."""
+    query = """
+        SELECT coalesce(sum(s.calls), 0)::bigint
+          FROM pg_stat_statements s
+          JOIN pg_roles r ON r.oid = s.userid
+          JOIN pg_database d ON d.oid = s.dbid
+         WHERE r.rolname = %s AND d.datname = %s
+    """
+    with psycopg.connect(db.admin_url, autocommit=True) as conn:
+        row = conn.execute(query, (DAEMON_ROLE, db.name)).fetchone()
+    return int(row[0]) if row else 0
+
+
+def statement_breakdown(db: BenchDatabase, limit: int = 8) -> list[tuple[int, str]]:
+    """The daemon's busiest statements (calls, first words): what the round trips are."""
+    query = """
+        SELECT s.calls, regexp_replace(left(s.query, 200), '\\s+', ' ', 'g')
+          FROM pg_stat_statements s
+          JOIN pg_roles r ON r.oid = s.userid
+          JOIN pg_database d ON d.oid = s.dbid
+         WHERE r.rolname = %s AND d.datname = %s
+         ORDER BY s.calls DESC LIMIT %s
+    """
+    with psycopg.connect(db.admin_url, autocommit=True) as conn:
+        rows = conn.execute(query, (DAEMON_ROLE, db.name, limit)).fetchall()
+    return [(int(calls), str(text)[:90]) for calls, text in rows]
