@@ -143,7 +143,7 @@ class Daemon:
             except psycopg.Error as exc:
                 metrics.DB_ERRORS.labels("claim").inc()
                 log.warning("db.unavailable", error=str(exc), retry_in_s=db_backoff)
-                wait, db_backoff = db_backoff, min(db_backoff * 2, 15.0)
+                wait, db_backoff = db_backoff, min(db_backoff * 2, 2.0)
             else:
                 db_backoff = 0.5
             await self._sleep(wait)
@@ -227,6 +227,12 @@ class Daemon:
         try:
             with entry.scope:
                 outcome = await self._guarded_advance(job, ctx)
+        except LeaseLost:
+            # A fenced write inside the step (submit mark, provider job id) matched nothing:
+            # an operator or another replica owns the job now. Drop this step's result.
+            metrics.LEASE_LOST.inc()
+            log.warning("lease.lost", stage="step")
+            return
         except anyio.get_cancelled_exc_class():
             self._release(entry)
             raise

@@ -65,6 +65,7 @@ def open_pool(database_url: str, *, size: int, name: str = "poller") -> AsyncCon
         name=name,
         configure=_configure,
         kwargs={"application_name": "media-poller", "connect_timeout": 10},
+        timeout=10,  # waiting for a connection longer than this is an outage: back off instead
         reconnect_timeout=3600,
     )
 
