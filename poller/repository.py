@@ -21,6 +21,7 @@ from psycopg_pool import AsyncConnectionPool
 
 from poller import sql
 from poller.model import ClaimedJob, Complete, Finish, Reschedule
+from poller.retrying import with_db_retry
 
 
 class LeaseLost(Exception):
@@ -66,6 +67,9 @@ def open_pool(database_url: str, *, size: int, name: str = "poller") -> AsyncCon
         configure=_configure,
         kwargs={"application_name": "media-poller", "connect_timeout": 10},
         timeout=10,  # waiting for a connection longer than this is an outage: back off instead
+        # After a server restart the pool still holds dead connections; check each one before
+        # handing it out, so recovery does not cost one failed statement per pooled connection.
+        check=AsyncConnectionPool.check_connection,
         reconnect_timeout=3600,
     )
 
@@ -126,12 +130,21 @@ class Repository:
             if await cur.fetchone() is None:
                 raise LeaseLost(str(job.id))
 
+    # The submit bookkeeping is fenced and idempotent, so a short outage is retried: losing
+    # the provider job id to a blip would turn a created job into "submit outcome unknown".
+
     async def mark_submit_started(self, job: ClaimedJob, deadline: datetime) -> None:
-        await self._fenced(sql.MARK_SUBMIT_STARTED, job, deadline=deadline)
+        await with_db_retry(
+            "mark_submit",
+            lambda: self._fenced(sql.MARK_SUBMIT_STARTED, job, deadline=deadline),
+        )
 
     async def record_submission(self, job: ClaimedJob, provider_job_id: str) -> None:
         try:
-            await self._fenced(sql.RECORD_SUBMISSION, job, provider_job_id=provider_job_id)
+            await with_db_retry(
+                "record_submission",
+                lambda: self._fenced(sql.RECORD_SUBMISSION, job, provider_job_id=provider_job_id),
+            )
         except UniqueViolation:
             raise DuplicateProviderJob(provider_job_id) from None
 

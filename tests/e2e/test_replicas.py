@@ -103,6 +103,7 @@ def test_exactly_one_artifact_row_per_output_per_job(run: Run) -> None:
 
 def test_lease_lost_is_logged_only_where_a_lease_really_expired(run: Run) -> None:
     lost = [e for e in run.events if e["event"] == "lease.lost"]
+    print(f"\nlease.lost lines: {len(lost)}; leases really taken over: {len(run.takeovers)}")
     unexplained = unexplained_lease_losses(lost, run.takeovers)
     stages = count_by(unexplained, "stage")
     assert unexplained == [], f"{len(unexplained)} of {len(lost)} unexplained, by stage {stages}"
