@@ -235,7 +235,9 @@ async def _apply(
         log.warning("provider.unknown_status", raw_status=result.raw_status)
     running = state is PollState.RUNNING or job.status == "processing"
     assert ctx.settings is not None
-    interval_ms = job.poll_interval_ms or ctx.settings.poll_interval_ms(job.media_type)
+    interval_ms = job.poll_interval_ms or 0
+    if interval_ms <= 0:  # NULL means the provider default; zero or negative rows are bogus
+        interval_ms = ctx.settings.poll_interval_ms(job.media_type)
     delay = scheduling.next_poll_delay(
         interval_s=interval_ms / 1000,
         retry_after_s=result.retry_after_s,

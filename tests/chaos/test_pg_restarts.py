@@ -9,8 +9,9 @@ a job that existed before (rows the job feed inserts meanwhile do not count).
 
 Bound: lease TTL + 1.5 s, as for every other fault. Whether it holds depends on how the
 daemon reconnects: connections a restart killed stay in the pool until someone uses them,
-and each failed claim doubles the claim loop's wait (0.5 s up to 15 s, poller/daemon.py),
-so a replica can spend several rounds drawing dead connections before it claims again.
+and each failed claim doubles the claim loop's wait (poller/daemon.py), so a replica may
+spend a few rounds drawing dead connections before it claims again. With that wait capped
+at 15 s, restarts every few seconds once stopped all progress; the cap is now 2 s.
 """
 
 from __future__ import annotations
