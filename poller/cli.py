@@ -13,8 +13,6 @@ import uuid
 from collections.abc import Callable, Sequence
 from typing import Any
 
-import anyio
-
 from poller import admin, output
 from poller.logs import configure_logging
 from poller.settings import Settings, SettingsError, load_settings
@@ -125,7 +123,3 @@ def emit(args: argparse.Namespace, value: Any, *, columns: Sequence[str] | None 
         print(output.table(value, columns))
     else:
         print(output.block(value))
-
-
-def run_async(fn: Callable[[], Any]) -> Any:
-    return anyio.run(fn)

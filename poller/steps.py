@@ -330,7 +330,7 @@ async def _rate_limited(
     if ctx.budget:
         ctx.budget.block_for(wait)
     delay = scheduling.next_poll_delay(interval_s=wait, retry_after_s=wait, remaining=remaining)
-    log.info("provider.rate_limited", retry_after_s=wait, paused=exc.pause_provider)
+    log.info("provider.rate_limited", retry_after_s=wait)
     return Reschedule(
         status=job.status,
         delay_s=delay,
