@@ -17,6 +17,7 @@ from time import perf_counter
 from typing import Protocol, TypeVar
 from urllib.parse import urlsplit
 
+import anyio
 import structlog
 
 from poller import metrics, scheduling
@@ -42,10 +43,14 @@ from providers.types import (
     SubmitRequest,
 )
 from storage import Ingestor, StoredBlob
-from storage.errors import StorageError
+from storage.errors import DownloadThrottled, DownloadTimeout, DownloadUnavailable, StorageError
 
 log = structlog.get_logger("poller")
 T = TypeVar("T")
+
+DOWNLOAD_TRIES = 3  # per output and attempt, for dropped connections and CDN 5xx
+QUICK_RETRY_S = 0.5  # such blips are usually gone this much later (times the try number)
+THROTTLED_WAIT_S = 5.0  # a CDN 429 without a usable Retry-After
 
 
 class SubmissionLog(Protocol):
@@ -347,7 +352,9 @@ async def _ingest_all(
     total = len(result.outputs)
     for index, output in enumerate(result.outputs):
         try:
-            blob = await _ingest(ctx.ingestor, output, job.media_type)
+            blob = await _ingest_with_quick_retries(ctx.ingestor, output, job.media_type)
+        except DownloadThrottled as exc:
+            return _download_throttled(job, deadline, exc, index, total, polled=polled)
         except StorageError as exc:
             return _storage_failed(job, ctx, deadline, exc, index, total, polled=polled)
         records.append(_record(job, result, index, output, blob))
@@ -367,6 +374,27 @@ async def _ingest_all(
         cost_usd=result.cost_usd,
         polled=polled,
     )
+
+
+async def _ingest_with_quick_retries(
+    ingestor: Ingestor, output: Output, media_type: str
+) -> StoredBlob:
+    """Up to `DOWNLOAD_TRIES` tries for a download that broke off or met a 5xx.
+
+    Without them a job with several outputs succeeds only when every download of one attempt
+    does, so a flaky CDN spends the job's error budget although each file arrives eventually.
+    Timeouts (already slow) and 429s (the server said when) are not tried again here.
+    """
+    for attempt in range(1, DOWNLOAD_TRIES):
+        try:
+            return await _ingest(ingestor, output, media_type)
+        except (DownloadTimeout, DownloadThrottled):
+            raise
+        except DownloadUnavailable as exc:
+            log.info("artifact.download_retry", error=str(exc), attempt=attempt)
+            metrics.STORAGE_ERRORS.labels(type(exc).__name__).inc()
+        await anyio.sleep(scheduling.jittered(QUICK_RETRY_S * attempt))
+    return await _ingest(ingestor, output, media_type)
 
 
 async def _ingest(ingestor: Ingestor, output: Output, media_type: str) -> StoredBlob:
@@ -408,6 +436,32 @@ def _storage_failed(
         started=True,
         error_count=count,
         last_error=f"{where}: {exc}",
+    )
+
+
+def _download_throttled(
+    job: ClaimedJob,
+    deadline: datetime,
+    exc: DownloadThrottled,
+    index: int,
+    total: int,
+    *,
+    polled: bool,
+) -> Reschedule:
+    """A CDN's 429 means "later", not "broken": like a provider 429 it spends no error budget
+    (the deadline still bounds the job)."""
+    metrics.STORAGE_ERRORS.labels(type(exc).__name__).inc()
+    wait = exc.retry_after_s if exc.retry_after_s is not None else THROTTLED_WAIT_S
+    remaining = scheduling.remaining_s(job, deadline)
+    delay = scheduling.next_poll_delay(interval_s=wait, retry_after_s=wait, remaining=remaining)
+    log.info("artifact.throttled", error=str(exc), retry_after_s=wait)
+    return Reschedule(
+        status="processing",
+        delay_s=delay,
+        polled=polled,
+        started=True,
+        error_count=job.error_count,
+        last_error=f"output {index + 1} of {total}: {exc}",
     )
 
 

@@ -34,6 +34,7 @@ from storage.errors import (
     BlockedURL,
     ContentRejected,
     DownloadError,
+    DownloadThrottled,
     DownloadTimeout,
     DownloadUnavailable,
     OutputGone,
@@ -55,7 +56,9 @@ Sink = Callable[[bytes], Awaitable[None]]
 USER_AGENT = b"media-poller/0.1 (artifact download)"
 REDIRECTS = frozenset({301, 302, 303, 307, 308})
 GONE = frozenset({403, 404, 410})
-TRANSIENT = frozenset({408, 425, 429})
+TRANSIENT = frozenset({408, 425})
+THROTTLED = 429
+MAX_RETRY_AFTER_S = 3_600.0  # a CDN asking for more than an hour is broken, not busy
 # Caller headers may not override framing, routing or the identity encoding we insist on.
 _RESERVED = frozenset(
     {"host", "accept-encoding", "content-length", "transfer-encoding", "connection"}
@@ -309,7 +312,7 @@ class Downloader:
 
     def _check_response(self, shown: str, response: httpcore.Response) -> int | None:
         """Status and header gate before any body byte is read; returns Content-Length."""
-        _check_status(shown, response.status)
+        _check_status(shown, response)
         encoding = (_header(response, b"content-encoding") or "identity").lower()
         if encoding != "identity":
             raise ContentRejected(
@@ -382,14 +385,29 @@ def _network_detail(exc: Exception) -> str:
     return f"connection failed: {text}"
 
 
-def _check_status(shown: str, status: int) -> None:
+def _check_status(shown: str, response: httpcore.Response) -> None:
+    status = response.status
     if status == 200:
         return
+    if status == THROTTLED:
+        raise DownloadThrottled(
+            f"{shown}: HTTP 429 from the server (busy), will retry",
+            retry_after_s=_retry_after_s(_header(response, b"retry-after")),
+        )
     if status in GONE:
         raise OutputGone(f"{shown}: HTTP {status}, the output link has expired or was deleted")
     if status in TRANSIENT or status >= 500:
         raise DownloadUnavailable(f"{shown}: HTTP {status} from the server, will retry")
     raise DownloadError(f"{shown}: unexpected HTTP {status}")
+
+
+def _retry_after_s(value: str | None) -> float | None:
+    """Delta-seconds only; an HTTP-date (rare on CDNs) leaves the caller's default wait."""
+    try:
+        seconds = float(value) if value else math.nan
+    except ValueError:
+        return None
+    return min(max(seconds, 0.0), MAX_RETRY_AFTER_S) if math.isfinite(seconds) else None
 
 
 def _redirect_target(url: httpx.URL, response: httpcore.Response) -> httpx.URL:

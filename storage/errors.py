@@ -10,7 +10,8 @@ and the ``retryable`` flag, without importing any of those libraries::
     │   ├── DiskFull                  retryable: ENOSPC / EDQUOT / EFBIG (root or temp dir)
     │   └── BackendMisconfigured      retryable: bucket missing, access denied, root unwritable
     └── DownloadError                 permanent: any other failure to obtain the bytes
-        ├── DownloadUnavailable       retryable: network error, 5xx/429 from the CDN
+        ├── DownloadUnavailable       retryable: network error, 5xx from the CDN
+        │   ├── DownloadThrottled     retryable: 429 from the CDN (carries its Retry-After)
         │   └── DownloadTimeout       retryable: connect/read timeout, total deadline, too slow
         ├── OutputGone                permanent: 403/404/410 (expired or deleted output link)
         ├── BlockedURL                permanent: not https, private/loopback address, bad URL
@@ -37,6 +38,7 @@ __all__ = [
     "ContentRejected",
     "DiskFull",
     "DownloadError",
+    "DownloadThrottled",
     "DownloadTimeout",
     "DownloadUnavailable",
     "OutputGone",
@@ -90,6 +92,20 @@ class DownloadUnavailable(DownloadError):
 
     retryable = True
     code = "download_unavailable"
+
+
+class DownloadThrottled(DownloadUnavailable):
+    """The output's server answered 429: busy, not broken; ``retry_after_s`` is its hint.
+
+    Kept apart from other transient failures because the right reaction differs: wait as
+    long as the server asked, without counting it against the job's error budget.
+    """
+
+    code = "download_throttled"
+
+    def __init__(self, message: str, *, retry_after_s: float | None = None) -> None:
+        super().__init__(message)
+        self.retry_after_s = retry_after_s
 
 
 class DownloadTimeout(DownloadUnavailable):

@@ -23,6 +23,7 @@ import itertools
 import json
 import os
 import random
+import re
 import socket
 import threading
 from collections.abc import Callable
@@ -178,7 +179,8 @@ def build_report(
     print("\n" + report.line())
     kinds: dict[str, int] = {}
     for row in ended_badly:
-        kind = f"{row['status']}: {(row['error_message'] or '')[:60]}"
+        reason = re.sub(r"https?://\S+", "<url>", row["error_message"] or "")
+        kind = f"{row['status']}: {reason[:200]}"
         kinds[kind] = kinds.get(kind, 0) + 1
     for kind, count in sorted(kinds.items(), key=lambda item: -item[1]):
         print(f"  {count} x {kind}")

@@ -16,10 +16,11 @@ from poller.repository import Repository, open_pool
 from poller.settings import PollerSettings
 from providers.errors import ProviderConnectError, ProviderProtocolError, ProviderUnavailable
 from providers.settings import ProviderSettings
-from providers.types import PollResult
+from providers.types import PollResult, PollState, RemoteOutput
 from storage import StorageConfig, open_storage
 from tests.poller.fakes import ScriptedProvider, failed, pending, png_bytes, running, succeeded
 from tests.poller.helpers import fetch, insert_jobs, job_row
+from tests.storage.httpserver import Exchange, LoopbackServer, serve
 
 pytestmark = pytest.mark.anyio
 
@@ -289,3 +290,74 @@ async def test_stop_releases_in_flight_jobs_without_failing_them(
         assert row["lease_owner"] is None
         assert row["claim_count"] == 0
         assert row["error_message"] is None
+
+
+def flaky_cdn(server: LoopbackServer, path: str, data: bytes, failures: list[int]) -> None:
+    """``path`` answers each status in ``failures`` once (429s with ``Retry-After: 0``),
+    then serves ``data``."""
+    pending_failures = list(failures)
+
+    def route(exchange: Exchange) -> None:
+        if pending_failures:
+            status = pending_failures.pop(0)
+            headers = {"Content-Length": "4", "Retry-After": "0"}
+            exchange.head(status, headers if status == 429 else {"Content-Length": "4"})
+            exchange.write(b"busy")
+            return
+        exchange.head(200, {"Content-Length": str(len(data)), "Content-Type": "image/png"})
+        exchange.write(data)
+
+    server.routes[path] = route
+
+
+def remote_outputs(server: LoopbackServer, *paths: str) -> PollResult:
+    outputs = tuple(RemoteOutput(url=server.url(path)) for path in paths)
+    return PollResult(state=PollState.SUCCEEDED, outputs=outputs, raw_status="succeeded")
+
+
+async def test_download_blips_are_tried_again_within_the_same_poll(
+    db_url: str, pool: AsyncConnectionPool, tmp_path: Path
+) -> None:
+    [job_id] = insert_jobs(db_url, 1)
+    with serve() as cdn:
+        flaky_cdn(cdn, "/a.png", png_bytes(color=(1, 2, 3)), [503])
+        flaky_cdn(cdn, "/b.png", png_bytes(color=(4, 5, 6)), [502, 500])
+        provider = ScriptedProvider(default=remote_outputs(cdn, "/a.png", "/b.png"))
+        await run_daemon(db_url, pool, tmp_path / "store", provider)
+        requests = cdn.paths()
+    row = job_row(db_url, job_id)
+    assert row["status"] == "completed"
+    assert (row["attempts"], row["error_count"]) == (1, 0)
+    assert requests == ["/a.png"] * 2 + ["/b.png"] * 3
+    assert len(fetch(db_url, "SELECT id FROM app.artifacts")) == 2
+
+
+async def test_quick_retries_are_bounded_then_the_error_budget_counts(
+    db_url: str, pool: AsyncConnectionPool, tmp_path: Path
+) -> None:
+    [job_id] = insert_jobs(db_url, 1)
+    with serve() as cdn:
+        flaky_cdn(cdn, "/a.png", png_bytes(), [500, 503, 502])
+        provider = ScriptedProvider(default=remote_outputs(cdn, "/a.png"))
+        await run_daemon(db_url, pool, tmp_path / "store", provider)
+        requests = cdn.paths()
+    row = job_row(db_url, job_id)
+    assert row["status"] == "completed"
+    assert row["attempts"] == 2  # the first poll's attempt failed twice and was rescheduled
+    assert requests == ["/a.png"] * 4
+
+
+async def test_cdn_429s_wait_as_told_without_spending_the_error_budget(
+    db_url: str, pool: AsyncConnectionPool, tmp_path: Path
+) -> None:
+    [job_id] = insert_jobs(db_url, 1)
+    with serve() as cdn:
+        flaky_cdn(cdn, "/a.png", png_bytes(), [429] * 5)
+        provider = ScriptedProvider(default=remote_outputs(cdn, "/a.png"))
+        settings = poller_settings(error_budget=2)
+        await run_daemon(db_url, pool, tmp_path / "store", provider, settings=settings)
+        requests = cdn.paths()
+    row = job_row(db_url, job_id)
+    assert row["status"] == "completed"
+    assert (row["attempts"], row["error_count"]) == (6, 0)
+    assert requests == ["/a.png"] * 6  # no quick retry after a 429

@@ -19,6 +19,7 @@ from storage.errors import (
     ContentRejected,
     DiskFull,
     DownloadError,
+    DownloadThrottled,
     DownloadTimeout,
     DownloadUnavailable,
     OutputGone,
@@ -278,7 +279,7 @@ async def test_pillow_decompression_bombs_are_rejected(
         (403, OutputGone, False),
         (404, OutputGone, False),
         (410, OutputGone, False),
-        (429, DownloadUnavailable, True),
+        (429, DownloadThrottled, True),
         (500, DownloadUnavailable, True),
         (503, DownloadUnavailable, True),
         (400, DownloadError, False),
@@ -298,6 +299,30 @@ async def test_statuses_map_to_errors(
         await assert_nothing_stored(ingestor, root_of(tmp_path) / ".tmp")
     assert type(caught.value) is error
     assert caught.value.retryable is retryable
+
+
+@pytest.mark.parametrize(
+    ("retry_after", "expected"),
+    [
+        ("7", 7.0),
+        ("0.5", 0.5),
+        ("-3", 0.0),
+        ("99999999", 3_600.0),
+        (None, None),
+        ("Wed, 21 Oct 2026 07:28:00 GMT", None),
+        ("soon", None),
+        ("nan", None),
+    ],
+)
+async def test_a_cdn_429_carries_its_retry_after(
+    http_server: LoopbackServer, tmp_path: Path, retry_after: str | None, expected: float | None
+) -> None:
+    headers = {"Retry-After": retry_after} if retry_after is not None else None
+    http_server.routes["/busy"] = body(b"slow down", status=429, headers=headers)
+    async with open_storage(local_config(root_of(tmp_path))) as ingestor:
+        with pytest.raises(DownloadThrottled, match="HTTP 429") as caught:
+            await ingestor.ingest_url(http_server.url("/busy"), expected_kind=None)
+    assert caught.value.retry_after_s == expected
 
 
 async def test_redirect_loops_stop(http_server: LoopbackServer, tmp_path: Path) -> None:
