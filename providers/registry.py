@@ -26,6 +26,7 @@ from providers import _http, replicate, stability, suno
 from providers.base import Provider
 from providers.errors import ProviderPluginError
 from providers.settings import ProviderSettings
+from providers.transport import AiohttpTransport
 
 ENTRY_POINT_GROUP = "media_poller.providers"
 MAX_CONNECTIONS = 32  # per provider client
@@ -136,17 +137,16 @@ def make_client(
 
     ``transport`` is for tests (``httpx.MockTransport``) and the loopback simulator.
     """
+    # Requests beyond the pool simply queue; a few dozen connections carry thousands of
+    # polls a second, and every extra one is a socket the vendor has to keep open.
+    size = min(settings.max_in_flight, MAX_CONNECTIONS)
+    limits = httpx.Limits(max_connections=size, max_keepalive_connections=size)
     return httpx.AsyncClient(
         base_url=settings.base_url,
         auth=OriginScopedHeaders(spec.client_headers(settings), settings.base_url),
         headers={"User-Agent": "media-poller"},
         timeout=httpx.Timeout(settings.read_timeout_s, connect=settings.connect_timeout_s),
-        # httpcore checks every pooled connection on each request, so a pool as large as
-        # max_in_flight costs milliseconds of CPU per poll; requests beyond it simply queue.
-        limits=httpx.Limits(
-            max_connections=min(settings.max_in_flight, MAX_CONNECTIONS),
-            max_keepalive_connections=min(settings.max_in_flight, MAX_CONNECTIONS),
-        ),
+        limits=limits,
         follow_redirects=False,
-        transport=transport,
+        transport=transport or AiohttpTransport(limits=limits),
     )
