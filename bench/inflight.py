@@ -130,8 +130,8 @@ def _measure(
     top = max((bound for bound, _ in lateness if bound != float("inf")), default=0.0)
     if share_at_most(top, lateness) < 0.99:
         rec.note(f"poll lateness p99 is past the histogram's top bound: at least {top:g} s")
-    for calls, text in pg.statement_breakdown(db, limit=6):
-        rec.note(f"inflight{plan.label} statements: {calls:>7} x {text}")
+    for cost in pg.statement_breakdown(db, limit=6):
+        rec.note(f"inflight{plan.label} statements: {cost.line()}")
 
 
 def _db_cpu(server: psutil.Process) -> float:

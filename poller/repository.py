@@ -52,8 +52,11 @@ class Grant:
 async def _configure(conn: AsyncConnection[Any]) -> None:
     await conn.set_autocommit(True)
     # The claim's best plan depends on how many rows are due; a cached generic plan can be
-    # ten times slower, so always plan with the actual parameters.
+    # ten times slower, so always plan with the actual parameters. JIT pays off for long
+    # analytic queries, never for these: at a 10,000-row backlog the claim's cost estimate
+    # crossed jit_above_cost and compiling took 52 of its 65 ms (docs/benchmarks.md).
     await conn.execute("SET plan_cache_mode = force_custom_plan")
+    await conn.execute("SET jit = off")
 
 
 def open_pool(database_url: str, *, size: int, name: str = "poller") -> AsyncConnectionPool:

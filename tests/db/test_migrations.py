@@ -72,7 +72,7 @@ def test_revisions_mirror_the_seed_timeline_then_the_poller() -> None:
     chain = [rev.revision for rev in reversed(list(script.walk_revisions()))]
     assert tuple(chain) == ALL_REVISIONS
     assert list(seed.SEED_REVISIONS) == sorted(seed.SEED_REVISIONS, key=int)
-    assert head_revision() == "poller_0003"
+    assert head_revision() == "poller_0004"
 
 
 def test_upgrade_downgrade_upgrade_round_trip(empty_db_url: str) -> None:

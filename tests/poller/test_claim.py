@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import uuid
 from collections import Counter
 from collections.abc import AsyncIterator
@@ -10,6 +11,7 @@ import anyio
 import pytest
 from psycopg_pool import AsyncConnectionPool
 
+from poller import sql
 from poller.model import ClaimedJob, Finish, Reschedule
 from poller.repository import PendingWrite, Repository, open_pool
 from tests.poller.helpers import execute, fetch, insert_jobs, job_row
@@ -191,3 +193,27 @@ async def test_shared_budget_grants_at_most_capacity(
     assert third.wait_s > 100  # 1 token at 0.001/s
     rows = fetch(db_url, "SELECT tokens FROM app.provider_budgets")
     assert rows[0]["tokens"] < 1
+
+
+async def test_daemon_sessions_plan_per_call_and_never_jit(pool: AsyncConnectionPool) -> None:
+    """Both settings keep the claim fast at large backlogs (docs/benchmarks.md)."""
+    async with pool.connection() as conn:
+        jit = await (await conn.execute("SHOW jit")).fetchone()
+        mode = await (await conn.execute("SHOW plan_cache_mode")).fetchone()
+    assert (jit, mode) == (("off",), ("force_custom_plan",))
+
+
+async def test_a_backlog_of_one_provider_is_claimed_through_the_due_index(
+    db_url: str, pool: AsyncConnectionPool
+) -> None:
+    """One provider owning every job made the planner think the provider filter keeps no
+    row, so it sorted the whole backlog on every claim; the plan must walk an index."""
+    insert_jobs(db_url, 3_000, provider="scripted")
+    execute(db_url, "ANALYZE app.generation_jobs")
+    await repo(pool).pause_provider("other", 60, "rate limited")
+    params = {"limit": 50, "excluded": [], "per_tenant": 4, "owner": "r1", "lease_s": 30.0}
+    async with pool.connection() as conn:
+        cur = await conn.execute("EXPLAIN " + sql.CLAIM, params)
+        plan = "\n".join(row[0] for row in await cur.fetchall())
+    assert "Seq Scan on generation_jobs" not in plan, plan
+    assert re.search(r"Sort Key: j(_\d+)?\.next_poll_at", plan) is None, plan
