@@ -195,8 +195,14 @@ class Daemon:
         return max(self._cfg.min_claim_gap_s, wait * random.uniform(0.95, 1.0))
 
     async def _sleep(self, seconds: float) -> None:
+        """Until ``seconds`` pass or something wakes the loop, but not less than the minimum
+        gap between claim rounds: every finishing step wakes the loop, and without the floor
+        a replica keeping up with its polls ran one claim (and one look-up of the next due
+        time) per poll, 1.3 database round trips per poll instead of 0.6."""
         if seconds > 0:
-            with anyio.move_on_after(seconds):
+            floor = min(seconds, self._cfg.min_claim_gap_s)
+            await anyio.sleep(floor)
+            with anyio.move_on_after(seconds - floor):
                 await self._wake.wait()
         self._wake = anyio.Event()
 
