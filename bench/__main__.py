@@ -1,6 +1,6 @@
 """`make bench`: every benchmark, one PostgreSQL, ``name: value`` lines, a summary last.
 
-``python -m bench [claim] [inflight] [detect] [ingest] [--quick]``: no names = all of them.
+``python -m bench [claim] [inflight] [detect] [http] [ingest] [--quick]``: no names = all of them.
 ``--quick`` shortens every run (a smoke test of the harness; its figures are not results).
 A benchmark that crashes is reported and the others still run; the exit status is then 1.
 Missed goals are results, not failures: they are printed as ``miss`` and exit 0.
@@ -19,7 +19,7 @@ from contextlib import ExitStack
 from dataclasses import dataclass
 from importlib.metadata import version
 
-from bench import compare_claim, detect, inflight, ingest, pg
+from bench import compare_claim, detect, http_client, inflight, ingest, pg
 from bench.report import Recorder, Value
 
 SUMMARY = (
@@ -55,7 +55,7 @@ GOALS = (
     Goal(name="ingest_rss_growth_mb", limit=64.0, at_least=False),
 )
 
-BENCHMARKS = ("claim", "inflight", "detect", "ingest")
+BENCHMARKS = ("claim", "inflight", "detect", "http", "ingest")
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -63,6 +63,7 @@ class Plans:
     claim: compare_claim.ClaimPlan
     inflight: Sequence[inflight.InflightPlan]  # the goal run first, then a sustainable load
     detect: detect.DetectPlan
+    http: http_client.HttpPlan
 
 
 def _plans(quick: bool) -> Plans:
@@ -74,11 +75,13 @@ def _plans(quick: bool) -> Plans:
                 inflight.InflightPlan(jobs=1_000, warmup_s=5, window_s=20, label="1k"),
             ),
             detect=detect.DetectPlan(),
+            http=http_client.HttpPlan(),
         )
     return Plans(
         claim=compare_claim.ClaimPlan(seconds=3, drain_jobs=1000, drain_batches=(10, 50)),
         inflight=(inflight.InflightPlan(jobs=1000, warmup_s=3, window_s=5),),
         detect=detect.DetectPlan(jobs=20, first_done_s=3, spread_s=2),
+        http=http_client.HttpPlan(polls=500, concurrencies=(256,)),
     )
 
 
@@ -95,7 +98,7 @@ def _machine(rec: Recorder) -> None:
     rec.emit("bench_kernel", platform.release())
     rec.emit("bench_loadavg_at_start", " ".join(f"{x:.2f}" for x in os.getloadavg()))
     rec.emit("bench_python", platform.python_version())
-    for package in ("pgqueuer", "psycopg", "asyncpg", "httpx", "anyio"):
+    for package in ("pgqueuer", "psycopg", "asyncpg", "httpx", "aiohttp", "anyio"):
         rec.emit(f"bench_{package}", version(package))
 
 
@@ -142,6 +145,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             "claim": lambda: compare_claim.run(url, rec, plans.claim),
             "inflight": lambda: inflight.run_all(url, rec, plans.inflight),
             "detect": lambda: detect.run(url, rec, plans.detect),
+            "http": lambda: http_client.run(rec, plans.http),
             "ingest": lambda: ingest.run(rec, *ingest_args),
         }
         for name in BENCHMARKS:

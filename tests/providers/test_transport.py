@@ -175,3 +175,17 @@ async def test_a_body_cut_short_is_a_protocol_error() -> None:
     async with serve(handler) as base, client_for(base) as client:
         with pytest.raises(httpx.RemoteProtocolError):
             await client.get("/v1/predictions/x")
+
+
+async def test_cookies_are_neither_kept_nor_sent() -> None:
+    seen: list[bytes] = []
+
+    async def handler(stream: SocketStream, request: bytes) -> None:
+        seen.append(request)
+        await stream.send(response(200, b"{}", "Set-Cookie: AWSALB=sticky; Path=/"))
+
+    async with serve(handler) as base, client_for(base) as client:
+        await client.get("/v1/predictions/a")
+        await client.get("/v1/predictions/b")
+        assert not client.cookies
+    assert all(b"cookie:" not in request.lower() for request in seen), seen
