@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import importlib.metadata
 import re
+import urllib.request
 from collections.abc import Callable, Generator, Iterable, Mapping
 from dataclasses import dataclass
 
@@ -180,5 +181,14 @@ def make_client(
         timeout=httpx.Timeout(settings.read_timeout_s, connect=settings.connect_timeout_s),
         limits=limits,
         follow_redirects=False,
-        transport=transport or AiohttpTransport(limits=limits),
+        transport=transport or _wire(limits),
     )
+
+
+def _wire(limits: httpx.Limits) -> httpx.AsyncBaseTransport | None:
+    """Our aiohttp transport, unless the environment names a proxy (``HTTPS_PROXY`` and
+    kin): then None, i.e. httpx's own transport, which routes through it and honours
+    ``NO_PROXY``; proxied polls cost more CPU, but they work."""
+    if any(scheme in ("http", "https", "all") for scheme in urllib.request.getproxies()):
+        return None
+    return AiohttpTransport(limits=limits)

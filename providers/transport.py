@@ -89,7 +89,7 @@ class AiohttpTransport(httpx.AsyncBaseTransport):
             connector=connector,
             cookie_jar=aiohttp.DummyCookieJar(),  # httpx keeps the cookies, if any
             auto_decompress=False,  # httpx decodes Content-Encoding itself
-            trust_env=False,  # proxies from the environment are httpx's business
+            trust_env=False,  # with a proxy in the environment make_client does not use us
         )
 
     async def handle_async_request(self, request: httpx.Request) -> httpx.Response:

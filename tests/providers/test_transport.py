@@ -189,3 +189,21 @@ async def test_cookies_are_neither_kept_nor_sent() -> None:
         await client.get("/v1/predictions/b")
         assert not client.cookies
     assert all(b"cookie:" not in request.lower() for request in seen), seen
+
+
+async def test_a_proxy_in_the_environment_is_used(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Our transport does not speak to proxies, so with one configured httpx's own does."""
+    seen: list[bytes] = []
+
+    async def proxy(stream: SocketStream, request: bytes) -> None:
+        seen.append(request)
+        await stream.send(response(200, b'{"id": "p1"}'))
+
+    async with serve(proxy) as proxy_url:
+        monkeypatch.setenv("HTTP_PROXY", proxy_url)
+        monkeypatch.delenv("NO_PROXY", raising=False)
+        monkeypatch.delenv("no_proxy", raising=False)
+        async with client_for("http://api.replicate.invalid") as client:
+            reply = await client.get("/v1/predictions/p1")
+    assert reply.json() == {"id": "p1"}
+    assert seen[0].startswith(b"GET http://api.replicate.invalid/v1/predictions/p1 HTTP/1.1")
