@@ -61,7 +61,7 @@ BENCHMARKS = ("claim", "inflight", "detect", "http", "ingest")
 @dataclass(frozen=True, slots=True, kw_only=True)
 class Plans:
     claim: compare_claim.ClaimPlan
-    inflight: Sequence[inflight.InflightPlan]  # the goal run first, then a sustainable load
+    inflight: Sequence[inflight.InflightPlan]  # the goal run first, then the knee, then light
     detect: detect.DetectPlan
     http: http_client.HttpPlan
 
@@ -72,6 +72,7 @@ def _plans(quick: bool) -> Plans:
             claim=compare_claim.ClaimPlan(),
             inflight=(
                 inflight.InflightPlan(),
+                inflight.InflightPlan(jobs=6_000, warmup_s=8, window_s=20, label="6k"),
                 inflight.InflightPlan(jobs=1_000, warmup_s=5, window_s=20, label="1k"),
             ),
             detect=detect.DetectPlan(),

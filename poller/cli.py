@@ -54,7 +54,7 @@ def _jobs_parser(sub: Any) -> None:
     )
     ls.add_argument("--provider")
     ls.add_argument("--tenant")
-    ls.add_argument("--limit", type=int, default=50)
+    ls.add_argument("--limit", type=_positive_int, default=50)
     ls.add_argument("--json", action="store_true")
     show = jsub.add_parser("show", help="one job with its artifacts and last error")
     show.add_argument("id", type=uuid.UUID)
@@ -66,6 +66,18 @@ def _jobs_parser(sub: Any) -> None:
     cancel.add_argument("id", type=uuid.UUID)
 
 
+def _positive_int(text: str) -> int:
+    """A count of milliseconds or rows: a negative one would make a job time out at once or
+    poll as fast as the claim loop turns, which nobody asks for on purpose."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
+    if value <= 0:
+        raise argparse.ArgumentTypeError(f"must be greater than 0, got {value}")
+    return value
+
+
 def _submit_parser(sub: Any) -> None:
     submit = sub.add_parser("submit", help="insert a job for the daemon to submit")
     submit.add_argument("--provider", required=True)
@@ -74,8 +86,8 @@ def _submit_parser(sub: Any) -> None:
     submit.add_argument("--tenant", default="default")
     submit.add_argument("--run-id", type=uuid.UUID)
     submit.add_argument("--run-step-id", type=uuid.UUID)
-    submit.add_argument("--poll-interval-ms", type=int)
-    submit.add_argument("--timeout-ms", type=int)
+    submit.add_argument("--poll-interval-ms", type=_positive_int)
+    submit.add_argument("--timeout-ms", type=_positive_int)
     submit.add_argument("--json", action="store_true")
 
 

@@ -232,3 +232,24 @@ def test_storage_gc_is_a_dry_run_unless_applied(db_url: str, tmp_path: Path) -> 
     assert [p.name for p in root.glob("sha256/*/*")] == [kept_hash]
     recent = json.loads(ok(cli(db_url, "storage", "gc", "--json", env=env)))
     assert recent["kept_recent"] == 1
+
+
+@pytest.mark.parametrize("option", ["--timeout-ms", "--poll-interval-ms"])
+@pytest.mark.parametrize("value", ["-5", "0", "soon"])
+def test_submit_refuses_timings_that_are_not_positive(db_url: str, option: str, value: str) -> None:
+    params = '{"model": "chirp-v4", "prompt": "x"}'
+    done = cli(
+        db_url,
+        "submit",
+        "--provider",
+        "suno",
+        "--media-type",
+        "audio",
+        "--params",
+        params,
+        option,
+        value,
+    )
+    assert done.returncode == 2
+    assert f"argument {option}:" in done.stderr
+    assert fetch(db_url, "SELECT id FROM app.generation_jobs") == []
