@@ -429,14 +429,7 @@ def _storage_failed(
         remaining=scheduling.remaining_s(job, deadline),
     )
     log.warning("artifact.retry_scheduled", error=str(exc), attempt=count)
-    return Reschedule(
-        status="processing",
-        delay_s=delay,
-        polled=polled,
-        started=True,
-        error_count=count,
-        last_error=f"{where}: {exc}",
-    )
+    return _outputs_pending(delay, polled=polled, error_count=count, error=f"{where}: {exc}")
 
 
 def _download_throttled(
@@ -455,13 +448,21 @@ def _download_throttled(
     remaining = scheduling.remaining_s(job, deadline)
     delay = scheduling.next_poll_delay(interval_s=wait, retry_after_s=wait, remaining=remaining)
     log.info("artifact.throttled", error=str(exc), retry_after_s=wait)
+    where = f"output {index + 1} of {total}"
+    return _outputs_pending(
+        delay, polled=polled, error_count=job.error_count, error=f"{where}: {exc}"
+    )
+
+
+def _outputs_pending(delay_s: float, *, polled: bool, error_count: int, error: str) -> Reschedule:
+    """The provider is done but an output is not stored yet: the job stays processing."""
     return Reschedule(
         status="processing",
-        delay_s=delay,
+        delay_s=delay_s,
         polled=polled,
         started=True,
-        error_count=job.error_count,
-        last_error=f"output {index + 1} of {total}: {exc}",
+        error_count=error_count,
+        last_error=error,
     )
 
 

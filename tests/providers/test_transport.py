@@ -78,14 +78,20 @@ def client_for(base_url: str, **settings: object) -> httpx.AsyncClient:
     return make_client(BUILTIN_PROVIDERS["replicate"], settings_obj)
 
 
-async def test_requests_arrive_as_httpx_built_them() -> None:
-    seen: list[bytes] = []
+def recording(seen: list[bytes], reply: bytes) -> Handler:
+    """A handler that keeps each request and sends the same reply to all."""
 
     async def handler(stream: SocketStream, request: bytes) -> None:
         seen.append(request)
-        await stream.send(response(201, b'{"id": "p1"}', "Content-Type: application/json"))
+        await stream.send(reply)
 
-    async with serve(handler) as base, client_for(base) as client:
+    return handler
+
+
+async def test_requests_arrive_as_httpx_built_them() -> None:
+    seen: list[bytes] = []
+    reply = response(201, b'{"id": "p1"}', "Content-Type: application/json")
+    async with serve(recording(seen, reply)) as base, client_for(base) as client:
         created = await client.post("/v1/predictions", json={"input": {"prompt": "héllo"}})
         polled = await client.get("/v1/predictions/a%2Fb%20c")
     assert (created.status_code, created.json()) == (201, {"id": "p1"})
@@ -179,12 +185,8 @@ async def test_a_body_cut_short_is_a_protocol_error() -> None:
 
 async def test_cookies_are_neither_kept_nor_sent() -> None:
     seen: list[bytes] = []
-
-    async def handler(stream: SocketStream, request: bytes) -> None:
-        seen.append(request)
-        await stream.send(response(200, b"{}", "Set-Cookie: AWSALB=sticky; Path=/"))
-
-    async with serve(handler) as base, client_for(base) as client:
+    reply = response(200, b"{}", "Set-Cookie: AWSALB=sticky; Path=/")
+    async with serve(recording(seen, reply)) as base, client_for(base) as client:
         await client.get("/v1/predictions/a")
         await client.get("/v1/predictions/b")
         assert not client.cookies
@@ -194,12 +196,7 @@ async def test_cookies_are_neither_kept_nor_sent() -> None:
 async def test_a_proxy_in_the_environment_is_used(monkeypatch: pytest.MonkeyPatch) -> None:
     """Our transport does not speak to proxies, so with one configured httpx's own does."""
     seen: list[bytes] = []
-
-    async def proxy(stream: SocketStream, request: bytes) -> None:
-        seen.append(request)
-        await stream.send(response(200, b'{"id": "p1"}'))
-
-    async with serve(proxy) as proxy_url:
+    async with serve(recording(seen, response(200, b'{"id": "p1"}'))) as proxy_url:
         monkeypatch.setenv("HTTP_PROXY", proxy_url)
         monkeypatch.delenv("NO_PROXY", raising=False)
         monkeypatch.delenv("no_proxy", raising=False)
