@@ -17,7 +17,7 @@ from collections.abc import AsyncIterator, Callable
 from typing import Final
 
 from simulator import media
-from simulator.common import NO_FAULT, delayed, draw_fault, file_key, json_response, proxy_error
+from simulator.common import delayed, draw_fault, file_key, json_response, proxy_error
 from simulator.http import Request, Response
 from simulator.jobs import Job
 from simulator.media import CONTENT_TYPES, MediaSpec
@@ -119,6 +119,10 @@ class Cdn:
         if request.method not in ("GET", "HEAD"):
             return json_response(405, {"error": "method not allowed"})
         injected = draw_fault(state, "cdn", request.target)
+        if injected.kind != "none":
+            state.stats.faults[f"cdn_{injected.kind}"] += 1
+        if injected.slow_s:
+            state.stats.faults["cdn_slow"] += 1
         if injected.kind == "429":
             reply = Response(
                 status=429,
@@ -130,8 +134,6 @@ class Cdn:
         if injected.kind == "5xx":
             return delayed(proxy_error(injected.status), injected.slow_s)
         response = self._serve(request, truncate=injected.kind == "malformed")
-        if injected is not NO_FAULT:
-            state.stats.faults[f"cdn_{injected.kind}"] += 1
         if response.status == 200:
             state.stats.cdn_bytes += response.length or len(response.body)
         return delayed(response, injected.slow_s)

@@ -9,6 +9,7 @@ import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import filetype
 import httpx
@@ -17,7 +18,7 @@ import pytest
 from PIL import Image
 from pymediainfo import MediaInfo
 
-from simulator.config import SimulatorConfig
+from simulator.config import FaultRates, SimulatorConfig
 from simulator.server import SimulatorServer
 from tests.simulator.conftest import AUTH
 from tests.simulator.helpers import replicate_create, replicate_poll
@@ -202,3 +203,36 @@ def test_huge_file_streams_in_constant_memory(sim_process: tuple[str, int]) -> N
     assert received == total
     growth_mib = (_peak_rss_kib(pid) - before) / 1024
     assert growth_mib < 32, f"server peak RSS grew by {growth_mib:.1f} MiB"
+
+
+@pytest.mark.parametrize(
+    ("rates", "status", "counted"),
+    [
+        ({"p_429": 1.0}, 429, {"cdn_429": 1}),
+        ({"p_5xx": 1.0}, None, {"cdn_5xx": 1}),
+        (
+            {"p_malformed": 1.0, "p_slow": 1.0, "slow_s": 0.01},
+            200,
+            {"cdn_malformed": 1, "cdn_slow": 1},
+        ),
+    ],
+)
+def test_random_cdn_faults_are_counted_by_kind(
+    sim: SimulatorServer,
+    client: httpx.Client,
+    cdn: httpx.Client,
+    rates: dict[str, Any],
+    status: int | None,
+    counted: dict[str, int],
+) -> None:
+    url = _output_url(client, "")
+    sim.set_faults(FaultRates(scope=frozenset({"cdn"}), **rates))
+    try:
+        reply = cdn.get(url)
+        assert status is None or reply.status_code == status
+    except httpx.RemoteProtocolError:  # the cut-off body of a malformed download
+        assert "cdn_malformed" in counted
+    faults = sim.stats()["faults"]
+    if rates.get("p_slow"):
+        counted = {**counted, "cdn_slow": 1}
+    assert {kind: n for kind, n in faults.items() if kind.startswith("cdn_")} == counted
