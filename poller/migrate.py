@@ -29,7 +29,21 @@ APP_SCHEMA = "app"
 VERSION_TABLE_SCHEMA = APP_SCHEMA
 MIGRATION_LOCK_KEY = 0x6D65_6469_6170  # pg_advisory_xact_lock key shared by all replicas
 CONNECT_TIMEOUT_S = 10
-REPO_ROOT = Path(__file__).resolve().parents[1]
+
+
+def project_root(package_file: Path = Path(__file__), cwd: Path | None = None) -> Path:
+    """Where ``alembic.ini`` and ``migrations/`` live: next to the ``poller`` package in a
+    checkout or an editable install; otherwise the working directory. A regular install
+    (the container image) puts the package in site-packages and the two next to
+    ``main.py`` in the image's working directory, ``/app``."""
+    candidates = (package_file.resolve().parents[1], cwd or Path.cwd())
+    for root in candidates:
+        if (root / "alembic.ini").is_file() and (root / "migrations" / "env.py").is_file():
+            return root
+    return candidates[0]
+
+
+REPO_ROOT = project_root()
 ALEMBIC_INI = REPO_ROOT / "alembic.ini"
 MIGRATIONS_DIR = REPO_ROOT / "migrations"
 

@@ -26,6 +26,7 @@ from poller.migrate import (
     current_revision,
     head_revision,
     is_at_head,
+    project_root,
     to_libpq_url,
     to_sqlalchemy_url,
     upgrade_to_head,
@@ -300,3 +301,20 @@ def test_missing_database_is_named(pg_admin_url: str) -> None:
     with pytest.raises(DatabaseUrlError) as caught:
         upgrade_to_head(with_database(pg_admin_url, "no_such_db"))
     assert 'database "no_such_db" does not exist' in str(caught.value)
+
+
+def test_an_installed_package_finds_the_migrations_in_the_working_directory(
+    tmp_path: Path,
+) -> None:
+    """The image installs `poller` into site-packages and keeps alembic.ini and migrations/
+    next to main.py in its working directory (the first built image could not migrate)."""
+    package_file = tmp_path / "site-packages" / "poller" / "migrate.py"
+    package_file.parent.mkdir(parents=True)
+    package_file.touch()
+    app = tmp_path / "app"
+    (app / "migrations").mkdir(parents=True)
+    (app / "alembic.ini").touch()
+    (app / "migrations" / "env.py").touch()
+    assert project_root(package_file, cwd=app) == app
+    assert project_root(package_file, cwd=tmp_path) == tmp_path / "site-packages"
+    assert project_root() == Path(__file__).resolve().parents[2]  # this checkout
