@@ -59,6 +59,8 @@ def run(cluster_url: str, rec: Recorder, plan: ClaimPlan) -> None:
     rec.emit("claim_best_ours_jobs_per_s", ours_best)
     rec.emit("claim_best_pgqueuer_jobs_per_s", peer_best)
     rec.emit("claim_ratio_vs_pgqueuer", ours_best / peer_best if peer_best else float("nan"))
+    for db in (peer_db, ours_db):  # no autovacuum of their churn under the next benchmark
+        pg.drop(cluster_url, db)
 
 
 def _peer_mode(

@@ -61,6 +61,7 @@ def run(cluster_url: str, rec: Recorder, plan: DetectPlan) -> None:
             proc.wait(timeout=plan.first_done_s + plan.spread_s + 120)
         sim_jobs = httpx.get(f"{url}/_sim/jobs", timeout=30).json()["jobs"]
     _report(db, rec, {j["id"]: j for j in sim_jobs})
+    pg.drop(cluster_url, db)
 
 
 def _report(db: pg.BenchDatabase, rec: Recorder, sim_jobs: dict[str, dict[str, object]]) -> None:

@@ -19,7 +19,13 @@ from urllib.parse import urlsplit, urlunsplit
 import psycopg
 from psycopg import sql
 
-from devenv.pgcluster import create_database, start_cluster, stop_cluster, with_database
+from devenv.pgcluster import (
+    create_database,
+    drop_database,
+    start_cluster,
+    stop_cluster,
+    with_database,
+)
 from poller.migrate import upgrade_to_head
 
 WORK = Path(__file__).resolve().parent / ".work"
@@ -100,6 +106,11 @@ def fresh_database(cluster_url: str, name: str, *, migrate: bool = True) -> Benc
     with psycopg.connect(admin, autocommit=True) as conn:
         conn.execute("CREATE EXTENSION IF NOT EXISTS pg_stat_statements")
     return BenchDatabase(name=name, admin_url=admin, daemon_url=as_role(admin, DAEMON_ROLE))
+
+
+def drop(cluster_url: str, db: BenchDatabase) -> None:
+    """Remove a database a benchmark has finished with."""
+    drop_database(cluster_url, db.name)
 
 
 def reset_statements(db: BenchDatabase) -> None:
