@@ -50,7 +50,7 @@ T = TypeVar("T")
 
 DOWNLOAD_TRIES = 3  # per output and attempt, for dropped connections and CDN 5xx
 QUICK_RETRY_S = 0.5  # such blips are usually gone this much later (times the try number)
-THROTTLED_WAIT_S = 5.0  # a CDN 429 without a usable Retry-After
+RETRY_AFTER_DEFAULT_S = 5.0  # a 429 (provider or CDN) without a usable Retry-After
 
 
 class SubmissionLog(Protocol):
@@ -329,7 +329,7 @@ async def _rate_limited(
 
     It does not spend the job's error budget: the provider is alive and said when to return.
     """
-    wait = exc.retry_after_s if exc.retry_after_s is not None else 5.0
+    wait = exc.retry_after_s if exc.retry_after_s is not None else RETRY_AFTER_DEFAULT_S
     metrics.PROVIDER_PAUSES.labels(job.provider_id, "rate_limit").inc()
     await ctx.db.pause_provider(job.provider_id, wait, f"rate limited: {exc}")
     if ctx.budget:
@@ -444,7 +444,7 @@ def _download_throttled(
     """A CDN's 429 means "later", not "broken": like a provider 429 it spends no error budget
     (the deadline still bounds the job)."""
     metrics.STORAGE_ERRORS.labels(type(exc).__name__).inc()
-    wait = exc.retry_after_s if exc.retry_after_s is not None else THROTTLED_WAIT_S
+    wait = exc.retry_after_s if exc.retry_after_s is not None else RETRY_AFTER_DEFAULT_S
     remaining = scheduling.remaining_s(job, deadline)
     delay = scheduling.next_poll_delay(interval_s=wait, retry_after_s=wait, remaining=remaining)
     log.info("artifact.throttled", error=str(exc), retry_after_s=wait)

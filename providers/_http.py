@@ -142,7 +142,16 @@ def origin_of(url: str) -> tuple[str, str, int] | None:
     scheme = parts.scheme.lower()
     if scheme not in ("http", "https") or not parts.hostname:
         return None
-    return scheme, parts.hostname.lower(), port or (443 if scheme == "https" else 80)
+    return scheme, parts.hostname.lower(), port or _default_port(scheme)
+
+
+def origin_of_parsed(url: httpx.URL) -> tuple[str, str, int]:
+    """`origin_of` for a URL httpx has already parsed (and lower-cased): no re-parsing."""
+    return url.scheme, url.host, url.port or _default_port(url.scheme)
+
+
+def _default_port(scheme: str) -> int:
+    return 443 if scheme == "https" else 80
 
 
 def same_origin(url: str, base_url: str) -> bool:

@@ -124,14 +124,9 @@ class OriginScopedHeaders(httpx.Auth):
         self._origin = _http.origin_of(base_url)
 
     def auth_flow(self, request: httpx.Request) -> Generator[httpx.Request, httpx.Response, None]:
-        if self._origin is not None and _origin(request.url) == self._origin:
+        if self._origin is not None and _http.origin_of_parsed(request.url) == self._origin:
             request.headers.update(self._headers)
         yield request
-
-
-def _origin(url: httpx.URL) -> tuple[str, str, int]:
-    scheme = url.scheme  # httpx lower-cases scheme and host
-    return scheme, url.host, url.port or (443 if scheme == "https" else 80)
 
 
 class _NoCookies(httpx.Cookies):
