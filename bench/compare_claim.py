@@ -37,12 +37,20 @@ class ClaimPlan:
 
 
 def run(cluster_url: str, rec: Recorder, plan: ClaimPlan) -> None:
+    with (
+        pg.scratch_database(cluster_url, "pgq_bench", migrate=False) as peer_db,
+        pg.scratch_database(cluster_url, "ours_claim") as ours_db,
+    ):
+        _compare(peer_db, ours_db, rec, plan)
+
+
+def _compare(
+    peer_db: pg.BenchDatabase, ours_db: pg.BenchDatabase, rec: Recorder, plan: ClaimPlan
+) -> None:
     logs = pg.WORK / "logs"
     logs.mkdir(parents=True, exist_ok=True)
     tool = pgqueuer_peer.fetch_tool()
-    peer_db = pg.fresh_database(cluster_url, "pgq_bench", migrate=False)
     pgqueuer_peer.install_schema(peer_db.admin_url, logs / "pgqueuer.log")
-    ours_db = pg.fresh_database(cluster_url, "ours_claim")
     rec.note(
         f"pgqueuer {pgqueuer_peer.pgqueuer_version()} tools/benchmark.py: "
         + ", ".join(c.label for c in PEER_CONFIGS)
@@ -59,8 +67,6 @@ def run(cluster_url: str, rec: Recorder, plan: ClaimPlan) -> None:
     rec.emit("claim_best_ours_jobs_per_s", ours_best)
     rec.emit("claim_best_pgqueuer_jobs_per_s", peer_best)
     rec.emit("claim_ratio_vs_pgqueuer", ours_best / peer_best if peer_best else float("nan"))
-    for db in (peer_db, ours_db):  # no autovacuum of their churn under the next benchmark
-        pg.drop(cluster_url, db)
 
 
 def _peer_mode(

@@ -35,9 +35,13 @@ def _done_after(plan: DetectPlan, index: int) -> float:
 
 
 def run(cluster_url: str, rec: Recorder, plan: DetectPlan) -> None:
+    with pg.scratch_database(cluster_url, "ours_detect") as db:
+        _run(db, rec, plan)
+
+
+def _run(db: pg.BenchDatabase, rec: Recorder, plan: DetectPlan) -> None:
     logs = pg.WORK / "logs"
     logs.mkdir(parents=True, exist_ok=True)
-    db = pg.fresh_database(cluster_url, "ours_detect")
     with procs.simulator(logs / "sim-detect.log", "--complete-after-polls", "0") as (url, _):
         ids = create_predictions(
             url, plan.jobs, scenario_of=lambda i: f"seconds:{_done_after(plan, i):.3f}"
@@ -61,7 +65,6 @@ def run(cluster_url: str, rec: Recorder, plan: DetectPlan) -> None:
             proc.wait(timeout=plan.first_done_s + plan.spread_s + 120)
         sim_jobs = httpx.get(f"{url}/_sim/jobs", timeout=30).json()["jobs"]
     _report(db, rec, {j["id"]: j for j in sim_jobs})
-    pg.drop(cluster_url, db)
 
 
 def _report(db: pg.BenchDatabase, rec: Recorder, sim_jobs: dict[str, dict[str, object]]) -> None:

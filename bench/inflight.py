@@ -62,9 +62,13 @@ def run_all(cluster_url: str, rec: Recorder, plans: Sequence[InflightPlan]) -> N
 
 
 def run(cluster_url: str, rec: Recorder, plan: InflightPlan) -> None:
+    with pg.scratch_database(cluster_url, f"ours_inflight{plan.label}") as db:
+        _run(db, rec, plan)
+
+
+def _run(db: pg.BenchDatabase, rec: Recorder, plan: InflightPlan) -> None:
     logs = pg.WORK / "logs"
     logs.mkdir(parents=True, exist_ok=True)
-    db = pg.fresh_database(cluster_url, f"ours_inflight{plan.label}")
     port = procs.free_port()
     with procs.simulator(logs / "sim-inflight.log", "--complete-after-polls", "0") as (url, sim):
         ids = create_predictions(url, plan.jobs)
@@ -87,10 +91,6 @@ def run(cluster_url: str, rec: Recorder, plan: InflightPlan) -> None:
             procs.wait_ready(port, proc)
             time.sleep(plan.warmup_s)
             _measure(db, rec, plan, port=port, daemon_pid=proc.pid, sim=sim)
-    # Its tens of thousands of dead row versions would keep autovacuum busy during the next
-    # pass on the same cluster: a 6,000-job pass after the 10,000 one got 835 polls/s with
-    # the old databases left in place, 1,174 with them dropped.
-    pg.drop(cluster_url, db)
 
 
 def _measure(
