@@ -8,13 +8,14 @@ outcomes into one ``UPDATE … FROM unnest(…)`` round trip.
 from __future__ import annotations
 
 import json
+import select
 import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from psycopg import AsyncConnection
+from psycopg import AsyncConnection, OperationalError
 from psycopg.errors import UniqueViolation
 from psycopg.types.json import Jsonb
 from psycopg_pool import AsyncConnectionPool
@@ -69,6 +70,23 @@ AttemptWithBackoff.INITIAL_DELAY = 0.5
 AttemptWithBackoff.DELAY_BACKOFF = 1.5
 
 
+async def check_if_disturbed(conn: AsyncConnection[Any]) -> None:
+    """The pool's check before handing out a connection, without a round trip when idle.
+
+    After a server restart the pool still holds dead connections; checking each one before
+    handing it out keeps recovery from costing one failed statement per pooled connection.
+    psycopg_pool's own check sends an empty query every time, a second round trip for every
+    claim and write-back. An idle connection has nothing to read unless the server wrote to
+    it - the FATAL "terminating connection" of a shutdown, or end-of-file after a crash - so
+    only a readable socket (or one already closed) gets the full check, which then raises.
+    """
+    if conn.closed:
+        raise OperationalError("the connection is closed")
+    readable, _, _ = select.select([conn.fileno()], [], [], 0)
+    if readable:
+        await AsyncConnectionPool.check_connection(conn)
+
+
 def open_pool(database_url: str, *, size: int, name: str = "poller") -> AsyncConnectionPool:
     """A small pool: provider I/O concurrency is bounded elsewhere, not by connections."""
     return AsyncConnectionPool(
@@ -80,9 +98,7 @@ def open_pool(database_url: str, *, size: int, name: str = "poller") -> AsyncCon
         configure=_configure,
         kwargs={"application_name": "media-poller", "connect_timeout": 10},
         timeout=10,  # waiting for a connection longer than this is an outage: back off instead
-        # After a server restart the pool still holds dead connections; check each one before
-        # handing it out, so recovery does not cost one failed statement per pooled connection.
-        check=AsyncConnectionPool.check_connection,
+        check=check_if_disturbed,
         reconnect_timeout=3600,
     )
 
