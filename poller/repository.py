@@ -2,7 +2,7 @@
 
 Each method is one short autocommit statement or one short transaction; none is held across
 provider or storage I/O. Frequent write-backs go through `WriteBackBatcher`, which turns many
-outcomes into one ``UPDATE … FROM unnest(…)`` round trip.
+outcomes into one ``UPDATE … FROM jsonb_to_recordset(…)`` round trip.
 """
 
 from __future__ import annotations
@@ -266,39 +266,47 @@ class _Rollback(LeaseLost):
     """Raised inside the completion transaction so that it rolls back, then seen as LeaseLost."""
 
 
-_WRITE_BACK_COLUMNS = [
-    "ids",
-    "versions",
-    "statuses",
-    "delays",
-    "polls",
-    "started",
-    "error_counts",
-    "last_errors",
-    "messages",
-    "costs",
-    "deadlines",
-    "releases",
-]
-
-
-def _write_back_row(w: PendingWrite) -> tuple[Any, ...]:
-    o, version = w.outcome, w.job.lease_version
+def _write_back_row(w: PendingWrite) -> dict[str, Any]:
+    """One element of the write-back's JSON array, keyed by the columns of ``AS r(…)``."""
+    o = w.outcome
+    row: dict[str, Any] = {
+        "id": str(w.job.id),
+        "version": w.job.lease_version,
+        "status": o.status,
+        "polls": int(o.polled),
+        "deadline_at": w.deadline_at.isoformat() if w.deadline_at else None,
+    }
     if isinstance(o, Reschedule):
-        return (
-            w.job.id, version, o.status, o.delay_s, int(o.polled), o.started,
-            o.error_count, o.last_error, None, None, w.deadline_at, o.release,
-        )  # fmt: skip
-    return (
-        w.job.id, version, o.status, 0.0, int(o.polled), True,
-        0, None, o.error_message, o.cost_usd, w.deadline_at, False,
-    )  # fmt: skip
+        row.update(
+            delay_s=o.delay_s,
+            started=o.started,
+            error_count=o.error_count,
+            last_error=_storable(o.last_error),
+            release=o.release,
+        )
+    else:
+        row.update(
+            delay_s=0.0,
+            started=True,
+            error_count=0,
+            error_message=_storable(o.error_message),
+            cost_usd=None if o.cost_usd is None else str(o.cost_usd),
+            release=False,
+        )
+    return row
+
+
+def _storable(text: str | None) -> str | None:
+    """Vendor text as PostgreSQL stores it: text and jsonb both reject NUL characters, and one
+    such character in a provider's error message would fail the whole batch every time."""
+    return text.replace("\x00", "") if text else text
 
 
 def _write_back_params(writes: Sequence[PendingWrite]) -> dict[str, Any]:
-    """Column arrays for ``unnest``: one array per field, one element per job."""
-    columns = zip(*(_write_back_row(w) for w in writes), strict=True)
-    return {name: list(values) for name, values in zip(_WRITE_BACK_COLUMNS, columns, strict=True)}
+    """All rows as one JSON array: psycopg dumps twelve Python lists element by element,
+    ``json.dumps`` does the same rows in C (client CPU per row 17 → 10 µs, server time no
+    worse; docs/benchmarks.md)."""
+    return {"rows": json.dumps([_write_back_row(w) for w in writes])}
 
 
 def _artifact_params(job: ClaimedJob, outcome: Complete) -> dict[str, Any]:

@@ -68,8 +68,9 @@ RETURNING j.id, j.tenant_id, j.run_id, j.run_step_id, j.provider_id, j.provider_
           j.lease_version, j.claim_count, j.error_count, picked.next_poll_at, now()
 """
 
-# Batched write-back of every outcome that is not a completion with artifacts. Rows whose
-# (id, lease_version, lease_owner) no longer match are simply not returned: lease lost.
+# Batched write-back of every outcome that is not a completion with artifacts, the rows as one
+# JSON array (keys missing from a row are NULL). Rows whose (id, lease_version, lease_owner)
+# no longer match are simply not returned: lease lost.
 WRITE_BACK = f"""
 UPDATE app.generation_jobs j
    SET status = r.status,
@@ -88,12 +89,10 @@ UPDATE app.generation_jobs j
        started_at = CASE WHEN j.started_at IS NULL AND (r.started OR r.status NOT IN {ACTIVE})
                          THEN now() ELSE j.started_at END,
        completed_at = CASE WHEN r.status IN {ACTIVE} THEN NULL ELSE now() END
-  FROM unnest(%(ids)s::uuid[], %(versions)s::bigint[], %(statuses)s::text[],
-              %(delays)s::float8[], %(polls)s::int[], %(started)s::bool[],
-              %(error_counts)s::int[], %(last_errors)s::text[], %(messages)s::text[],
-              %(costs)s::numeric[], %(deadlines)s::timestamptz[], %(releases)s::bool[])
-       AS r(id, version, status, delay_s, polls, started, error_count, last_error,
-            error_message, cost_usd, deadline_at, release)
+  FROM jsonb_to_recordset(%(rows)s::jsonb)
+       AS r(id uuid, version bigint, status text, delay_s float8, polls int, started bool,
+            error_count int, last_error text, error_message text, cost_usd numeric,
+            deadline_at timestamptz, release bool)
  WHERE j.id = r.id AND j.lease_version = r.version AND j.lease_owner = %(owner)s
 RETURNING j.id
 """

@@ -1,4 +1,5 @@
-"""Batched, fenced write-backs: many outcomes, one ``UPDATE … FROM unnest(…)`` round trip.
+"""Batched, fenced write-backs: many outcomes, one ``UPDATE … FROM jsonb_to_recordset(…)``
+round trip.
 
 Job tasks hand their outcome over and move on; a single flusher writes whatever accumulated
 every ``flush_s`` (or at once when ``max_rows`` are waiting). Rows the database does not

@@ -6,6 +6,8 @@ import re
 import uuid
 from collections import Counter
 from collections.abc import AsyncIterator
+from datetime import UTC, datetime
+from decimal import Decimal
 
 import anyio
 import pytest
@@ -114,6 +116,38 @@ async def test_write_back_counts_polls_and_resets_claim_count(
     assert row["lease_owner"] is None
     assert row["started_at"] is not None
     assert (row["next_poll_at"] - row["updated_at"]).total_seconds() > 100
+
+
+async def test_write_back_stores_every_field_of_both_outcome_kinds(
+    db_url: str, pool: AsyncConnectionPool
+) -> None:
+    ids = insert_jobs(db_url, 2)
+    r = repo(pool)
+    jobs = {j.id: j for j in await r.claim(2, excluded=[], per_tenant=4)}
+    deadline = datetime(2031, 5, 6, 7, 8, 9, 123456, tzinfo=UTC)
+    retry = Reschedule(
+        status="pending", delay_s=90.0, polled=True, error_count=2, last_error="HTTP 503"
+    )
+    # A NUL character (rejected by PostgreSQL's text and jsonb) must not sink the batch.
+    fail = Finish(
+        status="failed", error_message="bad\x00 output", polled=True, cost_usd=Decimal("0.0123")
+    )
+    applied = await r.write_back(
+        [
+            PendingWrite(job=jobs[ids[0]], outcome=retry, deadline_at=deadline),
+            PendingWrite(job=jobs[ids[1]], outcome=fail, deadline_at=deadline),
+        ]
+    )
+    assert applied == set(ids)
+    kept, failed = job_row(db_url, ids[0]), job_row(db_url, ids[1])
+    assert (kept["status"], kept["error_count"], kept["last_error"]) == ("pending", 2, "HTTP 503")
+    assert kept["started_at"] is None and kept["completed_at"] is None
+    assert 85 < (kept["next_poll_at"] - kept["updated_at"]).total_seconds() < 95
+    assert kept["deadline_at"] == failed["deadline_at"] == deadline
+    assert (failed["status"], failed["error_message"]) == ("failed", "bad output")
+    assert failed["cost_usd"] == Decimal("0.0123")
+    assert failed["attempts"] == kept["attempts"] == 1
+    assert failed["started_at"] is not None and failed["completed_at"] is not None
 
 
 async def test_release_undoes_the_claim_count_and_makes_the_job_due(
