@@ -37,6 +37,7 @@ from providers.settings import ProviderSettings
 from storage import Ingestor
 
 log = structlog.get_logger("poller")
+_JOB_CONTEXT = ("job_id", "provider", "tenant_id")  # bound for the duration of a step
 
 
 @dataclass(slots=True)
@@ -166,7 +167,7 @@ class Daemon:
         metrics.CLAIM_ROUNDS.inc()
         now = time.monotonic()
         for job in claimed:
-            metrics.CLAIMED.labels(job.provider_id).inc()
+            metrics.labelled(metrics.CLAIMED, job.provider_id).inc()
             metrics.LATENESS.observe(job.lateness_s)
             entry = _InFlight(job=job, claimed_at=now)
             self._inflight[job.id] = entry
@@ -223,18 +224,22 @@ class Daemon:
     async def _step(self, entry: _InFlight) -> None:
         job = entry.job
         ctx = self._context(job)
+        # Every log line of the step names the job. The worker's task has a context of its
+        # own, so binding and unbinding is enough: structlog's bound_contextvars also saves
+        # and restores earlier values, copying the whole context for each job.
+        structlog.contextvars.bind_contextvars(
+            job_id=str(job.id), provider=job.provider_id, tenant_id=job.tenant_id
+        )
         try:
-            with structlog.contextvars.bound_contextvars(
-                job_id=str(job.id), provider=job.provider_id, tenant_id=job.tenant_id
-            ):
-                log.debug(
-                    "job.claimed",
-                    lease_version=job.lease_version,
-                    lateness_s=round(job.lateness_s, 3),
-                    status=job.status,
-                )
-                await self._advance_and_write(entry, ctx)
+            log.debug(
+                "job.claimed",
+                lease_version=job.lease_version,
+                lateness_s=round(job.lateness_s, 3),
+                status=job.status,
+            )
+            await self._advance_and_write(entry, ctx)
         finally:
+            structlog.contextvars.unbind_contextvars(*_JOB_CONTEXT)
             self._forget(entry)
             self._wake.set()
 
@@ -336,7 +341,7 @@ class Daemon:
     def _finished(
         self, job: ClaimedJob, status: str, cost: Decimal | None, **fields: object
     ) -> None:
-        metrics.FINISHED.labels(job.provider_id, status).inc()
+        metrics.labelled(metrics.FINISHED, job.provider_id, status).inc()
         if cost is not None:
             metrics.COST.labels(job.provider_id).inc(float(cost))
         event = "job.completed" if status == "completed" else f"job.{status}"

@@ -2,7 +2,24 @@
 
 from __future__ import annotations
 
+from typing import Any, TypeVar, cast
+
 from prometheus_client import Counter, Gauge, Histogram
+from prometheus_client.metrics import MetricWrapperBase
+
+M = TypeVar("M", bound=MetricWrapperBase)
+_CHILDREN: dict[tuple[int, tuple[str, ...]], Any] = {}
+
+
+def labelled(metric: M, *values: str) -> M:
+    """``metric.labels(*values)``, remembered: the look-up (a lock and a dict) was measurable
+    for the metrics touched once per poll. Only for label values from a small fixed set."""
+    key = (id(metric), values)
+    child = _CHILDREN.get(key)
+    if child is None:
+        child = _CHILDREN[key] = metric.labels(*values)
+    return cast(M, child)
+
 
 CLAIM_ROUNDS = Counter("poller_claim_rounds_total", "Claim statements executed")
 CLAIMED = Counter("poller_claimed_jobs_total", "Jobs claimed (leases taken)", ["provider"])

@@ -225,7 +225,8 @@ async def _timed(ctx: StepContext, call: str, awaitable: Awaitable[T]) -> T:
         metrics.PROVIDER_ERRORS.labels(name, outcome).inc()
         raise
     finally:
-        metrics.POLL_SECONDS.labels(name, call, outcome).observe(perf_counter() - start)
+        elapsed = perf_counter() - start
+        metrics.labelled(metrics.POLL_SECONDS, name, call, outcome).observe(elapsed)
 
 
 async def _apply(
