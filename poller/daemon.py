@@ -88,6 +88,10 @@ class Daemon:
             repo, flush_s=settings.writeback_flush_s, on_applied=self._applied
         )
         self._listener = Listener(database_url, self.wake)
+        self._contexts: dict[str, steps.StepContext] = {}
+        # One line per finished job: a logger bound now (logging is configured before any
+        # daemon is built) skips the lazy proxy's re-binding on every call.
+        self._outcomes_log = log.bind()
         self._inflight: dict[uuid.UUID, _InFlight] = {}
         self._per_provider: Counter[str] = Counter()  # in-flight steps by provider
         self._wake = anyio.Event()
@@ -300,15 +304,21 @@ class Daemon:
         )
 
     def _context(self, job: ClaimedJob) -> steps.StepContext:
-        adapter = self._adapters.get(job.provider_id)
-        return steps.StepContext(
-            provider=adapter.provider if adapter else None,
-            settings=adapter.settings if adapter else None,
-            budget=self._budgets.get(job.provider_id),
-            ingestor=self._ingestor,
-            db=self._repo,
-            limits=self._limits,
-        )
+        """The same for every job of a provider: built once per provider name."""
+        ctx = self._contexts.get(job.provider_id)
+        if ctx is None:
+            adapter = self._adapters.get(job.provider_id)
+            ctx = steps.StepContext(
+                provider=adapter.provider if adapter else None,
+                settings=adapter.settings if adapter else None,
+                budget=self._budgets.get(job.provider_id),
+                ingestor=self._ingestor,
+                db=self._repo,
+                limits=self._limits,
+            )
+            if adapter is not None:  # unknown names come from rows: do not grow without bound
+                self._contexts[job.provider_id] = ctx
+        return ctx
 
     async def _complete(self, job: ClaimedJob, outcome: Complete, deadline: datetime) -> None:
         try:
@@ -345,7 +355,7 @@ class Daemon:
         if cost is not None:
             metrics.COST.labels(job.provider_id).inc(float(cost))
         event = "job.completed" if status == "completed" else f"job.{status}"
-        log.info(event, status=status, **fields)
+        self._outcomes_log.info(event, status=status, **fields)
 
     # -- leases -----------------------------------------------------------------------------
 

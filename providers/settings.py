@@ -166,16 +166,19 @@ class ProviderSettings(BaseSettings):
         An unknown media type gets the slowest of the three: a stray row must never crash
         the daemon, and polling it gently is the safe choice.
         """
-        values = self._per_media("poll_interval")
-        return values.get(media_type.lower(), max(values.values()))
+        return self._per_media("poll_interval", media_type)
 
     def timeout_ms(self, media_type: str) -> int:
         """Default job timeout for that media type; unknown types get the longest."""
-        values = self._per_media("timeout")
-        return values.get(media_type.lower(), max(values.values()))
+        return self._per_media("timeout", media_type)
 
-    def _per_media(self, prefix: str) -> dict[str, int]:
-        return {media: int(getattr(self, f"{prefix}_{media}_ms")) for media in MEDIA_TYPES}
+    def _per_media(self, prefix: str, media_type: str) -> int:
+        """``{prefix}_{media}_ms`` for a known media type, else the largest of them (asked
+        for on every poll, so the known case reads one field)."""
+        media = media_type.lower()
+        if media in MEDIA_TYPES:
+            return int(getattr(self, f"{prefix}_{media}_ms"))
+        return max(int(getattr(self, f"{prefix}_{m}_ms")) for m in MEDIA_TYPES)
 
 
 @contextmanager

@@ -1,0 +1,98 @@
+"""The local side of the shared token bucket: one request to the database at a time, its
+answer shared by every waiting step, "wait" answers cached until they expire."""
+
+from __future__ import annotations
+
+import anyio
+import pytest
+
+from poller.budgets import ProviderBudget
+from poller.repository import Grant
+
+pytestmark = pytest.mark.anyio
+
+
+class FakeBucket:
+    """Stands in for `Repository.take_tokens`: a bucket with ``tokens`` left, no refill."""
+
+    def __init__(self, tokens: int, *, wait_s: float = 2.0, fail: bool = False) -> None:
+        self.tokens = tokens
+        self.wait_s = wait_s
+        self.fail = fail
+        self.requests = 0
+        self.in_flight = 0
+        self.peak_in_flight = 0
+
+    async def take_tokens(self, provider: str, want: int) -> Grant:
+        self.requests += 1
+        self.in_flight += 1
+        self.peak_in_flight = max(self.peak_in_flight, self.in_flight)
+        try:
+            await anyio.sleep(0.01)  # a round trip: other steps pile up meanwhile
+            if self.fail:
+                raise ConnectionError("database gone")
+            granted = min(want, self.tokens)
+            self.tokens -= granted
+            return Grant(granted=granted, wait_s=0.0 if granted else self.wait_s)
+        finally:
+            self.in_flight -= 1
+
+
+def budget(bucket: FakeBucket, chunk: int) -> ProviderBudget:
+    return ProviderBudget(bucket, "p", chunk=chunk)
+
+
+async def gather_acquires(b: ProviderBudget, count: int) -> list[float]:
+    waits: list[float] = []
+
+    async def one() -> None:
+        waits.append(await b.acquire())
+
+    async with anyio.create_task_group() as tg:
+        for _ in range(count):
+            tg.start_soon(one)
+    return waits
+
+
+async def test_concurrent_steps_share_chunks_and_never_overspend() -> None:
+    bucket = FakeBucket(tokens=6)
+    waits = await gather_acquires(budget(bucket, chunk=4), 10)
+    assert sorted(waits)[:6] == [0.0] * 6  # exactly the six tokens the bucket had
+    assert all(w == pytest.approx(2.0, abs=0.1) for w in sorted(waits)[6:])
+    assert bucket.peak_in_flight == 1  # one request at a time, whatever the crowd
+    assert bucket.requests == 3  # 4 + 2 granted, then one "empty, wait 2 s"
+
+
+async def test_a_wait_answer_is_remembered_until_it_expires() -> None:
+    bucket = FakeBucket(tokens=0, wait_s=0.2)
+    b = budget(bucket, chunk=4)
+    assert await b.acquire() == pytest.approx(0.2, abs=0.05)
+    assert b.blocked
+    assert 0 < await b.acquire() <= 0.2
+    assert bucket.requests == 1
+    await anyio.sleep(0.25)
+    bucket.tokens = 1
+    assert await b.acquire() == 0.0
+    assert bucket.requests == 2
+
+
+async def test_a_failed_request_wakes_the_waiters_who_then_ask_again() -> None:
+    bucket = FakeBucket(tokens=5, fail=True)
+    b = budget(bucket, chunk=5)
+    errors = 0
+
+    async def one() -> None:
+        nonlocal errors
+        try:
+            await b.acquire()
+        except ConnectionError:
+            errors += 1
+
+    with anyio.fail_after(5):
+        async with anyio.create_task_group() as tg:
+            for _ in range(3):
+                tg.start_soon(one)
+    assert errors == 3  # each waiter retried the request itself and saw the outage
+    assert bucket.requests == 3 and bucket.peak_in_flight == 1
+    bucket.fail = False
+    assert await b.acquire() == 0.0
