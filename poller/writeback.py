@@ -22,6 +22,7 @@ from poller.retrying import with_db_retry
 log = structlog.get_logger("poller")
 
 OnApplied = Callable[[PendingWrite], None]
+OnIdle = Callable[[], None]
 
 
 class WriteBackBatcher:
@@ -34,6 +35,7 @@ class WriteBackBatcher:
         flush_s: float,
         max_rows: int = 500,
         on_applied: OnApplied | None = None,
+        on_idle: OnIdle | None = None,
     ) -> None:
         self._repo = repo
         self._flush_s = flush_s
@@ -41,6 +43,7 @@ class WriteBackBatcher:
         self._pending: list[PendingWrite] = []
         self._wake = anyio.Event()
         self._on_applied = on_applied
+        self._on_idle = on_idle
         self._flushing = 0
 
     @property
@@ -62,6 +65,7 @@ class WriteBackBatcher:
             await self.flush()
 
     async def flush(self) -> None:
+        wrote = False
         while self._pending:
             batch, self._pending = self._pending[: self._max_rows], self._pending[self._max_rows :]
             self._flushing += 1
@@ -69,6 +73,9 @@ class WriteBackBatcher:
                 await self._write(batch)
             finally:
                 self._flushing -= 1
+            wrote = True
+        if wrote and self.idle and self._on_idle is not None:
+            self._on_idle()
 
     async def _write(self, batch: list[PendingWrite]) -> None:
         try:

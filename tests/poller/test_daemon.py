@@ -271,6 +271,20 @@ async def test_crash_loop_guard_fails_the_job(
     assert row["error_message"].startswith("worker crashed repeatedly")
 
 
+async def test_drain_exits_once_the_last_write_back_lands(
+    db_url: str, pool: AsyncConnectionPool, tmp_path: Path
+) -> None:
+    ids = insert_jobs(db_url, 20)
+    # The last claim round finds nothing while the outcomes still wait in the batcher; their
+    # leases (30 s) look like work due later, so only the batcher's wake-up ends the run
+    # before the loop's idle sleep (60 s) would.
+    cfg = poller_settings(lease_ttl_s=30, idle_poll_max_s=60, writeback_flush_s=0.3)
+    with anyio.fail_after(10):
+        await run_daemon(db_url, pool, tmp_path, ScriptedProvider(default=failed()), settings=cfg)
+    rows = fetch(db_url, "SELECT status FROM app.generation_jobs")
+    assert [r["status"] for r in rows] == ["failed"] * len(ids)
+
+
 async def test_stop_releases_in_flight_jobs_without_failing_them(
     db_url: str, pool: AsyncConnectionPool, tmp_path: Path
 ) -> None:
