@@ -29,6 +29,7 @@ import structlog
 from prometheus_client import REGISTRY
 
 from bench import pg
+from bench.costs import JobCost, cpu_time, per_job
 from bench.jobs import count_by_status, insert_noop_batch, insert_noop_jobs
 from bench.noop import NAME, NoopProvider, noop_settings
 from poller.daemon import Adapter, Daemon
@@ -47,6 +48,7 @@ class ClaimRun:
     jobs: int
     seconds: float
     statements: int
+    cost: JobCost | None  # the harness process's CPU (daemon + producer) and the daemon's SQL
 
     @property
     def rate(self) -> float:
@@ -144,9 +146,10 @@ def run_drain(db: pg.BenchDatabase, *, jobs: int, batch: int, storage_root: Path
     insert_noop_jobs(db.admin_url, jobs, provider=NAME)
     pg.reset_statements(db)
     harness = _Harness(db, batch, storage_root)
-    start = time.perf_counter()
-    anyio.run(lambda: harness.run(drain=True), backend="asyncio")
-    elapsed = time.perf_counter() - start
+    with cpu_time() as cpu:
+        start = time.perf_counter()
+        anyio.run(lambda: harness.run(drain=True), backend="asyncio")
+        elapsed = time.perf_counter() - start
     done = count_by_status(db.admin_url).get("failed", 0)
     if done != jobs:
         raise RuntimeError(f"drain finished {done} of {jobs} jobs")
@@ -156,6 +159,7 @@ def run_drain(db: pg.BenchDatabase, *, jobs: int, batch: int, storage_root: Path
         jobs=jobs,
         seconds=elapsed,
         statements=pg.daemon_statements(db),
+        cost=per_job(client_s=cpu.seconds, server_ms=pg.daemon_server_ms(db), jobs=jobs),
     )
 
 
@@ -186,14 +190,16 @@ def run_throughput(
     truncate_jobs(db)
     pg.reset_statements(db)
     harness = _Harness(db, batch, storage_root)
-    done, elapsed = anyio.run(
-        lambda: _throughput(harness, seconds=seconds, insert_batch=insert_batch),
-        backend="asyncio",
-    )
+    with cpu_time() as cpu:
+        done, elapsed = anyio.run(
+            lambda: _throughput(harness, seconds=seconds, insert_batch=insert_batch),
+            backend="asyncio",
+        )
     return ClaimRun(
         mode="throughput",
         batch=batch,
         jobs=int(done),
         seconds=elapsed,
         statements=pg.daemon_statements(db),
+        cost=per_job(client_s=cpu.seconds, server_ms=pg.daemon_server_ms(db), jobs=int(done)),
     )

@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from bench import claim, pg, pgqueuer_peer
+from bench.costs import JobCost
 from bench.report import Recorder
 
 PEER_CONFIGS = (
@@ -76,7 +77,7 @@ def _peer_mode(
     for config in PEER_CONFIGS:
         result = pgqueuer_peer.run_tool(
             tool,
-            db.admin_url,
+            db,
             config,
             mode=mode,
             seconds=plan.seconds,
@@ -86,6 +87,7 @@ def _peer_mode(
         rec.emit(f"pgqueuer_{mode}_{config.label}_tool_jobs_per_s", result.tool_rate)
         rec.emit(f"pgqueuer_{mode}_{config.label}_log_jobs_per_s", result.log_rate)
         rec.emit(f"pgqueuer_{mode}_{config.label}_jobs_per_s", result.rate)
+        _emit_cost(rec, f"pgqueuer_{mode}_{config.label}", result.cost)
         rates.append(result.rate)
     return max(rates)
 
@@ -108,5 +110,13 @@ def _ours_mode(db: pg.BenchDatabase, rec: Recorder, plan: ClaimPlan, mode: str) 
             )
         rec.emit(f"ours_{mode}_b{batch}_jobs_per_s", result.rate)
         rec.emit(f"ours_{mode}_b{batch}_roundtrips_per_poll", result.roundtrips_per_poll)
+        _emit_cost(rec, f"ours_{mode}_b{batch}", result.cost)
         rates.append(result.rate)
     return max(rates)
+
+
+def _emit_cost(rec: Recorder, prefix: str, cost: JobCost | None) -> None:
+    """Client CPU and server time per job: where the difference in rate comes from."""
+    if cost is not None:
+        rec.emit(f"{prefix}_client_cpu_us_per_job", cost.client_us)
+        rec.emit(f"{prefix}_server_us_per_job", cost.server_us)

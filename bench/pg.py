@@ -150,6 +150,28 @@ def daemon_statements(db: BenchDatabase) -> int:
     return int(row[0]) if row else 0
 
 
+def daemon_server_ms(db: BenchDatabase) -> float:
+    """Server time (ms) of the daemon role's statements in ``db`` since the last reset."""
+    query = f"SELECT coalesce(sum(s.total_exec_time), 0)::float8 {_DAEMON_STATEMENTS}"
+    with psycopg.connect(db.admin_url, autocommit=True) as conn:
+        row = conn.execute(query, _daemon_params(db)).fetchone()
+    return float(row[0]) if row else 0.0
+
+
+def server_ms(db: BenchDatabase, *, excluding: str) -> float:
+    """Server time (ms) of every statement in ``db`` since the last reset, less those whose
+    text is LIKE ``excluding`` (a peer's enqueue, which is not part of claiming a job)."""
+    query = """
+        SELECT coalesce(sum(s.total_exec_time), 0)::float8
+          FROM pg_stat_statements s JOIN pg_database d ON d.oid = s.dbid
+         WHERE d.datname = %(db)s AND s.query NOT LIKE %(excluding)s
+           AND s.query NOT LIKE 'SELECT pg_stat_statements_reset%%'
+    """
+    with psycopg.connect(db.admin_url, autocommit=True) as conn:
+        row = conn.execute(query, {"db": db.name, "excluding": excluding}).fetchone()
+    return float(row[0]) if row else 0.0
+
+
 @dataclass(frozen=True, slots=True)
 class StatementCost:
     """One of the daemon's statements: how often it ran and the server time it took."""

@@ -21,7 +21,8 @@ from urllib.parse import urlsplit
 
 import psycopg
 
-from bench.pg import WORK
+from bench.costs import JobCost, cpu_time, per_job
+from bench.pg import WORK, BenchDatabase, reset_statements, server_ms
 
 PEER_DIR = WORK / "peer"
 
@@ -53,6 +54,7 @@ class PeerRun:
     tool_rate: float
     log_rate: float
     jobs: int
+    cost: JobCost | None  # the tool's CPU (enqueue included) and its SQL less the enqueue
 
     @property
     def rate(self) -> float:
@@ -111,9 +113,13 @@ def install_schema(database_url: str, log: Path) -> None:
         )
 
 
+# pgqueuer's enqueue statement (``build_enqueue_query``): producing jobs, not claiming them.
+ENQUEUE = "%WITH input AS MATERIALIZED%"
+
+
 def run_tool(
     tool: Path,
-    database_url: str,
+    db: BenchDatabase,
     config: PeerConfig,
     *,
     mode: str,
@@ -129,25 +135,28 @@ def run_tool(
         args += ["--jobs", str(jobs)]
     else:
         args += ["-t", str(seconds), "--enqueue", "1", "--enqueue-batch-size", str(config.batch)]
-    mark = _log_mark(database_url)
-    with log.open("a") as out:
+    mark = _log_mark(db.admin_url)
+    reset_statements(db)
+    with log.open("a") as out, cpu_time(children=True) as cpu:
         subprocess.run(
             [sys.executable, str(tool), *args],
             cwd=tool.parent.parent,
-            env=libpq_env(database_url),
+            env=libpq_env(db.admin_url),
             check=True,
             stdout=out,
             stderr=subprocess.STDOUT,
             timeout=seconds * 3 + 120,
         )
+    server = server_ms(db, excluding=ENQUEUE)
     data = json.loads(result.read_text())
-    jobs, span = _log_since(database_url, mark)
+    jobs, span = _log_since(db.admin_url, mark)
     return PeerRun(
         config=config,
         mode=mode,
         tool_rate=float(data["rate"]),
         log_rate=jobs / span if span > 0 else 0.0,
         jobs=jobs,
+        cost=per_job(client_s=cpu.seconds, server_ms=server, jobs=jobs),
     )
 
 

@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import math
+import time
 
 import pytest
 
 from bench.__main__ import Goal
+from bench.costs import cpu_time, per_job
 from bench.inflight import InflightPlan
 from bench.ingest import parse_value
 from bench.noop import NoopProvider
@@ -88,8 +90,12 @@ def test_second_inflight_run_is_prefixed_and_the_goal_run_is_not() -> None:
 def test_pgqueuer_rate_falls_back_to_its_log_and_libpq_variables_are_built() -> None:
     config = PeerConfig(driver="psy", dequeue=2, batch=50)
     assert config.label == "psy_2x50"
-    reported = PeerRun(config=config, mode="drain", tool_rate=900.0, log_rate=950.0, jobs=10)
-    lost = PeerRun(config=config, mode="throughput", tool_rate=0.0, log_rate=950.0, jobs=10)
+    reported = PeerRun(
+        config=config, mode="drain", tool_rate=900.0, log_rate=950.0, jobs=10, cost=None
+    )
+    lost = PeerRun(
+        config=config, mode="throughput", tool_rate=0.0, log_rate=950.0, jobs=10, cost=None
+    )
     assert (reported.rate, lost.rate) == (900.0, 950.0)  # the log only when the tool lost it
     env = libpq_env("postgresql://postgres@127.0.0.1:25000/pgq_bench")
     assert (env["PGHOST"], env["PGPORT"], env["PGUSER"], env["PGDATABASE"]) == (
@@ -111,3 +117,15 @@ async def test_noop_provider_ends_every_job_with_a_terminal_failure() -> None:
     result = await NoopProvider().poll(handle)
     assert result.state is PollState.FAILED
     assert result.failure is not None and result.failure.code == "noop"
+
+
+def test_job_costs_divide_cpu_and_server_time_by_the_jobs() -> None:
+    with cpu_time() as cpu:
+        deadline = time.process_time() + 0.05
+        while time.process_time() < deadline:  # burn 50 ms of CPU in this process
+            pass
+    assert 0.04 <= cpu.seconds <= 1.0
+    cost = per_job(client_s=0.5, server_ms=250.0, jobs=5_000)
+    assert cost is not None
+    assert (cost.client_us, cost.server_us) == (100.0, 50.0)
+    assert per_job(client_s=1.0, server_ms=1.0, jobs=0) is None
