@@ -184,7 +184,7 @@ class Repository:
         """Apply many outcomes in one statement; returns the ids whose lease still held."""
         if not writes:
             return set()
-        params = _write_back_params(writes)
+        params = write_back_params(writes)
         params["owner"] = self.owner
         async with self.pool.connection() as conn:
             cur = await conn.execute(sql.WRITE_BACK, params, prepare=True)
@@ -302,7 +302,7 @@ def _storable(text: str | None) -> str | None:
     return text.replace("\x00", "") if text else text
 
 
-def _write_back_params(writes: Sequence[PendingWrite]) -> dict[str, Any]:
+def write_back_params(writes: Sequence[PendingWrite]) -> dict[str, Any]:
     """All rows as one JSON array: psycopg dumps twelve Python lists element by element,
     ``json.dumps`` does the same rows in C (client CPU per row 17 → 10 µs, server time no
     worse; docs/benchmarks.md)."""
@@ -326,4 +326,4 @@ def _artifact_params(job: ClaimedJob, outcome: Complete) -> dict[str, Any]:
     }
 
 
-__all__ = ["Grant", "LeaseLost", "PendingWrite", "Repository", "open_pool"]
+__all__ = ["Grant", "LeaseLost", "PendingWrite", "Repository", "open_pool", "write_back_params"]

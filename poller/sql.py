@@ -94,6 +94,9 @@ UPDATE app.generation_jobs j
             error_count int, last_error text, error_message text, cost_usd numeric,
             deadline_at timestamptz, release bool)
  WHERE j.id = r.id AND j.lease_version = r.version AND j.lease_owner = %(owner)s
+   -- The planner takes a set-returning function for 100 rows and lease_owner = … for 1, so
+   -- without this it scanned the whole table (2.5 ms instead of 0.2 for 12 rows at 10,000).
+   AND j.id = ANY(ARRAY(SELECT (e ->> 'id')::uuid FROM jsonb_array_elements(%(rows)s) e))
 RETURNING j.id
 """
 

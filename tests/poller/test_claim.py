@@ -15,7 +15,7 @@ from psycopg_pool import AsyncConnectionPool
 
 from poller import sql
 from poller.model import ClaimedJob, Finish, Reschedule
-from poller.repository import PendingWrite, Repository, open_pool
+from poller.repository import PendingWrite, Repository, open_pool, write_back_params
 from tests.poller.helpers import execute, fetch, insert_jobs, job_row
 
 pytestmark = pytest.mark.anyio
@@ -251,3 +251,20 @@ async def test_a_backlog_of_one_provider_is_claimed_through_the_due_index(
         plan = "\n".join(row[0] for row in await cur.fetchall())
     assert "Seq Scan on generation_jobs" not in plan, plan
     assert re.search(r"Sort Key: j(_\d+)?\.next_poll_at", plan) is None, plan
+
+
+async def test_write_back_probes_the_primary_key_instead_of_scanning_the_table(
+    db_url: str, pool: AsyncConnectionPool
+) -> None:
+    """The planner takes the JSON rows for 100 and ``lease_owner = …`` for one row, and
+    scanned every job for each write-back until the ids were also given as an array."""
+    insert_jobs(db_url, 3_000)
+    r = repo(pool)
+    claimed = await r.claim(12, excluded=[], per_tenant=12)
+    execute(db_url, "ANALYZE app.generation_jobs")
+    params = write_back_params([resched(job) for job in claimed]) | {"owner": r.owner}
+    async with pool.connection() as conn:
+        cur = await conn.execute("EXPLAIN " + sql.WRITE_BACK, params)
+        plan = "\n".join(row[0] for row in await cur.fetchall())
+    assert "Seq Scan on generation_jobs" not in plan, plan
+    assert "pk_generation_jobs" in plan, plan
