@@ -82,8 +82,11 @@ async def check_if_disturbed(conn: AsyncConnection[Any]) -> None:
     """
     if conn.closed:
         raise OperationalError("the connection is closed")
-    readable, _, _ = select.select([conn.fileno()], [], [], 0)
-    if readable:
+    # poll(), not select(): select() refuses descriptors above 1023, which a replica with
+    # hundreds of provider connections open reaches.
+    probe = select.poll()
+    probe.register(conn.fileno(), select.POLLIN)
+    if probe.poll(0):
         await AsyncConnectionPool.check_connection(conn)
 
 

@@ -3,6 +3,7 @@ before use, live idle ones are handed out without an extra round trip."""
 
 from __future__ import annotations
 
+import os
 import time
 from collections.abc import AsyncIterator
 from typing import Any
@@ -71,3 +72,24 @@ async def test_a_connection_the_server_closed_is_replaced_before_use(
     fresh = await backend_pid(pool)  # no AdminShutdown: the check caught the dead connection
     assert fresh != dead
     assert full_checks == [dead]
+
+
+async def test_the_check_works_for_descriptors_above_select_s_limit(
+    db_url: str, full_checks: list[int]
+) -> None:
+    """A busy replica holds hundreds of provider sockets: the database connection's
+    descriptor can be above 1023, where ``select()`` raises instead of answering."""
+    filler = [os.open(os.devnull, os.O_RDONLY) for _ in range(1100)]
+    try:
+        pool = open_pool(db_url, size=1)
+        await pool.open(wait=True)
+        try:
+            async with pool.connection() as conn:
+                assert conn.fileno() > 1023
+            assert await backend_pid(pool) > 0  # checked on checkout, no ValueError
+        finally:
+            await pool.close()
+    finally:
+        for fd in filler:
+            os.close(fd)
+    assert full_checks == []
