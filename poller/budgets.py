@@ -31,7 +31,7 @@ class ProviderBudget:
         self._chunk = chunk
         self._tokens = 0
         self._blocked_until = 0.0
-        self._refill: anyio.Event | None = None  # set when a chunk request is answered
+        self._lock = anyio.Lock()  # one request to the shared bucket at a time
 
     @property
     def blocked(self) -> bool:
@@ -44,30 +44,27 @@ class ProviderBudget:
         self._blocked_until = max(self._blocked_until, time.monotonic() + seconds)
 
     async def acquire(self) -> float:
-        """Take one token: 0.0 when granted, else the seconds to wait before trying again."""
-        while True:
+        """Take one token: 0.0 when granted, else the seconds to wait before trying again.
+
+        Steps that find no token queue on a lock, so each is woken once: by its turn, it
+        either takes a token the previous holder fetched or fetches the next chunk itself.
+        (One event waking every waiter per chunk was tried: with 256 steps waiting on
+        chunks of 10, each chunk woke all of them for ten tokens.)
+        """
+        if self._tokens > 0:
+            self._tokens -= 1
+            return 0.0
+        async with self._lock:
             if self._tokens > 0:
                 self._tokens -= 1
                 return 0.0
             now = time.monotonic()
             if now < self._blocked_until:
                 return self._blocked_until - now
-            if self._refill is None:
-                return await self._take_chunk(now)
-            # Another step is asking the shared bucket: all waiters wake together on its
-            # answer (a lock handed them over one by one, 4 % of the claim loop's CPU).
-            await self._refill.wait()
-
-    async def _take_chunk(self, now: float) -> float:
-        self._refill = refill = anyio.Event()
-        try:
             grant = await self._repo.take_tokens(self.provider, self._chunk)
-        finally:
-            self._refill = None
-            refill.set()
-        if grant.granted > 0:
-            self._tokens = grant.granted - 1
-            return 0.0
-        wait = max(0.05, grant.wait_s)
-        self._blocked_until = now + wait
-        return wait
+            if grant.granted > 0:
+                self._tokens = grant.granted - 1
+                return 0.0
+            wait = max(0.05, grant.wait_s)
+            self._blocked_until = now + wait
+            return wait
