@@ -8,6 +8,7 @@ outcomes into one ``UPDATE … FROM jsonb_to_recordset(…)`` round trip.
 from __future__ import annotations
 
 import json
+import re
 import select
 import uuid
 from collections.abc import Sequence
@@ -305,6 +306,16 @@ def _storable(text: str | None) -> str | None:
     return text.replace("\x00", "") if text else text
 
 
+# An escaped NUL (\u0000) that is not itself an escaped backslash followed by "u0000".
+_JSON_NUL = re.compile(r"(?<!\\)((?:\\\\)*)\\u0000")
+
+
+def _storable_json(value: Any) -> str:
+    """JSON for a jsonb column: jsonb rejects ``\\u0000``, which a provider's metadata (a
+    title, a tag) could carry and which would fail the completion on every retry."""
+    return _JSON_NUL.sub(r"\1", json.dumps(value, default=str))
+
+
 def write_back_params(writes: Sequence[PendingWrite]) -> dict[str, Any]:
     """All rows as one JSON array: psycopg dumps twelve Python lists element by element,
     ``json.dumps`` does the same rows in C (client CPU per row 17 → 10 µs, server time no
@@ -324,8 +335,8 @@ def _artifact_params(job: ClaimedJob, outcome: Complete) -> dict[str, Any]:
         "uris": [a.uri for a in arts],
         "hashes": [a.content_hash for a in arts],
         "sizes": [a.size_bytes for a in arts],
-        "filenames": [a.filename for a in arts],
-        "metadatas": [json.dumps(dict(a.metadata), default=str) for a in arts],
+        "filenames": [_storable(a.filename) for a in arts],
+        "metadatas": [_storable_json(dict(a.metadata)) for a in arts],
     }
 
 

@@ -14,7 +14,7 @@ import pytest
 from psycopg_pool import AsyncConnectionPool
 
 from poller import sql
-from poller.model import ClaimedJob, Finish, Reschedule
+from poller.model import ArtifactRecord, ClaimedJob, Complete, Finish, Reschedule
 from poller.repository import PendingWrite, Repository, open_pool, write_back_params
 from tests.poller.helpers import execute, fetch, insert_jobs, job_row
 
@@ -268,3 +268,28 @@ async def test_write_back_probes_the_primary_key_instead_of_scanning_the_table(
         plan = "\n".join(row[0] for row in await cur.fetchall())
     assert "Seq Scan on generation_jobs" not in plan, plan
     assert "pk_generation_jobs" in plan, plan
+
+
+async def test_completion_stores_vendor_metadata_and_filenames_without_nul_characters(
+    db_url: str, pool: AsyncConnectionPool
+) -> None:
+    """jsonb and text reject NUL; a provider's title carrying one must not fail the job's
+    completion on every retry. A literal backslash-u0000 in the text is kept as text."""
+    [job_id] = insert_jobs(db_url, 1)
+    r = repo(pool)
+    [job] = await r.claim(1, excluded=[], per_tenant=4)
+    artifact = ArtifactRecord(
+        id=uuid.uuid4(),
+        type="audio/mpeg",
+        uri="file:///data/sha256/ab/abc",
+        content_hash="abc",
+        size_bytes=3,
+        filename="song\x00.mp3",
+        metadata={"provider_metadata": {"title": "a\x00b", "note": "x\\u0000y", "t\x00": 1}},
+    )
+    outcome = Complete(artifacts=[artifact], result_uri="https://cdn.example/1", cost_usd=None)
+    await r.complete(job, outcome, datetime(2031, 1, 1, tzinfo=UTC))
+    assert job_row(db_url, job_id)["status"] == "completed"
+    [stored] = fetch(db_url, "SELECT filename, metadata FROM app.artifacts")
+    assert stored["filename"] == "song.mp3"
+    assert stored["metadata"]["provider_metadata"] == {"title": "ab", "note": "x\\u0000y", "t": 1}
