@@ -153,13 +153,14 @@ def run_drain(db: pg.BenchDatabase, *, jobs: int, batch: int, storage_root: Path
     done = count_by_status(db.admin_url).get("failed", 0)
     if done != jobs:
         raise RuntimeError(f"drain finished {done} of {jobs} jobs")
+    totals = pg.daemon_totals(db)
     return ClaimRun(
         mode="drain",
         batch=batch,
         jobs=jobs,
         seconds=elapsed,
-        statements=pg.daemon_statements(db),
-        cost=per_job(client_s=cpu.seconds, server_ms=pg.daemon_server_ms(db), jobs=jobs),
+        statements=totals.statements,
+        cost=per_job(client_s=cpu.seconds, server_ms=totals.server_ms, jobs=jobs),
     )
 
 
@@ -195,11 +196,12 @@ def run_throughput(
             lambda: _throughput(harness, seconds=seconds, insert_batch=insert_batch),
             backend="asyncio",
         )
+    totals = pg.daemon_totals(db)
     return ClaimRun(
         mode="throughput",
         batch=batch,
         jobs=int(done),
         seconds=elapsed,
-        statements=pg.daemon_statements(db),
-        cost=per_job(client_s=cpu.seconds, server_ms=pg.daemon_server_ms(db), jobs=int(done)),
+        statements=totals.statements,
+        cost=per_job(client_s=cpu.seconds, server_ms=totals.server_ms, jobs=int(done)),
     )

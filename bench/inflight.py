@@ -112,7 +112,7 @@ def _measure(
     after = procs.scrape(port)
     elapsed = time.perf_counter() - start
     cpu_after = (procs.cpu_seconds(daemon), procs.cpu_seconds(sim), _db_cpu(server))
-    statements = pg.daemon_statements(db)
+    statements = pg.daemon_totals(db).statements
     polls = after.total(POLL_CALLS, call="poll") - before.total(POLL_CALLS, call="poll")
     lateness = procs.bucket_delta(before.buckets(LATENESS), after.buckets(LATENESS))
     figures: dict[str, float] = {

@@ -142,20 +142,24 @@ def reset_statements(db: BenchDatabase) -> None:
         conn.execute("SELECT pg_stat_statements_reset()")
 
 
-def daemon_statements(db: BenchDatabase) -> int:
-    """Statements (round trips) the daemon role ran in ``db`` since the last reset."""
-    query = f"SELECT coalesce(sum(s.calls), 0)::bigint {_DAEMON_STATEMENTS}"
-    with psycopg.connect(db.admin_url, autocommit=True) as conn:
-        row = conn.execute(query, _daemon_params(db)).fetchone()
-    return int(row[0]) if row else 0
+@dataclass(frozen=True, slots=True, kw_only=True)
+class DaemonTotals:
+    """The daemon role's statements in one database since the last reset."""
+
+    statements: int  # database round trips
+    server_ms: float  # their execution time in the server
 
 
-def daemon_server_ms(db: BenchDatabase) -> float:
-    """Server time (ms) of the daemon role's statements in ``db`` since the last reset."""
-    query = f"SELECT coalesce(sum(s.total_exec_time), 0)::float8 {_DAEMON_STATEMENTS}"
+def daemon_totals(db: BenchDatabase) -> DaemonTotals:
+    query = (
+        "SELECT coalesce(sum(s.calls), 0)::bigint,"
+        f" coalesce(sum(s.total_exec_time), 0)::float8 {_DAEMON_STATEMENTS}"
+    )
     with psycopg.connect(db.admin_url, autocommit=True) as conn:
         row = conn.execute(query, _daemon_params(db)).fetchone()
-    return float(row[0]) if row else 0.0
+    if row is None:
+        return DaemonTotals(statements=0, server_ms=0.0)
+    return DaemonTotals(statements=int(row[0]), server_ms=float(row[1]))
 
 
 def server_ms(db: BenchDatabase, *, excluding: str) -> float:
