@@ -130,7 +130,7 @@ class Daemon:
             services.start_soon(self._listener.run)
             async with Workers(self._step, capacity=self._cfg.concurrency) as workers:
                 self.ready = True
-                await self._claim_loop(workers, drain=drain)
+                await self._claim_loop(workers)
                 self.ready = False
                 await self._wind_down(workers)
             for entry in workers.unstarted:  # cancelled before any worker picked them up
@@ -148,12 +148,12 @@ class Daemon:
             s = adapter.settings
             await self._repo.ensure_budget(name, capacity=s.burst, refill_per_s=s.rate_per_s)
 
-    async def _claim_loop(self, workers: Workers[_InFlight], *, drain: bool) -> None:
+    async def _claim_loop(self, workers: Workers[_InFlight]) -> None:
         db_backoff = 0.5
         while not self._stopping.is_set():
             try:
                 claimed, asked = await self._claim_round(workers)
-                if drain and not claimed and await self._drained():
+                if self._drain_when_done and not claimed and await self._drained():
                     log.info("daemon.drained")
                     return
                 wait = await self._next_wait(claimed, asked)
