@@ -25,14 +25,19 @@ _CLAIMABLE = f"""
 # are ranked so every tenant's first row comes before any tenant's second. A flood from one
 # tenant therefore cannot push another tenant's due jobs out of the batch. One statement,
 # autocommit; rows offered but not picked are unlocked when it ends.
+#
+# The loose scan orders by (tenant_id, next_poll_at), which only the partial index over active
+# rows provides: ordered by tenant_id alone, the planner could also walk the full tenant_id
+# index and filter out every finished job of the first tenant on each claim (it did, whenever
+# the statistics still counted those jobs as active: 0.5 → 2.5 ms per claim during a drain).
 CLAIM = f"""
 WITH RECURSIVE tenants AS (
     (SELECT j.tenant_id FROM app.generation_jobs j
-      WHERE {_CLAIMABLE} ORDER BY j.tenant_id LIMIT 1)
+      WHERE {_CLAIMABLE} ORDER BY j.tenant_id, j.next_poll_at LIMIT 1)
     UNION ALL
     SELECT (SELECT j.tenant_id FROM app.generation_jobs j
              WHERE {_CLAIMABLE} AND j.tenant_id > t.tenant_id
-             ORDER BY j.tenant_id LIMIT 1)
+             ORDER BY j.tenant_id, j.next_poll_at LIMIT 1)
       FROM tenants t WHERE t.tenant_id IS NOT NULL
 ),
 share AS (

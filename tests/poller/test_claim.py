@@ -253,6 +253,29 @@ async def test_a_backlog_of_one_provider_is_claimed_through_the_due_index(
     assert re.search(r"Sort Key: j(_\d+)?\.next_poll_at", plan) is None, plan
 
 
+async def test_the_tenant_scan_skips_finished_jobs_even_when_statistics_are_stale(
+    db_url: str, pool: AsyncConnectionPool
+) -> None:
+    """Statistics taken while a backlog was due, then most of it finished: ordered by
+    tenant_id alone, the loose scan walked the full tenant_id index and filtered out every
+    finished job of the tenant on each claim. It must use the index over active rows."""
+    execute(db_url, "ALTER TABLE app.generation_jobs SET (autovacuum_enabled = false)")
+    ids = insert_jobs(db_url, 3_000)
+    execute(db_url, "ANALYZE app.generation_jobs")
+    execute(
+        db_url,
+        "UPDATE app.generation_jobs SET status = 'failed', completed_at = now() WHERE id = ANY(%s)",
+        (ids[:2_900],),
+    )
+    params = {"limit": 50, "excluded": [], "per_tenant": 4, "owner": "r1", "lease_s": 30.0}
+    async with pool.connection() as conn:
+        cur = await conn.execute("EXPLAIN " + sql.CLAIM, params)
+        plan = "\n".join(row[0] for row in await cur.fetchall())
+    assert "ix_generation_jobs_tenant_id " not in plan, plan
+    assert "ix_generation_jobs_tenant_due" in plan, plan
+    assert len(await repo(pool).claim(50, excluded=[], per_tenant=4)) == 50
+
+
 async def test_write_back_probes_the_primary_key_instead_of_scanning_the_table(
     db_url: str, pool: AsyncConnectionPool
 ) -> None:
