@@ -58,13 +58,36 @@ class ProviderBudget:
             if self._tokens > 0:
                 self._tokens -= 1
                 return 0.0
-            now = time.monotonic()
-            if now < self._blocked_until:
-                return self._blocked_until - now
-            grant = await self._repo.take_tokens(self.provider, self._chunk)
-            if grant.granted > 0:
-                self._tokens = grant.granted - 1
-                return 0.0
-            wait = max(0.05, grant.wait_s)
-            self._blocked_until = now + wait
+            wait = await self._refill(self._chunk)
+            if wait == 0.0:
+                self._tokens -= 1
             return wait
+
+    async def reserve(self, count: int) -> None:
+        """Make ``count`` tokens local before a claimed batch's steps start.
+
+        Without it a batch's steps all find the cache empty at once and pass the lock one
+        by one: a wake-up per step, about 5 µs of CPU each, a twentieth of a no-op job. One
+        request for the whole batch (at least a chunk) lets every step take the fast path.
+        Best effort, like `acquire`: a short grant or a "wait" answer is kept, and the steps
+        left without a token then get the wait.
+        """
+        if self._tokens >= count or self.blocked:
+            return
+        async with self._lock:
+            if self._tokens < count:
+                await self._refill(max(self._chunk, count - self._tokens))
+
+    async def _refill(self, want: int) -> float:
+        """One request to the shared bucket (lock held): 0.0 when it granted tokens, else
+        the wait it asked for, remembered until it expires."""
+        now = time.monotonic()
+        if now < self._blocked_until:
+            return self._blocked_until - now
+        grant = await self._repo.take_tokens(self.provider, want)
+        if grant.granted > 0:
+            self._tokens += grant.granted
+            return 0.0
+        wait = max(0.05, grant.wait_s)
+        self._blocked_until = now + wait
+        return wait

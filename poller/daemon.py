@@ -175,15 +175,28 @@ class Daemon:
         )
         metrics.CLAIM_ROUNDS.inc()
         now = time.monotonic()
-        for job in claimed:
+        entries = [_InFlight(job=job, claimed_at=now) for job in claimed]
+        for entry in entries:
+            job = entry.job
             metrics.labelled(metrics.CLAIMED, job.provider_id).inc()
             metrics.LATENESS.observe(job.lateness_s)
-            entry = _InFlight(job=job, claimed_at=now)
             self._inflight[job.id] = entry
             self._per_provider[job.provider_id] += 1
             metrics.INFLIGHT.inc()
-            workers.hand_over(entry)
+        try:
+            await self._reserve_tokens(claimed)
+        finally:  # claimed jobs always reach a worker, which finishes or releases them
+            for entry in entries:
+                workers.hand_over(entry)
         return len(claimed), asked
+
+    async def _reserve_tokens(self, claimed: list[ClaimedJob]) -> None:
+        """Take each provider's tokens for the whole batch before its steps start
+        (`ProviderBudget.reserve`): they then never queue for tokens one by one."""
+        for name, count in Counter(job.provider_id for job in claimed).items():
+            budget = self._budgets.get(name)
+            if budget is not None:
+                await budget.reserve(count)
 
     def _excluded(self) -> list[str]:
         """Providers this replica must not claim for right now."""

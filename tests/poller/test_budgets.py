@@ -96,3 +96,38 @@ async def test_a_failed_request_wakes_the_waiters_who_then_ask_again() -> None:
     assert bucket.requests == 3 and bucket.peak_in_flight == 1
     bucket.fail = False
     assert await b.acquire() == 0.0
+
+
+async def test_a_reserved_batch_takes_its_tokens_in_one_request() -> None:
+    bucket = FakeBucket(tokens=20)
+    b = budget(bucket, chunk=4)
+    await b.reserve(10)
+    assert bucket.requests == 1 and bucket.tokens == 10  # the batch's ten, not a chunk of 4
+    waits = await gather_acquires(b, 10)
+    assert waits == [0.0] * 10
+    assert bucket.requests == 1  # every step took the fast path
+    await b.reserve(3)  # the cache is empty again: at least a chunk
+    assert bucket.requests == 2 and bucket.tokens == 6
+
+
+async def test_a_short_reservation_leaves_the_rest_of_the_batch_to_wait() -> None:
+    bucket = FakeBucket(tokens=3, wait_s=0.5)
+    b = budget(bucket, chunk=4)
+    await b.reserve(5)
+    waits = await gather_acquires(b, 5)
+    assert sorted(waits)[:3] == [0.0] * 3
+    assert all(w == pytest.approx(0.5, abs=0.1) for w in sorted(waits)[3:])
+    assert bucket.requests == 2  # the reservation, then one "empty, wait" for both others
+
+
+async def test_reserving_what_is_already_local_or_while_told_to_wait_asks_nobody() -> None:
+    bucket = FakeBucket(tokens=0, wait_s=5.0)
+    b = budget(bucket, chunk=4)
+    assert await b.acquire() == pytest.approx(5.0, abs=0.1)
+    await b.reserve(4)  # blocked: the last answer was "wait 5 s"
+    assert bucket.requests == 1
+    bucket.tokens = 8
+    b2 = budget(bucket, chunk=4)
+    await b2.reserve(2)
+    await b2.reserve(4)  # the chunk of 4 already covers it
+    assert bucket.requests == 2 and bucket.tokens == 4

@@ -12,14 +12,14 @@ from psycopg_pool import AsyncConnectionPool
 from pydantic_settings import SettingsConfigDict
 
 from poller.daemon import Adapter, Daemon
-from poller.repository import Repository, open_pool
+from poller.repository import Grant, Repository, open_pool
 from poller.settings import PollerSettings
 from providers.errors import ProviderConnectError, ProviderProtocolError, ProviderUnavailable
 from providers.settings import ProviderSettings
 from providers.types import PollResult, PollState, RemoteOutput
 from storage import StorageConfig, open_storage
 from tests.poller.fakes import ScriptedProvider, failed, pending, png_bytes, running, succeeded
-from tests.poller.helpers import fetch, insert_jobs, job_row
+from tests.poller.helpers import execute, fetch, insert_jobs, job_row
 from tests.storage.httpserver import Exchange, LoopbackServer, serve
 
 pytestmark = pytest.mark.anyio
@@ -283,6 +283,29 @@ async def test_drain_exits_once_the_last_write_back_lands(
         await run_daemon(db_url, pool, tmp_path, ScriptedProvider(default=failed()), settings=cfg)
     rows = fetch(db_url, "SELECT status FROM app.generation_jobs")
     assert [r["status"] for r in rows] == ["failed"] * len(ids)
+
+
+async def test_a_claimed_batch_takes_its_provider_tokens_in_one_request(
+    db_url: str, pool: AsyncConnectionPool, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Chunks of 2 tokens, two batches of 12: each batch's steps would fetch six chunks
+    between them, one step at a time; each claim round asks once for its batch."""
+    insert_jobs(db_url, 24)
+    execute(db_url, "UPDATE app.generation_jobs SET provider_job_id = 'sub-' || id")  # 1 poll
+    asked: list[int] = []
+    take_tokens = Repository.take_tokens
+
+    async def counting(self: Repository, provider: str, want: int) -> Grant:
+        asked.append(want)
+        return await take_tokens(self, provider, want)
+
+    monkeypatch.setattr(Repository, "take_tokens", counting)
+    cfg = poller_settings(batch_size=12, concurrency=24, budget_chunk=2)
+    await run_daemon(db_url, pool, tmp_path, ScriptedProvider(default=failed()), settings=cfg)
+    assert [r["status"] for r in fetch(db_url, "SELECT status FROM app.generation_jobs")] == [
+        "failed"
+    ] * 24
+    assert len(asked) == 2 and sum(asked) == 24, asked
 
 
 async def test_stop_releases_in_flight_jobs_without_failing_them(
