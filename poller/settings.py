@@ -67,7 +67,9 @@ class PollerSettings(BaseSettings):
         4, ge=1, description="max jobs per tenant per claim round (round-robin fairness)"
     )
     writeback_flush_s: float = Field(0.05, gt=0, description="batch window for write-backs")
-    budget_chunk: int = Field(10, ge=1, description="rate-budget tokens taken per DB round trip")
+    budget_chunk: int = Field(
+        10, ge=1, description="fewest rate-budget tokens taken per DB round trip"
+    )
     auth_pause_s: float = Field(300.0, gt=0, description="pause after a provider rejects keys")
     db_pool_size: int = Field(4, ge=2, le=100)
     worker_id: str | None = Field(None, description="lease owner name (default host:pid:rand)")
