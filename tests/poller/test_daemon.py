@@ -7,6 +7,7 @@ from pathlib import Path
 from typing import Any, ClassVar
 
 import anyio
+import psycopg
 import pytest
 from psycopg_pool import AsyncConnectionPool
 from pydantic_settings import SettingsConfigDict
@@ -306,6 +307,32 @@ async def test_a_claimed_batch_takes_its_provider_tokens_in_one_request(
         "failed"
     ] * 24
     assert len(asked) == 2 and sum(asked) == 24, asked
+
+
+async def test_a_failed_batch_reservation_still_starts_the_batch(
+    db_url: str, pool: AsyncConnectionPool, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The reservation runs after the claim: if the database fails it there, the claimed
+    jobs must still reach the workers (whose steps then ask for tokens themselves), not
+    wait in limbo for their leases to expire."""
+    insert_jobs(db_url, 8)
+    execute(db_url, "UPDATE app.generation_jobs SET provider_job_id = 'sub-' || id")
+    asked: list[int] = []
+    take_tokens = Repository.take_tokens
+
+    async def first_fails(self: Repository, provider: str, want: int) -> Grant:
+        asked.append(want)
+        if len(asked) == 1:
+            raise psycopg.OperationalError("server closed the connection unexpectedly")
+        return await take_tokens(self, provider, want)
+
+    monkeypatch.setattr(Repository, "take_tokens", first_fails)
+    cfg = poller_settings(batch_size=8, concurrency=8, budget_chunk=8, lease_ttl_s=60)
+    with anyio.fail_after(10):  # far inside the 60 s lease
+        await run_daemon(db_url, pool, tmp_path, ScriptedProvider(default=failed()), settings=cfg)
+    rows = fetch(db_url, "SELECT status, attempts FROM app.generation_jobs")
+    assert [(r["status"], r["attempts"]) for r in rows] == [("failed", 1)] * 8
+    assert asked[0] == 8 and len(asked) == 2, asked  # the batch's, then one step's chunk
 
 
 async def test_stop_releases_in_flight_jobs_without_failing_them(
