@@ -19,6 +19,7 @@ from urllib.parse import urlsplit
 
 import anyio
 import structlog
+from structlog.typing import FilteringBoundLogger
 
 from poller import metrics, scheduling
 from poller.budgets import ProviderBudget
@@ -82,6 +83,7 @@ class StepContext:
     ingestor: Ingestor
     db: SubmissionLog
     limits: Limits
+    log: FilteringBoundLogger  # bound once, for the per-poll line (see Daemon._job_log)
 
 
 def deadline_for(job: ClaimedJob, ctx: StepContext) -> datetime:
@@ -209,7 +211,7 @@ async def _poll(job: ClaimedJob, ctx: StepContext, deadline: datetime) -> Outcom
         result = await _timed(ctx, "poll", ctx.provider.poll(_handle(job)))
     except ProviderError as exc:
         return await _transient(job, ctx, deadline, exc, polled=True)
-    log.debug("provider.polled", state=result.state.value, raw_status=result.raw_status)
+    ctx.log.debug("provider.polled", state=result.state.value, raw_status=result.raw_status)
     return await _apply(job, ctx, deadline, result, polled=True)
 
 
