@@ -286,21 +286,35 @@ async def test_drain_exits_once_the_last_write_back_lands(
     assert [r["status"] for r in rows] == ["failed"] * len(ids)
 
 
+def insert_submitted_jobs(db_url: str, count: int) -> None:
+    """Jobs the provider already has: each step is one poll (one budget token)."""
+    insert_jobs(db_url, count)
+    execute(db_url, "UPDATE app.generation_jobs SET provider_job_id = 'sub-' || id")
+
+
+def record_token_requests(monkeypatch: pytest.MonkeyPatch, *, failing: int = 0) -> list[int]:
+    """The size of every request to the shared token bucket, in order; the first
+    ``failing`` ones fail as a lost database connection would."""
+    asked: list[int] = []
+    take_tokens = Repository.take_tokens
+
+    async def recording(self: Repository, provider: str, want: int) -> Grant:
+        asked.append(want)
+        if len(asked) <= failing:
+            raise psycopg.OperationalError("server closed the connection unexpectedly")
+        return await take_tokens(self, provider, want)
+
+    monkeypatch.setattr(Repository, "take_tokens", recording)
+    return asked
+
+
 async def test_a_claimed_batch_takes_its_provider_tokens_in_one_request(
     db_url: str, pool: AsyncConnectionPool, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """Chunks of 2 tokens, two batches of 12: each batch's steps would fetch six chunks
     between them, one step at a time; each claim round asks once for its batch."""
-    insert_jobs(db_url, 24)
-    execute(db_url, "UPDATE app.generation_jobs SET provider_job_id = 'sub-' || id")  # 1 poll
-    asked: list[int] = []
-    take_tokens = Repository.take_tokens
-
-    async def counting(self: Repository, provider: str, want: int) -> Grant:
-        asked.append(want)
-        return await take_tokens(self, provider, want)
-
-    monkeypatch.setattr(Repository, "take_tokens", counting)
+    insert_submitted_jobs(db_url, 24)
+    asked = record_token_requests(monkeypatch)
     cfg = poller_settings(batch_size=12, concurrency=24, budget_chunk=2)
     await run_daemon(db_url, pool, tmp_path, ScriptedProvider(default=failed()), settings=cfg)
     assert [r["status"] for r in fetch(db_url, "SELECT status FROM app.generation_jobs")] == [
@@ -315,18 +329,8 @@ async def test_a_failed_batch_reservation_still_starts_the_batch(
     """The reservation runs after the claim: if the database fails it there, the claimed
     jobs must still reach the workers (whose steps then ask for tokens themselves), not
     wait in limbo for their leases to expire."""
-    insert_jobs(db_url, 8)
-    execute(db_url, "UPDATE app.generation_jobs SET provider_job_id = 'sub-' || id")
-    asked: list[int] = []
-    take_tokens = Repository.take_tokens
-
-    async def first_fails(self: Repository, provider: str, want: int) -> Grant:
-        asked.append(want)
-        if len(asked) == 1:
-            raise psycopg.OperationalError("server closed the connection unexpectedly")
-        return await take_tokens(self, provider, want)
-
-    monkeypatch.setattr(Repository, "take_tokens", first_fails)
+    insert_submitted_jobs(db_url, 8)
+    asked = record_token_requests(monkeypatch, failing=1)
     cfg = poller_settings(batch_size=8, concurrency=8, budget_chunk=8, lease_ttl_s=60)
     with anyio.fail_after(10):  # far inside the 60 s lease
         await run_daemon(db_url, pool, tmp_path, ScriptedProvider(default=failed()), settings=cfg)
