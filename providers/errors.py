@@ -4,12 +4,15 @@ A generation that failed at the provider is *not* an exception; it is a
 ``PollResult(state=FAILED)``. The tree::
 
     ProviderError                    retryable = False
-    ├── ProviderUnavailable          retryable: network error, timeout, 5xx
+    ├── ProviderUnavailable          retryable: network error, timeout, 5xx; .retry_after_s
     │   ├── ProviderConnectError     retryable: the request never reached the provider (safe
     │   │                            even for a submit: nothing can have been created)
-    │   └── ProviderRateLimited      retryable: 429 / vendor rate-limit code; .retry_after_s
+    │   ├── ProviderBusy             retryable: the provider answered that it took nothing
+    │   │                            (maintenance); as safe for a submit as a connect error
+    │   └── ProviderRateLimited      retryable: 429 / vendor rate-limit code
     ├── ProviderAuthError            not a job failure: bad/missing credentials -> pause provider
     ├── ProviderRejected             permanent: 400/422, invalid params, out of credits
+    │   └── ProviderModerated        permanent: content moderation refused the request
     ├── ProviderProtocolError        retryable a few times: malformed JSON, schema drift
     ├── UnknownProvider              permanent: no adapter registered under that name
     └── ProviderPluginError          start-up: an entry-point plugin failed to load
@@ -38,9 +41,24 @@ class ProviderError(Exception):
 
 
 class ProviderUnavailable(ProviderError):
-    """Transient: connection error, timeout or a 5xx. Retry with backoff."""
+    """Transient: connection error, timeout or a 5xx. Retry with backoff.
+
+    ``retry_after_s`` carries the provider's own hint (a ``Retry-After`` header on a 503, the
+    wait a 429 names) so the poller waits at least that long; ``None`` when it gave none.
+    """
 
     retryable = True
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        provider: str = "",
+        snippet: str | None = None,
+        retry_after_s: float | None = None,
+    ) -> None:
+        super().__init__(message, provider=provider, snippet=snippet)
+        self.retry_after_s = retry_after_s
 
 
 class ProviderConnectError(ProviderUnavailable):
@@ -51,22 +69,21 @@ class ProviderConnectError(ProviderUnavailable):
     """
 
 
-class ProviderRateLimited(ProviderUnavailable):
-    """The provider asked us to slow down (429 or a vendor's rate-limit code)."""
+class ProviderBusy(ProviderUnavailable):
+    """The provider answered that it accepted nothing for now (e.g. Suno's 455 maintenance).
 
-    def __init__(
-        self,
-        message: str,
-        *,
-        provider: str = "",
-        retry_after_s: float | None = None,
-        pause_provider: bool = False,
-        snippet: str | None = None,
-    ) -> None:
-        super().__init__(message, provider=provider, snippet=snippet)
-        self.retry_after_s = retry_after_s
-        # True when the vendor locks out the whole account (Stability: 60 s on any 429).
-        self.pause_provider = pause_provider
+    Like a connect error this is *unambiguous* for a submit: the reply says no job was
+    created, so the poller may submit again later instead of failing the job as "submit
+    outcome unknown".
+    """
+
+
+class ProviderRateLimited(ProviderUnavailable):
+    """The provider asked us to slow down (429 or a vendor's rate-limit code).
+
+    Every 429 pauses the provider for every replica (DESIGN §3) for ``retry_after_s``, or a
+    default when the vendor names no wait.
+    """
 
 
 class ProviderAuthError(ProviderError):
@@ -75,6 +92,14 @@ class ProviderAuthError(ProviderError):
 
 class ProviderRejected(ProviderError):
     """The provider refused the request for good (bad input, out of credits, not found)."""
+
+
+class ProviderModerated(ProviderRejected):
+    """Content moderation refused the request; the message starts with ``moderation:``.
+
+    Its own class because the job's error is the vendor's reason as is (DESIGN §10
+    "moderation: …") and a refusal costs nothing (Stability charges no credits for it).
+    """
 
 
 class ProviderProtocolError(ProviderError):

@@ -284,7 +284,6 @@ class StabilityProvider:
             f"{PROVIDER}: HTTP 429 (the account is locked out for {pause:g} s)",
             provider=PROVIDER,
             retry_after_s=max(hint, pause),
-            pause_provider=True,
             snippet=self._edge.snippet(reply.content),
         )
 

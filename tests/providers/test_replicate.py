@@ -340,7 +340,6 @@ async def test_429_with_retry_after_seconds(rig: Rig) -> None:
         await rig.adapter.poll(handle(PID))
     assert caught.value.retry_after_s == 2.0
     assert caught.value.retryable
-    assert not caught.value.pause_provider
 
 
 async def test_429_with_retry_after_http_date(rig: Rig) -> None:
