@@ -14,7 +14,7 @@ from poller.repository import Repository
 from providers.errors import ProviderRateLimited, ProviderUnavailable
 from providers.types import JobHandle, PollResult
 from tests.poller.fakes import ScriptedProvider, png_bytes, running, succeeded
-from tests.poller.helpers import fetch, insert_jobs
+from tests.poller.helpers import execute, fetch, insert_jobs
 from tests.poller.test_daemon import poller_settings, pool, run_daemon, scripted_settings
 
 pytestmark = pytest.mark.anyio
@@ -168,3 +168,51 @@ async def test_reclaiming_a_job_whose_step_is_still_running_drops_that_step(
     assert row["status"] == "completed"
     [artifact] = fetch(db_url, "SELECT metadata FROM app.artifacts")
     assert artifact["metadata"]["width"] == 9
+
+
+async def test_the_heartbeat_keeps_the_lease_of_a_step_longer_than_the_lease(
+    db_url: str, pool: AsyncConnectionPool, tmp_path: Path
+) -> None:
+    """A poll of 2.5 s under a 1 s lease: extended every third of the TTL, the job is polled
+    once and never claimed again (a second claim would poll it a second time)."""
+    insert_jobs(db_url, 1)
+    provider = SlowProvider(2.5)
+    await run_daemon(db_url, pool, tmp_path, provider, settings=poller_settings(lease_ttl_s=1))
+    assert len(provider.polled) == 1
+    [row] = fetch(db_url, "SELECT status, claim_count FROM app.generation_jobs")
+    assert row["status"] == "completed"
+
+
+async def test_a_step_whose_lease_was_taken_is_cancelled_by_the_heartbeat(
+    db_url: str, pool: AsyncConnectionPool, tmp_path: Path
+) -> None:
+    """Another owner bumped the fencing token mid-step (an operator's cancel does): the
+    heartbeat's extension matches nothing and the step is cancelled within a period."""
+    [job_id] = insert_jobs(db_url, 1)
+    provider = StuckOnceProvider()
+    started = time.monotonic()
+
+    async def take_the_lease() -> None:
+        await anyio.sleep(1.0)
+        execute(
+            db_url,
+            "UPDATE app.generation_jobs SET lease_version = lease_version + 1, "
+            "lease_owner = 'someone-else', next_poll_at = now() + interval '1 hour' "
+            "WHERE id = %s",
+            (job_id,),
+        )
+
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(take_the_lease)
+        await run_daemon(
+            db_url,
+            pool,
+            tmp_path,
+            provider,
+            settings=poller_settings(lease_ttl_s=1.5),
+            stop_after=6,
+        )
+    cancelled_at = provider.first_poll_cancelled_at
+    assert cancelled_at is not None and cancelled_at - started < 4
+    [row] = fetch(db_url, "SELECT status, lease_owner FROM app.generation_jobs")
+    assert (row["status"], row["lease_owner"]) == ("pending", "someone-else")
