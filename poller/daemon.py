@@ -38,6 +38,7 @@ from storage import Ingestor
 
 log = structlog.get_logger("poller")
 _JOB_CONTEXT = ("job_id", "provider", "tenant_id")  # bound for the duration of a step
+_DB_ERROR_DELAY_S = 1.0  # a step that hit a database error runs again this soon
 
 
 @dataclass(slots=True)
@@ -145,9 +146,23 @@ class Daemon:
     # -- claim loop -----------------------------------------------------------------------
 
     async def _prepare_budgets(self) -> None:
-        for name, adapter in self._adapters.items():
-            s = adapter.settings
-            await self._repo.ensure_budget(name, capacity=s.burst, refill_per_s=s.rate_per_s)
+        """Create or retune each provider's shared bucket, retried until the database answers
+        (or `stop`): a PostgreSQL restart while a replica starts must not end the process."""
+        backoff = 0.5
+        while not self._stopping.is_set():
+            try:
+                for name, adapter in self._adapters.items():
+                    s = adapter.settings
+                    await self._repo.ensure_budget(
+                        name, capacity=s.burst, refill_per_s=s.rate_per_s
+                    )
+                return
+            except psycopg.OperationalError as exc:
+                metrics.DB_ERRORS.labels("start").inc()
+                log.warning("db.unavailable", error=str(exc), retry_in_s=backoff)
+                with anyio.move_on_after(backoff):
+                    await self._stopping.wait()
+                backoff = min(backoff * 2, 5.0)
 
     async def _claim_loop(self, workers: Workers[_InFlight]) -> None:
         db_backoff = 0.5
@@ -172,7 +187,10 @@ class Daemon:
             return 0, 0
         asked = min(free, self._cfg.batch_size)
         claimed = await self._repo.claim(
-            asked, excluded=self._excluded(), per_tenant=self._cfg.tenant_claim_share
+            asked,
+            excluded=self._excluded(),
+            per_tenant=self._cfg.tenant_claim_share,
+            slots=self._slots(asked),
         )
         metrics.CLAIM_ROUNDS.inc()
         now = time.monotonic()
@@ -181,6 +199,7 @@ class Daemon:
             job = entry.job
             metrics.labelled(metrics.CLAIMED, job.provider_id).inc()
             metrics.LATENESS.observe(job.lateness_s)
+            self._supersede(job)
             self._inflight[job.id] = entry
             self._per_provider[job.provider_id] += 1
             metrics.INFLIGHT.inc()
@@ -198,6 +217,27 @@ class Daemon:
             budget = self._budgets.get(name)
             if budget is not None:
                 await budget.reserve(count)
+
+    def _slots(self, asked: int) -> dict[str, int]:
+        """Steps each provider may still start, for those a full batch could push past their
+        in-flight cap (`_excluded` already leaves out providers at it)."""
+        counts = self._per_provider
+        slots = {}
+        for name, adapter in self._adapters.items():
+            left = adapter.settings.max_in_flight - counts[name]
+            if 0 < left < asked:
+                slots[name] = left
+        return slots
+
+    def _supersede(self, job: ClaimedJob) -> None:
+        """This replica claimed a job it still has a step for: that step's lease expired
+        (a database outage stopped the heartbeat), so its result must be dropped."""
+        stale = self._inflight.get(job.id)
+        if stale is not None and not (stale.lease_lost or stale.writing):
+            stale.lease_lost = True
+            metrics.LEASE_LOST.inc()
+            log.warning("lease.lost", job_id=str(job.id), stage="reclaimed")
+            stale.scope.cancel()
 
     def _excluded(self) -> list[str]:
         """Providers this replica must not claim for right now."""
@@ -227,7 +267,7 @@ class Daemon:
         cap = self._cfg.idle_poll_max_s
         if len(self._inflight) >= self._cfg.concurrency:
             return cap  # woken early when a slot frees up
-        due_in = await self._repo.next_due_in(self._unserved)
+        due_in = await self._repo.next_due_in(self._excluded())
         wait = cap if due_in is None else min(cap, max(0.0, due_in))
         return max(self._cfg.min_claim_gap_s, wait * random.uniform(0.95, 1.0))
 
@@ -244,8 +284,10 @@ class Daemon:
         self._wake = anyio.Event()
 
     def _forget(self, entry: _InFlight) -> None:
-        """The job's slot is free again (its outcome, if any, is with the batcher)."""
-        self._inflight.pop(entry.job.id, None)
+        """The job's slot is free again (its outcome, if any, is with the batcher). A step
+        superseded by a newer claim of the same job leaves the newer entry in place."""
+        if self._inflight.get(entry.job.id) is entry:
+            del self._inflight[entry.job.id]
         self._per_provider[entry.job.provider_id] -= 1
         metrics.INFLIGHT.dec()
 
@@ -299,19 +341,42 @@ class Daemon:
             self._batcher.add(PendingWrite(job=job, outcome=outcome, deadline_at=deadline))
 
     async def _guarded_advance(self, job: ClaimedJob, ctx: steps.StepContext) -> Outcome:
-        """Run the state machine; a bug in it must not take the daemon down."""
+        """Run the state machine; a bug in it must not take the daemon down.
+
+        A database error inside a step (taking tokens, pausing a provider) is not the job's
+        fault: it is retried soon without spending the job's error budget. Any other
+        exception is a bug: it spends the budget like a provider error, so a job that
+        crashes the step every time ends `failed` instead of looping until its deadline.
+        """
         try:
             return await steps.advance(job, ctx)
         except LeaseLost:
             raise
-        except Exception as exc:
-            log.exception("job.step_crashed")
+        except psycopg.Error as exc:
+            metrics.DB_ERRORS.labels("step").inc()
+            log.warning("db.step_failed", error=str(exc))
             return Reschedule(
                 status=job.status,
-                delay_s=min(60.0, 2.0 ** (job.error_count + 1)),
-                error_count=job.error_count + 1,
-                last_error=f"internal error: {type(exc).__name__}: {exc}",
+                delay_s=_DB_ERROR_DELAY_S,
+                error_count=job.error_count,
+                last_error=f"database error: {exc}",
             )
+        except Exception as exc:
+            log.exception("job.step_crashed")
+            return self._crashed(job, f"internal error: {type(exc).__name__}: {exc}")
+
+    def _crashed(self, job: ClaimedJob, error: str) -> Outcome:
+        count = job.error_count + 1
+        if count > self._limits.error_budget:
+            return Finish(
+                status="failed", error_message=f"gave up after {count} consecutive errors: {error}"
+            )
+        return Reschedule(
+            status=job.status,
+            delay_s=min(self._limits.error_backoff_max_s, 2.0**count),
+            error_count=count,
+            last_error=error,
+        )
 
     def _release(self, entry: _InFlight) -> None:
         """Shutdown hand-back: due at once for another replica, not a failure."""

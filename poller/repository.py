@@ -11,7 +11,7 @@ import json
 import re
 import select
 import uuid
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -142,11 +142,18 @@ class Repository:
         self.lease_s = lease_s
 
     async def claim(
-        self, limit: int, *, excluded: Sequence[str], per_tenant: int
+        self,
+        limit: int,
+        *,
+        excluded: Sequence[str],
+        per_tenant: int,
+        slots: Mapping[str, int] | None = None,
     ) -> list[ClaimedJob]:
+        """Lease up to ``limit`` due jobs, at most ``slots[p]`` of provider ``p``'s."""
         params = {
             "limit": limit,
             "excluded": list(excluded),
+            "slots": json.dumps(slots or {}),
             "per_tenant": min(per_tenant, limit),
             "owner": self.owner,
             "lease_s": self.lease_s,

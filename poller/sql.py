@@ -7,9 +7,11 @@ across network I/O. Parameters are psycopg named placeholders.
 
 ACTIVE = "('pending','processing')"
 
-# Jobs whose provider is known but not served by this replica (no credentials) or paused for
-# every replica (429 lockout, bad credentials) are skipped by the claim. Jobs naming a provider
-# nobody knows *are* claimed, so they can be failed with a clear message.
+# Jobs whose provider is known but not served by this replica (no credentials, at its in-flight
+# cap, out of tokens) or paused for every replica (429 lockout, bad credentials) are skipped by
+# the claim, except a paused provider's jobs past their deadline: a pause may last a day, the
+# deadline must still end the job (its step times out before any call to the provider). Jobs
+# naming a provider nobody knows *are* claimed, so they can be failed with a clear message.
 #
 # Paused providers come from the STABLE function app.paused_providers(), which the planner
 # evaluates while making the (custom) plan, so it estimates the filter from the real list.
@@ -17,7 +19,8 @@ ACTIVE = "('pending','processing')"
 # ARRAY(SELECT …) (8 ms instead of 1.5 ms) both hid the list and made it sort every due row.
 _CLAIMABLE = f"""
     j.status IN {ACTIVE} AND j.next_poll_at <= now()
-    AND j.provider_id <> ALL(%(excluded)s::text[] || app.paused_providers())
+    AND j.provider_id <> ALL(%(excluded)s::text[])
+    AND (j.provider_id <> ALL(app.paused_providers()) OR j.deadline_at <= now())
 """
 
 # Round-robin across tenants: a loose index scan finds the tenants with due work, each tenant
@@ -46,18 +49,28 @@ share AS (
       FROM tenants WHERE tenant_id IS NOT NULL
 ),
 offered AS MATERIALIZED (
-    SELECT c.id, c.next_poll_at,
+    SELECT c.id, c.next_poll_at, c.provider_id,
            row_number() OVER (PARTITION BY c.tenant_id ORDER BY c.next_poll_at) AS rn
       FROM tenants t CROSS JOIN share
       CROSS JOIN LATERAL (
-          SELECT j.id, j.tenant_id, j.next_poll_at FROM app.generation_jobs j
+          SELECT j.id, j.tenant_id, j.next_poll_at, j.provider_id FROM app.generation_jobs j
            WHERE j.tenant_id = t.tenant_id AND {_CLAIMABLE}
            ORDER BY j.next_poll_at LIMIT share.n
            FOR UPDATE SKIP LOCKED) c
      WHERE t.tenant_id IS NOT NULL
 ),
+-- :slots maps a provider close to its in-flight cap to the steps it may still start; a batch
+-- takes no more of its rows than that (a provider at its cap is in :excluded already). Rows
+-- offered beyond it stay due for the next round, which excludes that provider.
+capped AS (
+    SELECT id, next_poll_at, rn,
+           row_number() OVER (PARTITION BY provider_id ORDER BY rn, next_poll_at) AS nth,
+           coalesce((%(slots)s::jsonb ->> provider_id)::int, %(limit)s) AS slots
+      FROM offered
+),
 picked AS (
-    SELECT id, next_poll_at FROM offered ORDER BY rn, next_poll_at LIMIT %(limit)s
+    SELECT id, next_poll_at FROM capped WHERE nth <= slots
+     ORDER BY rn, next_poll_at LIMIT %(limit)s
 )
 UPDATE app.generation_jobs j
    SET lease_owner = %(owner)s,
@@ -85,8 +98,12 @@ WITH r AS MATERIALIZED (
 )
 UPDATE app.generation_jobs j
    SET status = r.status,
+       -- The step measured the delay against the deadline at claim time; a slow step (a
+       -- long submit or download) must not push the next look past the deadline.
        next_poll_at = CASE WHEN r.status IN {ACTIVE}
-                           THEN now() + make_interval(secs => r.delay_s)
+                           THEN least(now() + make_interval(secs => r.delay_s),
+                                      coalesce(j.deadline_at, r.deadline_at)
+                                      + interval '50 milliseconds')
                            ELSE now() END,
        lease_owner = NULL,
        claim_count = CASE WHEN r.release THEN greatest(j.claim_count - 1, 0) ELSE 0 END,
@@ -165,10 +182,15 @@ RETURNING id
 """
 
 # Shortest wait until anything this replica could claim becomes due (or its lease expires).
+# The claim's provider filter: counting rows the claim skips (a paused provider's, one at its
+# cap) made the loop see work overdue and claim every 20 ms for the whole pause. A paused
+# provider's jobs that pass their deadline are left out too; the loop's idle cap
+# (POLLER_IDLE_POLL_MAX_S) bounds how late the claim then finds them.
 NEXT_DUE = f"""
 SELECT extract(epoch FROM (min(j.next_poll_at) - now()))::float8
   FROM app.generation_jobs j
- WHERE j.status IN {ACTIVE} AND j.provider_id <> ALL(%(excluded)s::text[])
+ WHERE j.status IN {ACTIVE}
+   AND j.provider_id <> ALL(%(excluded)s::text[] || app.paused_providers())
 """
 
 ANY_ACTIVE = f"""

@@ -245,7 +245,14 @@ async def test_a_backlog_of_one_provider_is_claimed_through_the_due_index(
     insert_jobs(db_url, 3_000, provider="scripted")
     execute(db_url, "ANALYZE app.generation_jobs")
     await repo(pool).pause_provider("other", 60, "rate limited")
-    params = {"limit": 50, "excluded": [], "per_tenant": 4, "owner": "r1", "lease_s": 30.0}
+    params = {
+        "limit": 50,
+        "excluded": [],
+        "per_tenant": 4,
+        "owner": "r1",
+        "lease_s": 30.0,
+        "slots": "{}",
+    }
     async with pool.connection() as conn:
         cur = await conn.execute("EXPLAIN " + sql.CLAIM, params)
         plan = "\n".join(row[0] for row in await cur.fetchall())
@@ -267,7 +274,14 @@ async def test_the_tenant_scan_skips_finished_jobs_even_when_statistics_are_stal
         "UPDATE app.generation_jobs SET status = 'failed', completed_at = now() WHERE id = ANY(%s)",
         (ids[:2_900],),
     )
-    params = {"limit": 50, "excluded": [], "per_tenant": 4, "owner": "r1", "lease_s": 30.0}
+    params = {
+        "limit": 50,
+        "excluded": [],
+        "per_tenant": 4,
+        "owner": "r1",
+        "lease_s": 30.0,
+        "slots": "{}",
+    }
     async with pool.connection() as conn:
         cur = await conn.execute("EXPLAIN " + sql.CLAIM, params)
         plan = "\n".join(row[0] for row in await cur.fetchall())

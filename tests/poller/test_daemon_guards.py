@@ -1,0 +1,218 @@
+"""The daemon's guards: in-flight caps, crashing steps, database errors, reclaimed leases."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import anyio
+import psycopg
+import pytest
+from psycopg_pool import AsyncConnectionPool
+
+from poller.repository import Repository
+from providers.errors import ProviderRateLimited, ProviderUnavailable
+from providers.types import JobHandle, PollResult
+from tests.poller.fakes import ScriptedProvider, png_bytes, running, succeeded
+from tests.poller.helpers import execute, fetch, insert_jobs
+from tests.poller.test_daemon import poller_settings, pool, run_daemon, scripted_settings
+
+pytestmark = pytest.mark.anyio
+__all__ = ["pool"]  # the fixture, shared with the daemon tests
+
+
+class SlowProvider(ScriptedProvider):
+    """Each poll takes a while; records the most polls it ever saw at once."""
+
+    def __init__(self, seconds: float) -> None:
+        super().__init__(default=succeeded())
+        self.seconds = seconds
+        self.running = 0
+        self.most = 0
+
+    async def poll(self, handle: JobHandle) -> PollResult:
+        self.running += 1
+        self.most = max(self.most, self.running)
+        try:
+            await anyio.sleep(self.seconds)
+            return await super().poll(handle)
+        finally:
+            self.running -= 1
+
+
+async def test_a_provider_never_has_more_steps_in_flight_than_its_cap(
+    db_url: str, pool: AsyncConnectionPool, tmp_path: Path
+) -> None:
+    """The cap was only checked before a claim: a provider at 0 of 3 got a whole batch."""
+    insert_jobs(db_url, 24)
+    provider = SlowProvider(0.05)
+    await run_daemon(
+        db_url,
+        pool,
+        tmp_path,
+        provider,
+        settings=poller_settings(concurrency=16, batch_size=8),
+        provider_settings=scripted_settings(max_in_flight=3),
+    )
+    assert provider.most == 3
+    assert {r["status"] for r in fetch(db_url, "SELECT status FROM app.generation_jobs")} == {
+        "completed"
+    }
+
+
+async def test_a_step_that_keeps_crashing_fails_the_job_once_its_budget_is_spent(
+    db_url: str, pool: AsyncConnectionPool, tmp_path: Path
+) -> None:
+    """A bug in a step used to reschedule the job forever (until its deadline)."""
+    [job_id] = insert_jobs(db_url, 1)
+    provider = ScriptedProvider(default=RuntimeError("adapter bug"))
+    await run_daemon(
+        db_url,
+        pool,
+        tmp_path,
+        provider,
+        settings=poller_settings(error_budget=2, error_backoff_max_s=0.05),
+    )
+    [row] = fetch(db_url, "SELECT * FROM app.generation_jobs WHERE id = %s", (job_id,))
+    assert row["status"] == "failed"
+    assert row["error_message"].startswith("gave up after 3 consecutive errors: internal error")
+    assert "RuntimeError: adapter bug" in row["error_message"]
+
+
+async def test_a_database_error_inside_a_step_does_not_spend_the_jobs_error_budget(
+    db_url: str, pool: AsyncConnectionPool, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Pausing a rate-limited provider fails twice at the database; the job's budget of one
+    provider error must still be whole for the 5xx that follows."""
+    failures = [psycopg.OperationalError("server closed the connection")] * 2
+
+    async def flaky_pause(self: Repository, provider: str, seconds: float, reason: str) -> None:
+        if failures:
+            raise failures.pop()
+
+    monkeypatch.setattr(Repository, "pause_provider", flaky_pause)
+    [job_id] = insert_jobs(db_url, 1)
+    provider = ScriptedProvider(default=succeeded())
+    limited = ProviderRateLimited("429", provider="scripted", retry_after_s=0.01)
+    provider.script(f"sub-{job_id}", [limited, limited, ProviderUnavailable("HTTP 502"), running()])
+    await run_daemon(db_url, pool, tmp_path, provider, settings=poller_settings(error_budget=1))
+    [row] = fetch(db_url, "SELECT status, error_message FROM app.generation_jobs")
+    assert (row["status"], row["error_message"]) == ("completed", None)
+    assert not failures
+
+
+async def test_a_database_outage_at_start_up_is_waited_out(
+    db_url: str, pool: AsyncConnectionPool, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Creating the providers' budgets is the daemon's first write; a restart of PostgreSQL
+    just then ended the process with a traceback."""
+    calls: list[str] = []
+    original = Repository.ensure_budget
+
+    async def flaky_ensure(
+        self: Repository, provider: str, *, capacity: float, refill_per_s: float
+    ) -> None:
+        calls.append(provider)
+        if len(calls) <= 2:
+            raise psycopg.OperationalError("the database system is starting up")
+        await original(self, provider, capacity=capacity, refill_per_s=refill_per_s)
+
+    monkeypatch.setattr(Repository, "ensure_budget", flaky_ensure)
+    insert_jobs(db_url, 2)
+    await run_daemon(db_url, pool, tmp_path, ScriptedProvider(default=succeeded()))
+    assert len(calls) == 3
+    statuses = {r["status"] for r in fetch(db_url, "SELECT status FROM app.generation_jobs")}
+    assert statuses == {"completed"}
+
+
+class StuckOnceProvider(ScriptedProvider):
+    """The first poll hangs (until cancelled); later polls succeed with a 9x9 image."""
+
+    def __init__(self) -> None:
+        super().__init__(default=succeeded(png_bytes(9, 9)))
+        self.first_poll_cancelled_at: float | None = None
+        self.polls = 0
+
+    async def poll(self, handle: JobHandle) -> PollResult:
+        self.polls += 1
+        if self.polls == 1:
+            try:
+                await anyio.sleep(20)
+            except anyio.get_cancelled_exc_class():
+                self.first_poll_cancelled_at = time.monotonic()
+                raise
+        return await super().poll(handle)
+
+
+async def test_reclaiming_a_job_whose_step_is_still_running_drops_that_step(
+    db_url: str, pool: AsyncConnectionPool, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """With the heartbeat failing (database trouble) the lease runs out under a slow step and
+    this same replica claims the job again: the old step must be cancelled, not left running
+    without a lease, and the job completes once, from the new step."""
+
+    async def no_extension(self: Repository, jobs: object) -> set[object]:
+        raise psycopg.OperationalError("heartbeat cannot reach the database")
+
+    monkeypatch.setattr(Repository, "extend_leases", no_extension)
+    insert_jobs(db_url, 1)
+    provider = StuckOnceProvider()
+    started = time.monotonic()
+    await run_daemon(
+        db_url, pool, tmp_path, provider, settings=poller_settings(lease_ttl_s=1), stop_after=6
+    )
+    cancelled_at = provider.first_poll_cancelled_at
+    # The lease expires after 1 s; without the guard the old step hung on until shutdown (6 s).
+    assert cancelled_at is not None and cancelled_at - started < 4
+    [row] = fetch(db_url, "SELECT status FROM app.generation_jobs")
+    assert row["status"] == "completed"
+    [artifact] = fetch(db_url, "SELECT metadata FROM app.artifacts")
+    assert artifact["metadata"]["width"] == 9
+
+
+async def test_the_heartbeat_keeps_the_lease_of_a_step_longer_than_the_lease(
+    db_url: str, pool: AsyncConnectionPool, tmp_path: Path
+) -> None:
+    """A poll of 2.5 s under a 1 s lease: extended every third of the TTL, the job is polled
+    once and never claimed again (a second claim would poll it a second time)."""
+    insert_jobs(db_url, 1)
+    provider = SlowProvider(2.5)
+    await run_daemon(db_url, pool, tmp_path, provider, settings=poller_settings(lease_ttl_s=1))
+    assert len(provider.polled) == 1
+    [row] = fetch(db_url, "SELECT status, claim_count FROM app.generation_jobs")
+    assert row["status"] == "completed"
+
+
+async def test_a_step_whose_lease_was_taken_is_cancelled_by_the_heartbeat(
+    db_url: str, pool: AsyncConnectionPool, tmp_path: Path
+) -> None:
+    """Another owner bumped the fencing token mid-step (an operator's cancel does): the
+    heartbeat's extension matches nothing and the step is cancelled within a period."""
+    [job_id] = insert_jobs(db_url, 1)
+    provider = StuckOnceProvider()
+    started = time.monotonic()
+
+    async def take_the_lease() -> None:
+        await anyio.sleep(1.0)
+        execute(
+            db_url,
+            "UPDATE app.generation_jobs SET lease_version = lease_version + 1, "
+            "lease_owner = 'someone-else', next_poll_at = now() + interval '1 hour' "
+            "WHERE id = %s",
+            (job_id,),
+        )
+
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(take_the_lease)
+        await run_daemon(
+            db_url,
+            pool,
+            tmp_path,
+            provider,
+            settings=poller_settings(lease_ttl_s=1.5),
+            stop_after=6,
+        )
+    cancelled_at = provider.first_poll_cancelled_at
+    assert cancelled_at is not None and cancelled_at - started < 4
+    [row] = fetch(db_url, "SELECT status, lease_owner FROM app.generation_jobs")
+    assert (row["status"], row["lease_owner"]) == ("pending", "someone-else")
