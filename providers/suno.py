@@ -2,8 +2,8 @@
 
 Submit ``POST /api/v1/generate`` (``callBackUrl`` is mandatory there, so we always send
 ``SUNO_CALLBACK_URL``); poll ``GET /api/v1/generate/record-info?taskId=…``. Errors usually come
-back as HTTP 200 with a body ``code``: 429 means *out of credits* (not a rate limit), 405/430
-mean slow down, 455/500 mean try later.
+back as HTTP 200 with a body ``code`` (sometimes mirrored in the HTTP status; the body wins):
+429 means *out of credits* (not a rate limit), 405/430 mean slow down, 455/500 mean try later.
 
 One task yields (usually) two clips; each clip's ``audioUrl`` is an output, cover images and
 stream URLs are clip metadata. Field names vary between the record-info reply, the callback
@@ -13,6 +13,7 @@ the wire models accept every documented spelling. No cancel endpoint exists.
 
 from __future__ import annotations
 
+import json
 from collections.abc import Mapping
 from decimal import Decimal
 from typing import Any
@@ -279,13 +280,22 @@ class SunoProvider:
     # --- helpers ---------------------------------------------------------------------
 
     def _envelope(self, reply: _http.Reply) -> _Envelope:
-        """HTTP errors first, then the body ``code`` that the vendor sends with HTTP 200."""
+        """The body ``code`` first, whatever the HTTP status; the status only without one.
+
+        The vendor reports errors in the body, usually with HTTP 200 but sometimes with the
+        code mirrored in the status: HTTP 429 + body ``code`` 429 is *out of credits*, which
+        must fail fast, not pause the provider as a rate limit again and again. Only a reply
+        that is no envelope at all (a proxy's HTML page, an empty body) is judged by status.
+        """
+        envelope = _envelope_of(reply.content)
+        if envelope is not None:
+            error = self._code_error(envelope, reply)
+            if error is not None:
+                raise error
         if not reply.is_success:
             raise self._edge.status_error(reply)
-        envelope = self._edge.model(_Envelope, self._edge.json(reply), reply)
-        error = self._code_error(envelope, reply)
-        if error is not None:
-            raise error
+        if envelope is None:  # a 2xx that is no envelope: fails with the precise reason
+            return self._edge.model(_Envelope, self._edge.json(reply), reply)
         return envelope
 
     def _code_error(self, envelope: _Envelope, reply: _http.Reply) -> ProviderError | None:
@@ -373,6 +383,14 @@ class SunoProvider:
     def _cost(self) -> Decimal | None:
         rate = self._settings.usd_per_credit
         return None if rate is None else self._settings.credits_per_call * rate
+
+
+def _envelope_of(content: bytes) -> _Envelope | None:
+    """The reply as the vendor's ``{code, msg, data}`` envelope, or None if it is not one."""
+    try:
+        return _Envelope.model_validate(json.loads(content))
+    except (ValueError, RecursionError):  # bad JSON, bad UTF-8 or no int ``code``
+        return None
 
 
 def build(settings: ProviderSettings, client: httpx.AsyncClient) -> Provider:

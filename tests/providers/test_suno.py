@@ -310,9 +310,69 @@ async def test_body_codes_on_poll(rig: Rig, fixture: str, error_type: type[Provi
         (404, ProviderRejected),
     ],
 )
-async def test_http_status_errors(rig: Rig, status: int, error_type: type[ProviderError]) -> None:
-    mock_record(rig, "code_500.json", status)
-    with pytest.raises(error_type):
+async def test_http_status_decides_when_the_body_is_no_envelope(
+    rig: Rig, status: int, error_type: type[ProviderError]
+) -> None:
+    rig.router.get(RECORD_PATH).mock(
+        return_value=httpx.Response(status, text="<html><body>gateway says no</body></html>")
+    )
+    with pytest.raises(error_type) as caught:
+        await rig.adapter.poll(handle(TID, "audio"))
+    assert type(caught.value) is error_type
+    assert f"HTTP {status}" in str(caught.value)
+
+
+async def test_http_429_without_an_envelope_is_a_rate_limit_with_its_retry_after(rig: Rig) -> None:
+    rig.router.get(RECORD_PATH).mock(
+        return_value=httpx.Response(
+            429, json={"detail": "Too Many Requests"}, headers={"retry-after": "7"}
+        )
+    )
+    with pytest.raises(ProviderRateLimited) as caught:
+        await rig.adapter.poll(handle(TID, "audio"))
+    assert caught.value.retry_after_s == 7.0
+
+
+@pytest.mark.parametrize("call", ["submit", "poll"])
+async def test_http_429_with_body_code_429_is_out_of_credits_not_a_rate_limit(
+    rig: Rig, call: str
+) -> None:
+    out_of_credits = reply("suno", "code_429.json", 429, **{"retry-after": "5"})
+    if call == "submit":
+        rig.router.post("/api/v1/generate").mock(return_value=out_of_credits)
+        attempt = rig.adapter.submit(submit_request(PARAMS, "audio"))
+    else:
+        rig.router.get(RECORD_PATH).mock(return_value=out_of_credits)
+        attempt = rig.adapter.poll(handle(TID, "audio"))
+    with pytest.raises(ProviderError) as caught:
+        await attempt
+    assert type(caught.value) is ProviderRejected  # fail fast: no pause, no retry
+    assert not caught.value.retryable
+    assert "out of credits" in str(caught.value)
+
+
+@pytest.mark.parametrize(
+    ("status", "fixture", "error_type"),
+    [
+        (500, "code_500.json", ProviderUnavailable),
+        (401, "code_401.json", ProviderAuthError),
+        (430, "code_430.json", ProviderRateLimited),
+        (500, "code_400.json", ProviderRejected),  # the body's own word wins
+    ],
+)
+async def test_body_code_wins_over_a_mirrored_http_status(
+    rig: Rig, status: int, fixture: str, error_type: type[ProviderError]
+) -> None:
+    mock_record(rig, fixture, status)
+    with pytest.raises(ProviderError) as caught:
+        await rig.adapter.poll(handle(TID, "audio"))
+    assert type(caught.value) is error_type
+    assert "body code" in str(caught.value)
+
+
+async def test_http_error_with_a_body_code_200_trusts_the_http_status(rig: Rig) -> None:
+    mock_record(rig, "record_pending.json", 503)
+    with pytest.raises(ProviderUnavailable, match="HTTP 503"):
         await rig.adapter.poll(handle(TID, "audio"))
 
 
