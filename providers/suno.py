@@ -3,7 +3,8 @@
 Submit ``POST /api/v1/generate`` (``callBackUrl`` is mandatory there, so we always send
 ``SUNO_CALLBACK_URL``); poll ``GET /api/v1/generate/record-info?taskId=…``. Errors usually come
 back as HTTP 200 with a body ``code`` (sometimes mirrored in the HTTP status; the body wins):
-429 means *out of credits* (not a rate limit), 405/430 mean slow down, 455/500 mean try later.
+429 means *out of credits* (not a rate limit), 405/430 mean slow down, 455 (maintenance) means
+nothing was accepted, try later, and 500 means try later (for a submit: outcome unknown).
 
 One task yields (usually) two clips; each clip's ``audioUrl`` is an output, cover images and
 stream URLs are clip metadata. Field names vary between the record-info reply, the callback
@@ -29,6 +30,7 @@ from providers import _http
 from providers.base import Provider
 from providers.errors import (
     ProviderAuthError,
+    ProviderBusy,
     ProviderError,
     ProviderRateLimited,
     ProviderRejected,
@@ -310,7 +312,9 @@ class SunoProvider:
             return ProviderRateLimited(message, provider=PROVIDER, retry_after_s=wait, snippet=snip)
         if code == 401:
             return ProviderAuthError(message, provider=PROVIDER, snippet=snip)
-        if code == 455 or code >= 500:
+        if code == 455:  # maintenance: a clear refusal, so a submit may be sent again later
+            return ProviderBusy(f"{message}: maintenance", provider=PROVIDER, snippet=snip)
+        if code >= 500:  # may have been half-done: ambiguous for a submit
             return ProviderUnavailable(message, provider=PROVIDER, snippet=snip)
         return ProviderRejected(message, provider=PROVIDER, snippet=snip)
 

@@ -12,6 +12,8 @@ import pytest
 
 from providers.errors import (
     ProviderAuthError,
+    ProviderBusy,
+    ProviderConnectError,
     ProviderError,
     ProviderProtocolError,
     ProviderRateLimited,
@@ -106,7 +108,7 @@ async def test_submit_without_callback_setting_is_rejected() -> None:
         ("code_413.json", ProviderRejected, False),
         ("code_429.json", ProviderRejected, False),  # out of credits, not a rate limit
         ("code_430.json", ProviderRateLimited, True),
-        ("code_455.json", ProviderUnavailable, True),
+        ("code_455.json", ProviderBusy, True),  # maintenance: nothing was created
         ("code_500.json", ProviderUnavailable, True),
     ],
 )
@@ -125,6 +127,20 @@ async def test_out_of_credits_says_so(rig: Rig) -> None:
     rig.router.post("/api/v1/generate").mock(return_value=reply("suno", "code_429.json"))
     with pytest.raises(ProviderRejected, match="out of credits"):
         await rig.adapter.submit(submit_request(PARAMS, "audio"))
+
+
+async def test_maintenance_says_nothing_was_created_so_a_submit_may_be_retried(rig: Rig) -> None:
+    rig.router.post("/api/v1/generate").mock(return_value=reply("suno", "code_455.json"))
+    with pytest.raises(ProviderBusy, match="body code 455: maintenance") as caught:
+        await rig.adapter.submit(submit_request(PARAMS, "audio"))
+    assert caught.value.retryable
+
+
+async def test_server_error_on_submit_stays_ambiguous(rig: Rig) -> None:
+    rig.router.post("/api/v1/generate").mock(return_value=reply("suno", "code_500.json"))
+    with pytest.raises(ProviderUnavailable) as caught:
+        await rig.adapter.submit(submit_request(PARAMS, "audio"))
+    assert not isinstance(caught.value, ProviderBusy | ProviderConnectError)
 
 
 async def test_rate_limit_code_carries_a_backoff(rig: Rig) -> None:
@@ -288,7 +304,7 @@ async def test_output_on_the_api_host_gets_credentials(rig: Rig) -> None:
         ("code_429.json", ProviderRejected),
         ("code_405.json", ProviderRateLimited),
         ("code_430.json", ProviderRateLimited),
-        ("code_455.json", ProviderUnavailable),
+        ("code_455.json", ProviderBusy),
         ("code_500.json", ProviderUnavailable),
         ("code_401.json", ProviderAuthError),
         ("code_400.json", ProviderRejected),
