@@ -324,10 +324,7 @@ class SunoProvider:
         if status == "CALLBACK_EXCEPTION":
             return self._callback_exception(record, job_id)
         if state is PollState.SUCCEEDED:
-            result = self._succeeded(record, job_id, status)
-            if result is None:
-                raise self._edge.protocol_error("SUCCESS without any audio URL", reply.content)
-            return result
+            return self._success(record, job_id, reply)
         if state is PollState.FAILED:
             failure = self._failure(status, record.error_message)
             return PollResult(
@@ -335,13 +332,25 @@ class SunoProvider:
             )
         return PollResult(state=state, provider_job_id=job_id, raw_status=status)
 
+    def _success(self, record: _Record, job_id: str, reply: _http.Reply) -> PollResult:
+        """``SUCCESS`` completes only with every clip's final file; until then it is running.
+
+        A clip without ``audioUrl`` has at most its ``streamAudioUrl``, which is not the final
+        MP3: that is the ``FIRST_SUCCESS`` picture, so poll again rather than complete with
+        fewer clips (the job's deadline ends it if the file never comes).
+        """
+        if not record.clips():
+            raise self._edge.protocol_error("SUCCESS without any clip", reply.content)
+        complete = self._complete(record, job_id, "SUCCESS")
+        if complete is not None:
+            return complete
+        return PollResult(state=PollState.RUNNING, provider_job_id=job_id, raw_status="SUCCESS")
+
     def _callback_exception(self, record: _Record, job_id: str) -> PollResult:
         """Generation may have worked although the callback failed: trust complete clips."""
-        clips = record.clips()
-        if clips and all(clip.audio_url for clip in clips):
-            result = self._succeeded(record, job_id, "CALLBACK_EXCEPTION")
-            if result is not None:
-                return result
+        complete = self._complete(record, job_id, "CALLBACK_EXCEPTION")
+        if complete is not None:
+            return complete
         reason = record.error_message or "callback failed and not every clip has audio"
         failure = self._failure("CALLBACK_EXCEPTION", reason)
         return PollResult(
@@ -351,14 +360,19 @@ class SunoProvider:
             raw_status="CALLBACK_EXCEPTION",
         )
 
-    def _succeeded(self, record: _Record, job_id: str, status: str) -> PollResult | None:
-        outputs = tuple(self._output(clip) for clip in record.clips() if clip.audio_url)
-        if not outputs:
+    def _complete(self, record: _Record, job_id: str, status: str) -> PollResult | None:
+        """Every clip as an output when *every* clip has its ``audioUrl``, else None.
+
+        The one completeness rule for ``SUCCESS`` and ``CALLBACK_EXCEPTION`` (§5.2: download
+        every ``audioUrl``): a task never completes with fewer artifacts than clips.
+        """
+        clips = record.clips()
+        if not clips or not all(clip.audio_url for clip in clips):
             return None
         return PollResult(
             state=PollState.SUCCEEDED,
             provider_job_id=job_id,
-            outputs=outputs,
+            outputs=tuple(self._output(clip) for clip in clips),
             cost_usd=self._cost(),
             raw_status=status,
             progress=1.0,

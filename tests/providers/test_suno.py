@@ -212,9 +212,40 @@ async def test_success_with_documented_field_variants(rig: Rig) -> None:
     assert result.outputs[0].metadata["image_url"] == "https://cdn2.suno.ai/image_c1a2b3c4.jpeg"
 
 
-async def test_success_without_any_audio_is_a_protocol_error(rig: Rig) -> None:
-    mock_record(rig, "record_success_no_audio.json")
-    with pytest.raises(ProviderProtocolError, match="without any audio"):
+@pytest.mark.parametrize(
+    "fixture", ["record_success_one_clip_without_audio.json", "record_success_no_audio.json"]
+)
+async def test_success_with_a_clip_still_lacking_audio_is_still_running(
+    rig: Rig, fixture: str
+) -> None:
+    """Only a stream URL is not the final MP3: poll again, never complete with fewer clips."""
+    mock_record(rig, fixture)
+    result = await rig.adapter.poll(handle(TID, "audio"))
+    assert result.state is PollState.RUNNING
+    assert result.raw_status == "SUCCESS"
+    assert not result.outputs
+    assert result.cost_usd is None
+
+
+async def test_success_completes_once_the_last_clip_has_its_audio(rig: Rig) -> None:
+    rig.router.get(RECORD_PATH).mock(
+        side_effect=[
+            reply("suno", "record_success_one_clip_without_audio.json"),
+            reply("suno", "record_success.json"),
+        ]
+    )
+    first = await rig.adapter.poll(handle(TID, "audio"))
+    second = await rig.adapter.poll(handle(TID, "audio"))
+    assert first.state is PollState.RUNNING
+    assert second.state is PollState.SUCCEEDED
+    assert len(second.outputs) == 2
+
+
+async def test_success_without_any_clip_is_a_protocol_error(rig: Rig) -> None:
+    payload = fixture_json("suno", "record_success.json")
+    payload["data"]["response"] = {"taskId": TID, "sunoData": []}
+    rig.router.get(RECORD_PATH).mock(return_value=httpx.Response(200, json=payload))
+    with pytest.raises(ProviderProtocolError, match="SUCCESS without any clip"):
         await rig.adapter.poll(handle(TID, "audio"))
 
 
