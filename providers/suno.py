@@ -273,6 +273,8 @@ class SunoProvider:
     async def poll(self, handle: JobHandle) -> PollResult:
         query = {"taskId": handle.provider_job_id}
         reply = await self._edge.request("GET", "/api/v1/generate/record-info", params=query)
+        if _not_found(reply):
+            return self._not_found(handle, reply)
         record = self._edge.model(_Record, self._envelope(reply).data, reply)
         return self._interpret(record, handle.provider_job_id, reply)
 
@@ -299,6 +301,20 @@ class SunoProvider:
         if envelope is None:  # a 2xx that is no envelope: fails with the precise reason
             return self._edge.model(_Envelope, self._edge.json(reply), reply)
         return envelope
+
+    def _not_found(self, handle: JobHandle, reply: _http.Reply) -> PollResult:
+        """DESIGN §10: a 404 this soon after submit is retried (the task may not be visible
+        yet); later the task is gone for good and the job fails with that reason."""
+        if _http.early_not_found(handle.since_submit_s):
+            raise _http.not_found_yet(PROVIDER, handle.since_submit_s or 0.0)
+        failure = ProviderFailure(
+            code="not_found",
+            message="task not found at Suno: unknown taskId, or created with another API key "
+            f"({self._edge.snippet(reply.content)})",
+        )
+        return PollResult(
+            state=PollState.FAILED, provider_job_id=handle.provider_job_id, failure=failure
+        )
 
     def _code_error(self, envelope: _Envelope, reply: _http.Reply) -> ProviderError | None:
         code, snip = envelope.code, self._edge.snippet(reply.content)
@@ -409,6 +425,12 @@ def _envelope_of(content: bytes) -> _Envelope | None:
         return _Envelope.model_validate(json.loads(content))
     except (ValueError, RecursionError):  # bad JSON, bad UTF-8 or no int ``code``
         return None
+
+
+def _not_found(reply: _http.Reply) -> bool:
+    """A 404 in the body ``code`` (as the vendor reports errors) or, without one, the status."""
+    envelope = _envelope_of(reply.content)
+    return envelope.code == 404 if envelope is not None else reply.status == 404
 
 
 def build(settings: ProviderSettings, client: httpx.AsyncClient) -> Provider:

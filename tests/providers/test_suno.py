@@ -354,7 +354,7 @@ async def test_body_codes_on_poll(rig: Rig, fixture: str, error_type: type[Provi
         (429, ProviderRateLimited),
         (500, ProviderUnavailable),
         (503, ProviderUnavailable),
-        (404, ProviderRejected),
+        (400, ProviderRejected),
     ],
 )
 async def test_http_status_decides_when_the_body_is_no_envelope(
@@ -421,6 +421,31 @@ async def test_http_error_with_a_body_code_200_trusts_the_http_status(rig: Rig) 
     mock_record(rig, "record_pending.json", 503)
     with pytest.raises(ProviderUnavailable, match="HTTP 503"):
         await rig.adapter.poll(handle(TID, "audio"))
+
+
+NOT_FOUND_REPLIES = {
+    "body_code": lambda: reply("suno", "code_404.json"),
+    "http_status": lambda: httpx.Response(404, text="Not Found"),
+}
+
+
+@pytest.mark.parametrize("kind", sorted(NOT_FOUND_REPLIES))
+async def test_not_found_right_after_submit_is_retried(rig: Rig, kind: str) -> None:
+    rig.router.get(RECORD_PATH).mock(return_value=NOT_FOUND_REPLIES[kind]())
+    with pytest.raises(ProviderError) as caught:
+        await rig.adapter.poll(handle(TID, "audio", since_submit_s=5.0))
+    assert type(caught.value) is ProviderUnavailable  # retried, not the job's end
+    assert "will retry" in str(caught.value)
+
+
+@pytest.mark.parametrize("since", [45.0, None])
+@pytest.mark.parametrize("kind", sorted(NOT_FOUND_REPLIES))
+async def test_not_found_later_fails_the_job(rig: Rig, kind: str, since: float | None) -> None:
+    rig.router.get(RECORD_PATH).mock(return_value=NOT_FOUND_REPLIES[kind]())
+    result = await rig.adapter.poll(handle(TID, "audio", since_submit_s=since))
+    assert result.state is PollState.FAILED
+    assert result.failure is not None and result.failure.code == "not_found"
+    assert result.failure.message.startswith("task not found at Suno")
 
 
 async def test_html_reply_is_a_protocol_error_with_snippet(rig: Rig) -> None:
