@@ -233,6 +233,10 @@ class _Envelope(BaseModel):
     data: Any = None
 
 
+# The body codes the vendor documents (§3.A). Another code (a gateway's own, e.g. Cloudflare's
+# 1015) means nothing known, so an HTTP error status sent with it decides instead.
+_DOCUMENTED_CODES = frozenset({400, 401, 404, 405, 413, 429, 430, 455, 500})
+
 STATUS_MAP: dict[str, PollState] = {
     "PENDING": PollState.PENDING,
     "TEXT_SUCCESS": PollState.RUNNING,  # lyrics ready
@@ -288,8 +292,9 @@ class SunoProvider:
 
         The vendor reports errors in the body, usually with HTTP 200 but sometimes with the
         code mirrored in the status: HTTP 429 + body ``code`` 429 is *out of credits*, which
-        must fail fast, not pause the provider as a rate limit again and again. Only a reply
-        that is no envelope at all (a proxy's HTML page, an empty body) is judged by status.
+        must fail fast, not pause the provider as a rate limit again and again. A reply that
+        is no envelope at all (a proxy's HTML page, an empty body), or one whose code the
+        vendor does not document, is judged by its HTTP status.
         """
         envelope = _envelope_of(reply.content)
         if envelope is not None:
@@ -321,6 +326,8 @@ class SunoProvider:
         message = f"{PROVIDER}: body code {code}"
         if code == 200:
             return None
+        if code not in _DOCUMENTED_CODES and not reply.is_success:
+            return self._edge.status_error(reply)  # a code of no known meaning: trust the status
         if code == 429:
             return ProviderRejected(f"{message}: out of credits", provider=PROVIDER, snippet=snip)
         if code in (405, 430):

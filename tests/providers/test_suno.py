@@ -417,6 +417,29 @@ async def test_body_code_wins_over_a_mirrored_http_status(
     assert "body code" in str(caught.value)
 
 
+@pytest.mark.parametrize(
+    ("status", "code", "error_type"),
+    [(403, 403, ProviderAuthError), (429, 1015, ProviderRateLimited)],
+)
+async def test_an_undocumented_body_code_defers_to_the_http_status(
+    rig: Rig, status: int, code: int, error_type: type[ProviderError]
+) -> None:
+    """A gateway's own ``code`` must not fail the job where its HTTP status says more."""
+    body = {"code": code, "msg": "Forbidden" if status == 403 else "slow down", "data": None}
+    rig.router.get(RECORD_PATH).mock(return_value=httpx.Response(status, json=body))
+    with pytest.raises(ProviderError) as caught:
+        await rig.adapter.poll(handle(TID, "audio"))
+    assert type(caught.value) is error_type
+    assert f"HTTP {status}" in str(caught.value)
+
+
+async def test_an_undocumented_body_code_with_http_200_is_a_refusal(rig: Rig) -> None:
+    body = {"code": 403, "msg": "Forbidden", "data": None}
+    rig.router.get(RECORD_PATH).mock(return_value=httpx.Response(200, json=body))
+    with pytest.raises(ProviderRejected, match="body code 403"):
+        await rig.adapter.poll(handle(TID, "audio"))
+
+
 async def test_http_error_with_a_body_code_200_trusts_the_http_status(rig: Rig) -> None:
     mock_record(rig, "record_pending.json", 503)
     with pytest.raises(ProviderUnavailable, match="HTTP 503"):
