@@ -277,7 +277,7 @@ class SunoProvider:
     async def poll(self, handle: JobHandle) -> PollResult:
         query = {"taskId": handle.provider_job_id}
         reply = await self._edge.request("GET", "/api/v1/generate/record-info", params=query)
-        if _not_found(reply):
+        if _says_not_found(reply):
             return self._not_found(handle, reply)
         record = self._edge.model(_Record, self._envelope(reply).data, reply)
         return self._interpret(record, handle.provider_job_id, reply)
@@ -434,7 +434,7 @@ def _envelope_of(content: bytes) -> _Envelope | None:
         return None
 
 
-def _not_found(reply: _http.Reply) -> bool:
+def _says_not_found(reply: _http.Reply) -> bool:
     """A 404 in the body ``code`` (as the vendor reports errors) or, without one, the status."""
     envelope = _envelope_of(reply.content)
     return envelope.code == 404 if envelope is not None else reply.status == 404
