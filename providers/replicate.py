@@ -209,7 +209,7 @@ class ReplicateProvider:
         )
         if not reply.is_success:
             raise self._error(reply)
-        return self._interpret(reply)
+        return self._interpret(reply, deployment=params.deployment)
 
     async def poll(self, handle: JobHandle) -> PollResult:
         reply = await self._edge.request("GET", _prediction_path(handle.provider_job_id))
@@ -217,7 +217,10 @@ class ReplicateProvider:
             return self._not_found(handle)
         if not reply.is_success:
             raise self._error(reply)
-        return self._interpret(reply)
+        deployment = handle.params.get("deployment")
+        return self._interpret(
+            reply, deployment=deployment if isinstance(deployment, str) else None
+        )
 
     async def cancel(self, handle: JobHandle) -> None:
         """Best effort; a prediction that already finished or vanished is nothing to cancel."""
@@ -248,8 +251,15 @@ class ReplicateProvider:
             state=PollState.FAILED, provider_job_id=handle.provider_job_id, failure=failure
         )
 
-    def _interpret(self, reply: _http.Reply) -> PollResult:
+    def _interpret(self, reply: _http.Reply, *, deployment: str | None) -> PollResult:
+        """Map one prediction object; ``deployment`` is the route the job was submitted on.
+
+        The route counts even when the reply leaves ``deployment`` out: a deployment's
+        prediction must never be priced as ``predict_time`` of its model (see `_cost`).
+        """
         pred = self._edge.model(_Prediction, self._edge.json(reply), reply)
+        if deployment and not pred.deployment:
+            pred = pred.model_copy(update={"deployment": deployment})
         state = STATUS_MAP.get(pred.status, PollState.UNKNOWN)
         if state is PollState.SUCCEEDED:
             return self._succeeded(pred, reply)
@@ -319,10 +329,16 @@ class ReplicateProvider:
         return ProviderFailure(code="provider_error", message=text)
 
     def _cost(self, pred: _Prediction, *, outputs: int | None) -> Decimal | None:
-        """Official models: price per output; others: predict_time * $/s; None = unknown."""
+        """Official models: price per output; others: predict_time * $/s; None = unknown.
+
+        ``aborted`` never ran: $0 (§1.8). A deployment runs on its own instances, billed like a
+        private model for all their online time, setup and idle included (§1.8 "don't use
+        predict_time there"; Replicate's billing page). No prediction carries that share, so
+        its cost is unknown (NULL), never a ``predict_time`` guess.
+        """
         if pred.status == "aborted":
             return Decimal(0)
-        if pred.deployment:  # private instances bill setup and idle time too: not derivable
+        if pred.deployment:
             return None
         per_output = self._settings.model_prices.get(pred.model or "")
         if per_output is not None:

@@ -2,8 +2,9 @@
 
 Submit ``POST /api/v1/generate`` (``callBackUrl`` is mandatory there, so we always send
 ``SUNO_CALLBACK_URL``); poll ``GET /api/v1/generate/record-info?taskId=…``. Errors usually come
-back as HTTP 200 with a body ``code``: 429 means *out of credits* (not a rate limit), 405/430
-mean slow down, 455/500 mean try later.
+back as HTTP 200 with a body ``code`` (sometimes mirrored in the HTTP status; the body wins):
+429 means *out of credits* (not a rate limit), 405/430 mean slow down, 455 (maintenance) means
+nothing was accepted, try later, and 500 means try later (for a submit: outcome unknown).
 
 One task yields (usually) two clips; each clip's ``audioUrl`` is an output, cover images and
 stream URLs are clip metadata. Field names vary between the record-info reply, the callback
@@ -13,6 +14,7 @@ the wire models accept every documented spelling. No cancel endpoint exists.
 
 from __future__ import annotations
 
+import json
 from collections.abc import Mapping
 from decimal import Decimal
 from typing import Any
@@ -28,6 +30,7 @@ from providers import _http
 from providers.base import Provider
 from providers.errors import (
     ProviderAuthError,
+    ProviderBusy,
     ProviderError,
     ProviderRateLimited,
     ProviderRejected,
@@ -230,6 +233,10 @@ class _Envelope(BaseModel):
     data: Any = None
 
 
+# The body codes the vendor documents (§3.A). Another code (a gateway's own, e.g. Cloudflare's
+# 1015) means nothing known, so an HTTP error status sent with it decides instead.
+_DOCUMENTED_CODES = frozenset({400, 401, 404, 405, 413, 429, 430, 455, 500})
+
 STATUS_MAP: dict[str, PollState] = {
     "PENDING": PollState.PENDING,
     "TEXT_SUCCESS": PollState.RUNNING,  # lyrics ready
@@ -270,6 +277,8 @@ class SunoProvider:
     async def poll(self, handle: JobHandle) -> PollResult:
         query = {"taskId": handle.provider_job_id}
         reply = await self._edge.request("GET", "/api/v1/generate/record-info", params=query)
+        if _says_not_found(reply):
+            return self._not_found(handle, reply)
         record = self._edge.model(_Record, self._envelope(reply).data, reply)
         return self._interpret(record, handle.provider_job_id, reply)
 
@@ -279,20 +288,46 @@ class SunoProvider:
     # --- helpers ---------------------------------------------------------------------
 
     def _envelope(self, reply: _http.Reply) -> _Envelope:
-        """HTTP errors first, then the body ``code`` that the vendor sends with HTTP 200."""
+        """The body ``code`` first, whatever the HTTP status; the status only without one.
+
+        The vendor reports errors in the body, usually with HTTP 200 but sometimes with the
+        code mirrored in the status: HTTP 429 + body ``code`` 429 is *out of credits*, which
+        must fail fast, not pause the provider as a rate limit again and again. A reply that
+        is no envelope at all (a proxy's HTML page, an empty body), or one whose code the
+        vendor does not document, is judged by its HTTP status.
+        """
+        envelope = _envelope_of(reply.content)
+        if envelope is not None:
+            error = self._code_error(envelope, reply)
+            if error is not None:
+                raise error
         if not reply.is_success:
             raise self._edge.status_error(reply)
-        envelope = self._edge.model(_Envelope, self._edge.json(reply), reply)
-        error = self._code_error(envelope, reply)
-        if error is not None:
-            raise error
+        if envelope is None:  # a 2xx that is no envelope: fails with the precise reason
+            return self._edge.model(_Envelope, self._edge.json(reply), reply)
         return envelope
+
+    def _not_found(self, handle: JobHandle, reply: _http.Reply) -> PollResult:
+        """DESIGN §10: a 404 this soon after submit is retried (the task may not be visible
+        yet); later the task is gone for good and the job fails with that reason."""
+        if _http.early_not_found(handle.since_submit_s):
+            raise _http.not_found_yet(PROVIDER, handle.since_submit_s or 0.0)
+        failure = ProviderFailure(
+            code="not_found",
+            message="task not found at Suno: unknown taskId, or created with another API key "
+            f"({self._edge.snippet(reply.content)})",
+        )
+        return PollResult(
+            state=PollState.FAILED, provider_job_id=handle.provider_job_id, failure=failure
+        )
 
     def _code_error(self, envelope: _Envelope, reply: _http.Reply) -> ProviderError | None:
         code, snip = envelope.code, self._edge.snippet(reply.content)
         message = f"{PROVIDER}: body code {code}"
         if code == 200:
             return None
+        if code not in _DOCUMENTED_CODES and not reply.is_success:
+            return self._edge.status_error(reply)  # a code of no known meaning: trust the status
         if code == 429:
             return ProviderRejected(f"{message}: out of credits", provider=PROVIDER, snippet=snip)
         if code in (405, 430):
@@ -300,7 +335,9 @@ class SunoProvider:
             return ProviderRateLimited(message, provider=PROVIDER, retry_after_s=wait, snippet=snip)
         if code == 401:
             return ProviderAuthError(message, provider=PROVIDER, snippet=snip)
-        if code == 455 or code >= 500:
+        if code == 455:  # maintenance: a clear refusal, so a submit may be sent again later
+            return ProviderBusy(f"{message}: maintenance", provider=PROVIDER, snippet=snip)
+        if code >= 500:  # may have been half-done: ambiguous for a submit
             return ProviderUnavailable(message, provider=PROVIDER, snippet=snip)
         return ProviderRejected(message, provider=PROVIDER, snippet=snip)
 
@@ -310,10 +347,7 @@ class SunoProvider:
         if status == "CALLBACK_EXCEPTION":
             return self._callback_exception(record, job_id)
         if state is PollState.SUCCEEDED:
-            result = self._succeeded(record, job_id, status)
-            if result is None:
-                raise self._edge.protocol_error("SUCCESS without any audio URL", reply.content)
-            return result
+            return self._success(record, job_id, reply)
         if state is PollState.FAILED:
             failure = self._failure(status, record.error_message)
             return PollResult(
@@ -321,13 +355,25 @@ class SunoProvider:
             )
         return PollResult(state=state, provider_job_id=job_id, raw_status=status)
 
+    def _success(self, record: _Record, job_id: str, reply: _http.Reply) -> PollResult:
+        """``SUCCESS`` completes only with every clip's final file; until then it is running.
+
+        A clip without ``audioUrl`` has at most its ``streamAudioUrl``, which is not the final
+        MP3: that is the ``FIRST_SUCCESS`` picture, so poll again rather than complete with
+        fewer clips (the job's deadline ends it if the file never comes).
+        """
+        if not record.clips():
+            raise self._edge.protocol_error("SUCCESS without any clip", reply.content)
+        complete = self._complete(record, job_id, "SUCCESS")
+        if complete is not None:
+            return complete
+        return PollResult(state=PollState.RUNNING, provider_job_id=job_id, raw_status="SUCCESS")
+
     def _callback_exception(self, record: _Record, job_id: str) -> PollResult:
         """Generation may have worked although the callback failed: trust complete clips."""
-        clips = record.clips()
-        if clips and all(clip.audio_url for clip in clips):
-            result = self._succeeded(record, job_id, "CALLBACK_EXCEPTION")
-            if result is not None:
-                return result
+        complete = self._complete(record, job_id, "CALLBACK_EXCEPTION")
+        if complete is not None:
+            return complete
         reason = record.error_message or "callback failed and not every clip has audio"
         failure = self._failure("CALLBACK_EXCEPTION", reason)
         return PollResult(
@@ -337,14 +383,19 @@ class SunoProvider:
             raw_status="CALLBACK_EXCEPTION",
         )
 
-    def _succeeded(self, record: _Record, job_id: str, status: str) -> PollResult | None:
-        outputs = tuple(self._output(clip) for clip in record.clips() if clip.audio_url)
-        if not outputs:
+    def _complete(self, record: _Record, job_id: str, status: str) -> PollResult | None:
+        """Every clip as an output when *every* clip has its ``audioUrl``, else None.
+
+        The one completeness rule for ``SUCCESS`` and ``CALLBACK_EXCEPTION`` (§5.2: download
+        every ``audioUrl``): a task never completes with fewer artifacts than clips.
+        """
+        clips = record.clips()
+        if not clips or not all(clip.audio_url for clip in clips):
             return None
         return PollResult(
             state=PollState.SUCCEEDED,
             provider_job_id=job_id,
-            outputs=outputs,
+            outputs=tuple(self._output(clip) for clip in clips),
             cost_usd=self._cost(),
             raw_status=status,
             progress=1.0,
@@ -373,6 +424,20 @@ class SunoProvider:
     def _cost(self) -> Decimal | None:
         rate = self._settings.usd_per_credit
         return None if rate is None else self._settings.credits_per_call * rate
+
+
+def _envelope_of(content: bytes) -> _Envelope | None:
+    """The reply as the vendor's ``{code, msg, data}`` envelope, or None if it is not one."""
+    try:
+        return _Envelope.model_validate(json.loads(content))
+    except (ValueError, RecursionError):  # bad JSON, bad UTF-8 or no int ``code``
+        return None
+
+
+def _says_not_found(reply: _http.Reply) -> bool:
+    """A 404 in the body ``code`` (as the vendor reports errors) or, without one, the status."""
+    envelope = _envelope_of(reply.content)
+    return envelope.code == 404 if envelope is not None else reply.status == 404
 
 
 def build(settings: ProviderSettings, client: httpx.AsyncClient) -> Provider:

@@ -421,6 +421,49 @@ async def test_cost_with_a_default_hardware_sku() -> None:
     assert result.cost_usd == Decimal("0.033865")  # 150.51 s x $0.000225/s
 
 
+DEPLOYMENT_PARAMS = {"deployment": "acme/video-prod", "input": {"prompt": "x"}}
+
+
+async def test_deployment_prediction_cost_is_unknown_not_predict_time(rig: Rig) -> None:
+    """A deployment bills its instances' whole online time: no per-prediction price exists."""
+    mock_poll(rig, "prediction_succeeded_deployment.json")
+    result = await rig.adapter.poll(handle(PID, "video", params=DEPLOYMENT_PARAMS))
+    assert result.state is PollState.SUCCEEDED
+    # Its model has a SKU (VIDEO_MODEL_SKU): priced as a public model this would be 0.210714.
+    assert result.cost_usd is None
+
+
+@pytest.mark.parametrize(
+    ("status", "cost"),
+    [("failed", None), ("canceled", None), ("aborted", Decimal(0))],
+)
+async def test_deployment_prediction_cost_when_it_ends_without_output(
+    rig: Rig, status: str, cost: Decimal | None
+) -> None:
+    payload = fixture_json("replicate", "prediction_succeeded_deployment.json")
+    payload.update(status=status, output=None, error="boom" if status == "failed" else None)
+    rig.router.get(f"/v1/predictions/{PID}").mock(return_value=httpx.Response(200, json=payload))
+    result = await rig.adapter.poll(handle(PID, "video", params=DEPLOYMENT_PARAMS))
+    assert result.state in (PollState.FAILED, PollState.CANCELED)
+    assert result.cost_usd == cost  # aborted never ran: $0, as for any prediction
+
+
+@pytest.mark.parametrize("call", ["submit", "poll"])
+async def test_deployment_route_counts_even_when_the_reply_omits_it(rig: Rig, call: str) -> None:
+    """A reply without ``deployment`` must not turn a deployment's run into a public-model price."""
+    payload = fixture_json("replicate", "prediction_succeeded_deployment.json")
+    del payload["deployment"]
+    answer = httpx.Response(201 if call == "submit" else 200, json=payload)
+    if call == "submit":
+        rig.router.post("/v1/deployments/acme/video-prod/predictions").mock(return_value=answer)
+        result = await rig.adapter.submit(submit_request(DEPLOYMENT_PARAMS, "video"))
+    else:
+        rig.router.get(f"/v1/predictions/{PID}").mock(return_value=answer)
+        result = await rig.adapter.poll(handle(PID, "video", params=DEPLOYMENT_PARAMS))
+    assert result.state is PollState.SUCCEEDED
+    assert result.cost_usd is None
+
+
 # --- cancel ---------------------------------------------------------------------------------
 
 

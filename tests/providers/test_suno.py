@@ -12,6 +12,8 @@ import pytest
 
 from providers.errors import (
     ProviderAuthError,
+    ProviderBusy,
+    ProviderConnectError,
     ProviderError,
     ProviderProtocolError,
     ProviderRateLimited,
@@ -106,7 +108,7 @@ async def test_submit_without_callback_setting_is_rejected() -> None:
         ("code_413.json", ProviderRejected, False),
         ("code_429.json", ProviderRejected, False),  # out of credits, not a rate limit
         ("code_430.json", ProviderRateLimited, True),
-        ("code_455.json", ProviderUnavailable, True),
+        ("code_455.json", ProviderBusy, True),  # maintenance: nothing was created
         ("code_500.json", ProviderUnavailable, True),
     ],
 )
@@ -125,6 +127,20 @@ async def test_out_of_credits_says_so(rig: Rig) -> None:
     rig.router.post("/api/v1/generate").mock(return_value=reply("suno", "code_429.json"))
     with pytest.raises(ProviderRejected, match="out of credits"):
         await rig.adapter.submit(submit_request(PARAMS, "audio"))
+
+
+async def test_maintenance_says_nothing_was_created_so_a_submit_may_be_retried(rig: Rig) -> None:
+    rig.router.post("/api/v1/generate").mock(return_value=reply("suno", "code_455.json"))
+    with pytest.raises(ProviderBusy, match="body code 455: maintenance") as caught:
+        await rig.adapter.submit(submit_request(PARAMS, "audio"))
+    assert caught.value.retryable
+
+
+async def test_server_error_on_submit_stays_ambiguous(rig: Rig) -> None:
+    rig.router.post("/api/v1/generate").mock(return_value=reply("suno", "code_500.json"))
+    with pytest.raises(ProviderUnavailable) as caught:
+        await rig.adapter.submit(submit_request(PARAMS, "audio"))
+    assert not isinstance(caught.value, ProviderBusy | ProviderConnectError)
 
 
 async def test_rate_limit_code_carries_a_backoff(rig: Rig) -> None:
@@ -196,9 +212,40 @@ async def test_success_with_documented_field_variants(rig: Rig) -> None:
     assert result.outputs[0].metadata["image_url"] == "https://cdn2.suno.ai/image_c1a2b3c4.jpeg"
 
 
-async def test_success_without_any_audio_is_a_protocol_error(rig: Rig) -> None:
-    mock_record(rig, "record_success_no_audio.json")
-    with pytest.raises(ProviderProtocolError, match="without any audio"):
+@pytest.mark.parametrize(
+    "fixture", ["record_success_one_clip_without_audio.json", "record_success_no_audio.json"]
+)
+async def test_success_with_a_clip_still_lacking_audio_is_still_running(
+    rig: Rig, fixture: str
+) -> None:
+    """Only a stream URL is not the final MP3: poll again, never complete with fewer clips."""
+    mock_record(rig, fixture)
+    result = await rig.adapter.poll(handle(TID, "audio"))
+    assert result.state is PollState.RUNNING
+    assert result.raw_status == "SUCCESS"
+    assert not result.outputs
+    assert result.cost_usd is None
+
+
+async def test_success_completes_once_the_last_clip_has_its_audio(rig: Rig) -> None:
+    rig.router.get(RECORD_PATH).mock(
+        side_effect=[
+            reply("suno", "record_success_one_clip_without_audio.json"),
+            reply("suno", "record_success.json"),
+        ]
+    )
+    first = await rig.adapter.poll(handle(TID, "audio"))
+    second = await rig.adapter.poll(handle(TID, "audio"))
+    assert first.state is PollState.RUNNING
+    assert second.state is PollState.SUCCEEDED
+    assert len(second.outputs) == 2
+
+
+async def test_success_without_any_clip_is_a_protocol_error(rig: Rig) -> None:
+    payload = fixture_json("suno", "record_success.json")
+    payload["data"]["response"] = {"taskId": TID, "sunoData": []}
+    rig.router.get(RECORD_PATH).mock(return_value=httpx.Response(200, json=payload))
+    with pytest.raises(ProviderProtocolError, match="SUCCESS without any clip"):
         await rig.adapter.poll(handle(TID, "audio"))
 
 
@@ -288,7 +335,7 @@ async def test_output_on_the_api_host_gets_credentials(rig: Rig) -> None:
         ("code_429.json", ProviderRejected),
         ("code_405.json", ProviderRateLimited),
         ("code_430.json", ProviderRateLimited),
-        ("code_455.json", ProviderUnavailable),
+        ("code_455.json", ProviderBusy),
         ("code_500.json", ProviderUnavailable),
         ("code_401.json", ProviderAuthError),
         ("code_400.json", ProviderRejected),
@@ -307,13 +354,121 @@ async def test_body_codes_on_poll(rig: Rig, fixture: str, error_type: type[Provi
         (429, ProviderRateLimited),
         (500, ProviderUnavailable),
         (503, ProviderUnavailable),
-        (404, ProviderRejected),
+        (400, ProviderRejected),
     ],
 )
-async def test_http_status_errors(rig: Rig, status: int, error_type: type[ProviderError]) -> None:
-    mock_record(rig, "code_500.json", status)
-    with pytest.raises(error_type):
+async def test_http_status_decides_when_the_body_is_no_envelope(
+    rig: Rig, status: int, error_type: type[ProviderError]
+) -> None:
+    rig.router.get(RECORD_PATH).mock(
+        return_value=httpx.Response(status, text="<html><body>gateway says no</body></html>")
+    )
+    with pytest.raises(error_type) as caught:
         await rig.adapter.poll(handle(TID, "audio"))
+    assert type(caught.value) is error_type
+    assert f"HTTP {status}" in str(caught.value)
+
+
+async def test_http_429_without_an_envelope_is_a_rate_limit_with_its_retry_after(rig: Rig) -> None:
+    rig.router.get(RECORD_PATH).mock(
+        return_value=httpx.Response(
+            429, json={"detail": "Too Many Requests"}, headers={"retry-after": "7"}
+        )
+    )
+    with pytest.raises(ProviderRateLimited) as caught:
+        await rig.adapter.poll(handle(TID, "audio"))
+    assert caught.value.retry_after_s == 7.0
+
+
+@pytest.mark.parametrize("call", ["submit", "poll"])
+async def test_http_429_with_body_code_429_is_out_of_credits_not_a_rate_limit(
+    rig: Rig, call: str
+) -> None:
+    out_of_credits = reply("suno", "code_429.json", 429, **{"retry-after": "5"})
+    if call == "submit":
+        rig.router.post("/api/v1/generate").mock(return_value=out_of_credits)
+        attempt = rig.adapter.submit(submit_request(PARAMS, "audio"))
+    else:
+        rig.router.get(RECORD_PATH).mock(return_value=out_of_credits)
+        attempt = rig.adapter.poll(handle(TID, "audio"))
+    with pytest.raises(ProviderError) as caught:
+        await attempt
+    assert type(caught.value) is ProviderRejected  # fail fast: no pause, no retry
+    assert not caught.value.retryable
+    assert "out of credits" in str(caught.value)
+
+
+@pytest.mark.parametrize(
+    ("status", "fixture", "error_type"),
+    [
+        (500, "code_500.json", ProviderUnavailable),
+        (401, "code_401.json", ProviderAuthError),
+        (430, "code_430.json", ProviderRateLimited),
+        (500, "code_400.json", ProviderRejected),  # the body's own word wins
+    ],
+)
+async def test_body_code_wins_over_a_mirrored_http_status(
+    rig: Rig, status: int, fixture: str, error_type: type[ProviderError]
+) -> None:
+    mock_record(rig, fixture, status)
+    with pytest.raises(ProviderError) as caught:
+        await rig.adapter.poll(handle(TID, "audio"))
+    assert type(caught.value) is error_type
+    assert "body code" in str(caught.value)
+
+
+@pytest.mark.parametrize(
+    ("status", "code", "error_type"),
+    [(403, 403, ProviderAuthError), (429, 1015, ProviderRateLimited)],
+)
+async def test_an_undocumented_body_code_defers_to_the_http_status(
+    rig: Rig, status: int, code: int, error_type: type[ProviderError]
+) -> None:
+    """A gateway's own ``code`` must not fail the job where its HTTP status says more."""
+    body = {"code": code, "msg": "Forbidden" if status == 403 else "slow down", "data": None}
+    rig.router.get(RECORD_PATH).mock(return_value=httpx.Response(status, json=body))
+    with pytest.raises(ProviderError) as caught:
+        await rig.adapter.poll(handle(TID, "audio"))
+    assert type(caught.value) is error_type
+    assert f"HTTP {status}" in str(caught.value)
+
+
+async def test_an_undocumented_body_code_with_http_200_is_a_refusal(rig: Rig) -> None:
+    body = {"code": 403, "msg": "Forbidden", "data": None}
+    rig.router.get(RECORD_PATH).mock(return_value=httpx.Response(200, json=body))
+    with pytest.raises(ProviderRejected, match="body code 403"):
+        await rig.adapter.poll(handle(TID, "audio"))
+
+
+async def test_http_error_with_a_body_code_200_trusts_the_http_status(rig: Rig) -> None:
+    mock_record(rig, "record_pending.json", 503)
+    with pytest.raises(ProviderUnavailable, match="HTTP 503"):
+        await rig.adapter.poll(handle(TID, "audio"))
+
+
+NOT_FOUND_REPLIES = {
+    "body_code": lambda: reply("suno", "code_404.json"),
+    "http_status": lambda: httpx.Response(404, text="Not Found"),
+}
+
+
+@pytest.mark.parametrize("kind", sorted(NOT_FOUND_REPLIES))
+async def test_not_found_right_after_submit_is_retried(rig: Rig, kind: str) -> None:
+    rig.router.get(RECORD_PATH).mock(return_value=NOT_FOUND_REPLIES[kind]())
+    with pytest.raises(ProviderError) as caught:
+        await rig.adapter.poll(handle(TID, "audio", since_submit_s=5.0))
+    assert type(caught.value) is ProviderUnavailable  # retried, not the job's end
+    assert "will retry" in str(caught.value)
+
+
+@pytest.mark.parametrize("since", [45.0, None])
+@pytest.mark.parametrize("kind", sorted(NOT_FOUND_REPLIES))
+async def test_not_found_later_fails_the_job(rig: Rig, kind: str, since: float | None) -> None:
+    rig.router.get(RECORD_PATH).mock(return_value=NOT_FOUND_REPLIES[kind]())
+    result = await rig.adapter.poll(handle(TID, "audio", since_submit_s=since))
+    assert result.state is PollState.FAILED
+    assert result.failure is not None and result.failure.code == "not_found"
+    assert result.failure.message.startswith("task not found at Suno")
 
 
 async def test_html_reply_is_a_protocol_error_with_snippet(rig: Rig) -> None:
