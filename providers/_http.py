@@ -306,15 +306,15 @@ class Edge:
         """The generic HTTP status → error table (vendor quirks are handled before this)."""
         code, name, snip = reply.status, self.provider, self.snippet(reply.content)
         message = f"{name}: HTTP {code}"
+        wait = retry_after_s if retry_after_s is not None else retry_after_of(reply.headers)
         if code == 429:
-            wait = retry_after_s if retry_after_s is not None else retry_after_of(reply.headers)
             return ProviderRateLimited(message, provider=name, retry_after_s=wait, snippet=snip)
         if code in (401, 403):
             return ProviderAuthError(
                 f"{message}: credentials rejected", provider=name, snippet=snip
             )
-        if code == 408 or code >= 500:
-            return ProviderUnavailable(message, provider=name, snippet=snip)
+        if code == 408 or code >= 500:  # a 503 may name its own wait (Replicate's clients obey)
+            return ProviderUnavailable(message, provider=name, retry_after_s=wait, snippet=snip)
         if 300 <= code < 400 or code < 200:
             return ProviderProtocolError(
                 f"{message}: unexpected status", provider=name, snippet=snip
