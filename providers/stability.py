@@ -224,7 +224,9 @@ class StabilityProvider:
             raise ProviderRejected(f"moderation: {reason}", provider=PROVIDER)
         if reply.media_type == "application/json":
             data = self._edge.json(reply)
-            if isinstance(data, dict) and "id" in data and not _has_payload(data):
+            if isinstance(data, dict) and not _has_payload(data):
+                if "id" not in data:  # nothing to poll and no result: the outcome is unknown
+                    raise self._edge.protocol_error("submit reply without an id", reply.content)
                 accepted = self._edge.model(_Accepted, data, reply)
                 return PollResult(state=PollState.PENDING, provider_job_id=accepted.id)
         # A synchronous endpoint answered with the file itself. The poller needs an id to
@@ -344,11 +346,7 @@ class StabilityProvider:
         body = self._edge.model(_JsonResult, self._edge.json(reply), reply)
         payload, media_type = body.payload()
         if payload is None and body.finish_reason is None:
-            if (body.status or "").lower() == "in-progress":
-                return PollResult(
-                    state=PollState.RUNNING, provider_job_id=job_id, raw_status=body.status
-                )
-            raise self._edge.protocol_error("finished reply without a payload", reply.content)
+            return self._status_only(body.status, reply, job_id=job_id)
         try:
             data = base64.b64decode(payload or "", validate=True)
         except (binascii.Error, ValueError):
@@ -360,6 +358,20 @@ class StabilityProvider:
             seed=None if body.seed is None else str(body.seed),
         )
         return self._finished(done, params, job_id=job_id, result_uri=result_uri)
+
+    def _status_only(
+        self, status: str | None, reply: _http.Reply, *, job_id: str | None
+    ) -> PollResult:
+        """A 200 JSON with a status word but no file: still running, or a word we do not know.
+
+        An unknown word is UNKNOWN, not an error (DESIGN §10: logged and polled again, only the
+        deadline ends the job); a reply with neither a file nor a status is unreadable.
+        """
+        if not status:
+            raise self._edge.protocol_error("finished reply without a payload", reply.content)
+        word = status.strip()[:64]
+        state = PollState.RUNNING if word.lower() == "in-progress" else PollState.UNKNOWN
+        return PollResult(state=state, provider_job_id=job_id, raw_status=word)
 
     def _finished(
         self,

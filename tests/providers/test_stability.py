@@ -385,6 +385,31 @@ async def test_unknown_finish_reason_is_unknown(rig: Rig) -> None:
     assert result.raw_status == "PARTIAL"
 
 
+async def test_200_json_with_an_unknown_status_is_unknown_not_an_error(rig: Rig) -> None:
+    """DESIGN §10: an unknown status is logged and polled again; only the deadline ends it."""
+    mock_result(rig, httpx.Response(200, json={"id": SID, "status": "queued-for-review"}))
+    result = await rig.adapter.poll(upscale_handle())
+    assert result.state is PollState.UNKNOWN
+    assert result.raw_status == "queued-for-review"
+    assert result.provider_job_id == SID
+
+
+async def test_200_json_in_progress_is_running(rig: Rig) -> None:
+    mock_result(rig, httpx.Response(200, json={"id": SID, "status": "in-progress"}))
+    result = await rig.adapter.poll(upscale_handle())
+    assert result.state is PollState.RUNNING
+    assert result.raw_status == "in-progress"
+
+
+async def test_submit_reply_with_a_status_but_no_id_is_a_protocol_error(rig: Rig) -> None:
+    """Without an id there is nothing to poll: never record a local id for a mere status."""
+    rig.router.post("/v2beta/stable-image/upscale/creative").mock(
+        return_value=httpx.Response(200, json={"status": "in-progress"})
+    )
+    with pytest.raises(ProviderProtocolError, match="without an id"):
+        await rig.adapter.submit(submit_request(UPSCALE))
+
+
 async def test_403_moderation_on_poll_fails_uncharged(rig: Rig) -> None:
     mock_result(rig, reply("stability", "error_403_moderation.json", 403))
     result = await rig.adapter.poll(upscale_handle())
@@ -417,6 +442,15 @@ async def test_404_later_fails_as_expired_or_wrong_key(rig: Rig) -> None:
     assert result.state is PollState.FAILED
     assert result.failure is not None
     assert "expired" in result.failure.message and "different API key" in result.failure.message
+
+
+async def test_404_with_an_unknown_submit_time_fails(rig: Rig) -> None:
+    """No submit time (a row from before it was recorded): the grace cannot apply, so fail."""
+    mock_result(rig, reply("stability", "error_404.json", 404))
+    result = await rig.adapter.poll(upscale_handle(since_submit_s=None))
+    assert result.state is PollState.FAILED
+    assert result.failure is not None and result.failure.code == "not_found"
+    assert result.provider_job_id == SID
 
 
 async def test_429_pauses_the_provider_for_60_s(rig: Rig) -> None:
