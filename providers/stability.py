@@ -12,7 +12,8 @@ asks the poller to pause the provider. There is no cancel endpoint.
 
 Synchronous endpoints (most image and audio ones) answer the submit with the file itself;
 that result comes back as SUCCEEDED with a local job id (``sync-<job uuid>``), because the
-poller records an id before ingesting. A moderation refusal at submit is `ProviderRejected`.
+poller records an id before ingesting. A moderation refusal at submit is `ProviderModerated`
+(message "moderation: …", as DESIGN §10 words the job's error; nothing is charged).
 """
 
 from __future__ import annotations
@@ -35,6 +36,7 @@ from providers.base import Provider
 from providers.errors import (
     ProviderConnectError,
     ProviderError,
+    ProviderModerated,
     ProviderRateLimited,
     ProviderRejected,
     ProviderUnavailable,
@@ -220,8 +222,7 @@ class StabilityProvider:
     ) -> PollResult:
         self._raise_unless_done(reply)
         if reply.status == 403:  # a moderation refusal: nothing was created, the job fails
-            reason = _first_error(self._edge, reply) or "request refused by content moderation"
-            raise ProviderRejected(f"moderation: {reason}", provider=PROVIDER)
+            raise ProviderModerated(_moderation_message(self._edge, reply), provider=PROVIDER)
         if reply.media_type == "application/json":
             data = self._edge.json(reply)
             if isinstance(data, dict) and not _has_payload(data):
@@ -301,10 +302,8 @@ class StabilityProvider:
         )
 
     def _moderation_refusal(self, reply: _http.Reply, *, job_id: str | None) -> PollResult:
-        reason = _first_error(self._edge, reply) or "request refused by content moderation"
-        failure = ProviderFailure(
-            code="moderation", message=f"moderation: {reason}", moderation=True
-        )
+        message = _moderation_message(self._edge, reply)
+        failure = ProviderFailure(code="moderation", message=message, moderation=True)
         return PollResult(
             state=PollState.FAILED,
             provider_job_id=job_id,
@@ -519,6 +518,12 @@ def _in_progress_word(reply: _http.Reply) -> str:
 
 def _is_moderation(reply: _http.Reply) -> bool:
     return bool(_MODERATION.search(reply.content[:4096].decode("utf-8", "replace")))
+
+
+def _moderation_message(edge: _http.Edge, reply: _http.Reply) -> str:
+    """``moderation: <the vendor's reason>``: the job's error, at submit and on a poll alike."""
+    reason = _first_error(edge, reply) or "request refused by content moderation"
+    return f"moderation: {reason}"
 
 
 def _first_error(edge: _http.Edge, reply: _http.Reply) -> str | None:

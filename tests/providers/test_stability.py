@@ -15,6 +15,7 @@ import respx
 from providers.errors import (
     ProviderAuthError,
     ProviderConnectError,
+    ProviderModerated,
     ProviderProtocolError,
     ProviderRateLimited,
     ProviderRejected,
@@ -215,13 +216,16 @@ async def test_submit_rejects_bad_params(rig: Rig, params: dict[str, Any]) -> No
     assert not rig.router.calls
 
 
-async def test_submit_moderation_refusal_is_rejected_with_reason(rig: Rig) -> None:
+async def test_submit_moderation_refusal_is_moderated_with_reason(rig: Rig) -> None:
+    """DESIGN §10: the job's error is "moderation: …" as is; `ProviderModerated` says so."""
     rig.router.post("/v2beta/stable-image/upscale/creative").mock(
         return_value=reply("stability", "error_403_moderation.json", 403)
     )
-    with pytest.raises(ProviderRejected) as caught:
+    with pytest.raises(ProviderModerated) as caught:
         await rig.adapter.submit(submit_request(UPSCALE))
+    assert isinstance(caught.value, ProviderRejected)  # still permanent: nothing was created
     assert caught.value.message == "moderation: request flagged by content moderation"
+    assert str(caught.value).startswith("moderation: ")
 
 
 @pytest.mark.parametrize(
