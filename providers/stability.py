@@ -91,6 +91,9 @@ class StabilitySettings(ProviderSettings):
     rate_limit_pause_s: float = Field(60.0, ge=0, description="account lockout after a 429")
     max_input_file_bytes: int = Field(32 * MiB, ge=1024)
     input_fetch_timeout_s: float = Field(30.0, gt=0)
+    sync_read_timeout_s: float = Field(
+        240.0, gt=0, le=3600, description="read timeout of a submit: sync endpoints answer late"
+    )
 
     _decode_tables = field_validator("credits", mode="before")(decode_json_table)
 
@@ -192,8 +195,22 @@ class StabilityProvider:
             f"/v2beta/{params.endpoint}",
             files=parts or [("none", (None, b""))],  # multipart even with no fields at all
             headers={"Accept": "application/json"},
+            timeout=self._submit_timeout(),
         )
         return self._submitted(reply, params, request)
+
+    def _submit_timeout(self) -> httpx.Timeout:
+        """The poll timeouts, but a read timeout long enough for a synchronous endpoint.
+
+        A sync endpoint sends nothing until the file is ready (reference §2.10, §5.3: allow
+        ≥120 s for images, 240 s for audio). Cut off earlier, the call ends as "submit outcome
+        unknown" although Stability generates, and bills, the result anyway. Every submit
+        gets it, as an endpoint's mode is only known from its answer.
+        """
+        conf = self._settings
+        return httpx.Timeout(
+            conf.read_timeout_s, connect=conf.connect_timeout_s, read=conf.sync_read_timeout_s
+        )
 
     async def poll(self, handle: JobHandle) -> PollResult:
         if handle.provider_job_id.startswith(SYNC_ID_PREFIX):

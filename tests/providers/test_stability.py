@@ -8,9 +8,11 @@ from collections.abc import AsyncIterator
 from decimal import Decimal
 from typing import Any
 
+import anyio
 import httpx
 import pytest
 import respx
+from anyio.abc import SocketStream
 
 from providers.errors import (
     ProviderAuthError,
@@ -33,6 +35,8 @@ from tests.providers.conftest import (
     reply,
     submit_request,
 )
+from tests.providers.test_transport import response as wire_response
+from tests.providers.test_transport import serve
 
 pytestmark = pytest.mark.anyio
 
@@ -46,6 +50,7 @@ UPSCALE = {
     "params": {"prompt": "a sharper fox", "creativity": 0.3, "output_format": "png"},
     "files": {"image": PNG_DATA_URL},
 }
+CORE = {"endpoint": "stable-image/generate/core"}
 CREDITS = {
     "stable-image/upscale/creative": 60,
     "image-to-video": 20,
@@ -104,6 +109,41 @@ async def test_submit_booleans_are_form_words(rig: Rig) -> None:
     await rig.adapter.submit(submit_request(params))
     body = route.calls.last.request.content
     assert b'name="flag"\r\n\r\ntrue\r\n' in body and b'name="off"\r\n\r\nfalse\r\n' in body
+
+
+async def test_submit_waits_long_for_a_sync_answer_and_polls_do_not(rig: Rig) -> None:
+    """Reference §5.3: sync endpoints need a read timeout ≥120 s (audio 240 s); polls stay short."""
+    submit = rig.router.post("/v2beta/stable-audio-2/text-to-audio").mock(
+        return_value=reply("stability", "submit_accepted.json")
+    )
+    poll = mock_result(rig, reply("stability", "result_in_progress.json", 202))
+    await rig.adapter.submit(submit_request({"endpoint": "stable-audio-2/text-to-audio"}))
+    await rig.adapter.poll(upscale_handle())
+    sent = submit.calls.last.request.extensions["timeout"]
+    polled = poll.calls.last.request.extensions["timeout"]
+    assert sent["read"] == 240.0 and sent["connect"] == 10.0
+    assert polled["read"] == 30.0 and polled["connect"] == 10.0
+
+
+async def test_a_sync_answer_slower_than_the_poll_timeout_arrives_over_the_wire() -> None:
+    """Through the real aiohttp wire: the submit outlasts the poll read timeout, a poll not."""
+
+    async def slow(stream: SocketStream, request: bytes) -> None:
+        await anyio.sleep(0.8)
+        await stream.send(wire_response(200, PNG, "Content-Type: image/png"))
+
+    async with serve(slow) as base:
+        conf = settings(base_url=base, read_timeout_s=0.2, sync_read_timeout_s=10.0)
+        async with make_client(SPEC, conf) as client:
+            adapter = SPEC.build(conf, client)
+            result = await adapter.submit(
+                submit_request({"endpoint": "stable-image/generate/core"})
+            )
+            assert (
+                result.state is PollState.SUCCEEDED and result.outputs[0].media_type == "image/png"
+            )
+            with pytest.raises(ProviderUnavailable, match="timed out"):
+                await adapter.poll(upscale_handle())
 
 
 def file_host() -> tuple[respx.MockRouter, httpx.AsyncClient]:
