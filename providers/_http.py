@@ -183,6 +183,30 @@ def guess_media_type(url_or_name: str) -> str | None:
 # --- replies and the HTTP edge ------------------------------------------------------------
 
 
+class ReplyTooLarge(ProviderRejected):
+    """A reply went over `Edge.max_reply_bytes` (``status`` is the reply's HTTP status).
+
+    A `ProviderRejected` for adapters that do not care; an adapter whose results arrive
+    inline (Stability) turns a 2xx one into a failed result instead, because the vendor did
+    make (and charge for) the file: it is just too large to keep.
+    """
+
+    def __init__(self, message: str, *, provider: str, status: int) -> None:
+        super().__init__(message, provider=provider)
+        self.status = status
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Hosting:
+    """What the daemon lends adapters besides their own API client (``ProviderSpec.create``).
+
+    ``max_inline_bytes``: the largest result an adapter may hold in memory, the daemon's
+    ``POLLER_MAX_DOWNLOAD_BYTES`` (DESIGN §10); None = the adapter's own reply cap.
+    """
+
+    max_inline_bytes: int | None = None
+
+
 @dataclass(frozen=True, slots=True, kw_only=True)
 class Reply:
     """A fully read HTTP reply; adapters parse these, never a live stream."""
@@ -241,19 +265,19 @@ class Edge:
     async def _read(self, response: httpx.Response) -> bytes:
         declared = response.headers.get("content-length", "")
         if declared.isdigit() and int(declared) > self.max_reply_bytes:
-            raise self._oversize()
+            raise self._oversize(response.status_code)
         chunks: list[bytes] = []
         size = 0
         async for chunk in response.aiter_bytes():
             size += len(chunk)
             if size > self.max_reply_bytes:
-                raise self._oversize()
+                raise self._oversize(response.status_code)
             chunks.append(chunk)
         return b"".join(chunks)
 
-    def _oversize(self) -> ProviderRejected:
+    def _oversize(self, status: int) -> ReplyTooLarge:
         message = f"{self.provider}: reply larger than the {self.max_reply_bytes}-byte limit"
-        return ProviderRejected(message, provider=self.provider)
+        return ReplyTooLarge(message, provider=self.provider, status=status)
 
     def transport_error(self, exc: httpx.HTTPError) -> ProviderError:
         """Translate an httpx failure; only "never reached the server" is a connect error."""

@@ -5,6 +5,8 @@ polled at ``GET /v2beta/results/{id}`` (``/v2beta/image-to-video/result/{id}`` f
 202 means running (Stability has no queued state); a 200 *is the file* — raw bytes with
 ``finish-reason``/``seed`` headers, or base64 JSON — so outputs are `InlineOutput` and
 ``result_uri`` is the results URL, the only re-fetchable address (kept 24 h, same key only).
+Such a result is held in memory, so the daemon caps it at ``POLLER_MAX_DOWNLOAD_BYTES``
+(DESIGN §10); a bigger one is a failed result (made and charged, but not kept).
 
 Input files given as https URLs are fetched with a separate plain client that never carries
 the API key; ``data:`` URLs are decoded. Any 429 locks the whole account out for 60 s, so it
@@ -20,6 +22,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import math
 import mimetypes
 import re
 from dataclasses import dataclass
@@ -163,6 +166,7 @@ class _JsonResult(BaseModel):
 _MODERATION = re.compile(r"moderat|flagged", re.IGNORECASE)
 _REDIRECTS = (301, 302, 303, 307, 308)
 _MAX_REDIRECTS = 3
+_ENVELOPE_SLACK_BYTES = 64 * 1024  # JSON keys, finish_reason and seed around a base64 result
 
 
 class StabilityProvider:
@@ -174,11 +178,15 @@ class StabilityProvider:
         client: httpx.AsyncClient,
         *,
         fetch_client: httpx.AsyncClient | None = None,
+        max_result_bytes: int | None = None,
     ) -> None:
-        """``fetch_client`` downloads input files (no credentials); default: one per submit."""
+        """``fetch_client`` downloads input files (no credentials); default: one per submit.
+        ``max_result_bytes`` is the largest result held in memory (the daemon's
+        ``POLLER_MAX_DOWNLOAD_BYTES``); without it, ``STABILITY_MAX_REPLY_BYTES``."""
         self._settings = settings
+        self._result_cap = _ResultCap.of(settings, max_result_bytes)
         self._edge = _http.Edge(
-            PROVIDER, client, settings.secret_values(), settings.max_reply_bytes
+            PROVIDER, client, settings.secret_values(), self._result_cap.reply_bytes
         )
         self._fetch_client = fetch_client
 
@@ -190,14 +198,18 @@ class StabilityProvider:
         """One multipart create call; never retried here."""
         params = _http.validate_params(StabilityParams, request.params, PROVIDER)
         parts = _form_parts(params.params) + await self._file_parts(params.files)
-        reply = await self._edge.request(
-            "POST",
-            f"/v2beta/{params.endpoint}",
-            files=parts or [("none", (None, b""))],  # multipart even with no fields at all
-            headers={"Accept": "application/json"},
-            timeout=self._submit_timeout(),
-        )
-        return self._submitted(reply, params, request)
+        job_id = f"{SYNC_ID_PREFIX}{request.job_id}"  # used if the answer is the file itself
+        try:
+            reply = await self._edge.request(
+                "POST",
+                f"/v2beta/{params.endpoint}",
+                files=parts or [("none", (None, b""))],  # multipart even with no fields at all
+                headers={"Accept": "application/json"},
+                timeout=self._submit_timeout(),
+            )
+        except _http.ReplyTooLarge as exc:
+            return self._too_large(exc, params, job_id=job_id)
+        return self._submitted(reply, params, job_id)
 
     def _submit_timeout(self) -> httpx.Timeout:
         """The poll timeouts, but a read timeout long enough for a synchronous endpoint.
@@ -217,7 +229,10 @@ class StabilityProvider:
             return _sync_result_lost(handle)
         params = _lenient_params(handle)
         path, accept = _result_route(handle, params)
-        reply = await self._edge.request("GET", path, headers={"Accept": accept})
+        try:
+            reply = await self._edge.request("GET", path, headers={"Accept": accept})
+        except _http.ReplyTooLarge as exc:
+            return self._too_large(exc, params, job_id=handle.provider_job_id)
         if reply.status == 202:
             return PollResult(
                 state=PollState.RUNNING,
@@ -234,9 +249,7 @@ class StabilityProvider:
 
     # --- submit helpers --------------------------------------------------------------
 
-    def _submitted(
-        self, reply: _http.Reply, params: StabilityParams, request: SubmitRequest
-    ) -> PollResult:
+    def _submitted(self, reply: _http.Reply, params: StabilityParams, job_id: str) -> PollResult:
         self._raise_unless_done(reply)
         if reply.status == 403:  # a moderation refusal: nothing was created, the job fails
             raise ProviderModerated(_moderation_message(self._edge, reply), provider=PROVIDER)
@@ -249,7 +262,6 @@ class StabilityProvider:
                 return PollResult(state=PollState.PENDING, provider_job_id=accepted.id)
         # A synchronous endpoint answered with the file itself. The poller needs an id to
         # record before ingesting, so the job gets a local one that polls recognise.
-        job_id = f"{SYNC_ID_PREFIX}{request.job_id}"
         return self._completion(reply, params, job_id=job_id, result_uri=None)
 
     async def _file_parts(self, files: dict[str, str]) -> list[tuple[str, Any]]:
@@ -401,6 +413,8 @@ class StabilityProvider:
         if finish == "SUCCESS":
             if not done.data:
                 raise self._edge.protocol_error("finished reply with an empty body", b"")
+            if len(done.data) > self._result_cap.result_bytes:
+                return self._too_large(None, params, job_id=job_id)
             output = InlineOutput(
                 data=done.data, media_type=done.media_type, metadata=done.metadata()
             )
@@ -423,6 +437,27 @@ class StabilityProvider:
             )
         return PollResult(state=PollState.UNKNOWN, provider_job_id=job_id, raw_status=finish)
 
+    def _too_large(
+        self,
+        exc: _http.ReplyTooLarge | None,
+        params: StabilityParams | None,
+        *,
+        job_id: str | None,
+    ) -> PollResult:
+        """A finished result over the in-memory cap fails the job (DESIGN §1: a bigger result
+        stores nothing). Stability made, and charged for, the file, so the cost is kept. An
+        oversized *error* reply is no result: it stays an error."""
+        if exc is not None and not 200 <= exc.status < 300:
+            raise exc
+        failure = ProviderFailure(code="too_large", message=self._result_cap.message())
+        return PollResult(
+            state=PollState.FAILED,
+            provider_job_id=job_id,
+            failure=failure,
+            cost_usd=self._cost(params),
+            raw_status="too_large",
+        )
+
     def _cost(self, params: StabilityParams | None) -> Decimal | None:
         """Credits of the endpoint (or endpoint:model) * $/credit; None when not in the table."""
         for key in params.cost_keys() if params else ():
@@ -430,6 +465,34 @@ class StabilityProvider:
             if credits is not None:
                 return credits * self._settings.usd_per_credit
         return None
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class _ResultCap:
+    """How large an inline result may be, and how much of a reply that allows reading.
+
+    In JSON mode the file arrives base64-encoded, 4/3 of its size, inside a small envelope
+    (``finish_reason``, ``seed``), so the reply cap is 4/3 of the result cap plus slack; the
+    decoded (or raw) file is then held to the result cap itself.
+    """
+
+    result_bytes: int
+    reply_bytes: int
+    setting: str  # the setting an operator raises to accept bigger results
+
+    @classmethod
+    def of(cls, settings: StabilitySettings, max_result_bytes: int | None) -> _ResultCap:
+        if max_result_bytes is None:
+            limit = settings.max_reply_bytes
+            return cls(result_bytes=limit, reply_bytes=limit, setting="STABILITY_MAX_REPLY_BYTES")
+        reply = math.ceil(max_result_bytes * 4 / 3) + _ENVELOPE_SLACK_BYTES
+        return cls(
+            result_bytes=max_result_bytes, reply_bytes=reply, setting="POLLER_MAX_DOWNLOAD_BYTES"
+        )
+
+    def message(self) -> str:
+        """Worded like storage's own size refusal, naming the setting to raise."""
+        return f"result is larger than {self.setting} ({self.result_bytes} bytes); nothing stored"
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -559,3 +622,14 @@ def _first_error(edge: _http.Edge, reply: _http.Reply) -> str | None:
 def build(settings: ProviderSettings, client: httpx.AsyncClient) -> Provider:
     """Registry factory: the adapter over a ready client."""
     return StabilityProvider(expect_settings(settings, StabilitySettings), client)
+
+
+def build_hosted(
+    settings: ProviderSettings, client: httpx.AsyncClient, hosting: _http.Hosting
+) -> Provider:
+    """Registry factory for the daemon: inline results held to its download cap."""
+    return StabilityProvider(
+        expect_settings(settings, StabilitySettings),
+        client,
+        max_result_bytes=hosting.max_inline_bytes,
+    )

@@ -5,6 +5,7 @@ from __future__ import annotations
 import base64
 import uuid
 from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from decimal import Decimal
 from typing import Any
 
@@ -23,9 +24,9 @@ from providers.errors import (
     ProviderRejected,
     ProviderUnavailable,
 )
-from providers.registry import BUILTIN_PROVIDERS, make_client
+from providers.registry import BUILTIN_PROVIDERS, Hosting, make_client
 from providers.stability import StabilityProvider, StabilitySettings
-from providers.types import InlineOutput, PollState
+from providers.types import InlineOutput, PollResult, PollState
 from tests.providers.conftest import (
     TOKENS,
     Rig,
@@ -545,11 +546,85 @@ async def test_unreadable_results_are_protocol_errors(rig: Rig, response: httpx.
     assert TOKENS["stability"] not in str(caught.value)
 
 
-async def test_oversized_result_is_rejected() -> None:
+async def test_oversized_result_without_a_daemon_cap_fails_naming_the_reply_cap() -> None:
     async with open_rig(SPEC, settings(max_reply_bytes=1024)) as rig:
         mock_result(
             rig, httpx.Response(200, content=b"x" * 4096, headers={"content-type": "image/png"})
         )
+        result = await rig.adapter.poll(upscale_handle())
+    assert result.state is PollState.FAILED and result.failure is not None
+    assert result.failure.message == (
+        "result is larger than STABILITY_MAX_REPLY_BYTES (1024 bytes); nothing stored"
+    )
+
+
+CAP = 30_000  # the daemon's POLLER_MAX_DOWNLOAD_BYTES in these tests
+
+
+@asynccontextmanager
+async def capped_rig(**values: Any) -> AsyncIterator[Rig]:
+    """The adapter as the daemon builds it (`ProviderSpec.create`), with a small download cap."""
+    conf = settings(**values)
+    router = respx.MockRouter(base_url=BASE, assert_all_mocked=True)
+    transport = httpx.MockTransport(router.async_handler)
+    async with make_client(SPEC, conf, transport=transport) as client:
+        adapter = SPEC.create(conf, client, Hosting(max_inline_bytes=CAP))
+        yield Rig(adapter=adapter, router=router, settings=conf)
+
+
+def png_reply(size: int) -> httpx.Response:
+    return httpx.Response(200, content=b"x" * size, headers={"content-type": "image/png"})
+
+
+def json_reply(size: int) -> httpx.Response:
+    payload = base64.b64encode(b"x" * size).decode()
+    return httpx.Response(200, json={"image": payload, "finish_reason": "SUCCESS", "seed": 7})
+
+
+def assert_too_large(result: PollResult, job_id: str) -> None:
+    """Failed (not "rejected"), worded like storage's refusal, the vendor's charge kept."""
+    assert result.state is PollState.FAILED and result.failure is not None
+    assert result.failure.code == "too_large"
+    assert result.failure.message == (
+        f"result is larger than POLLER_MAX_DOWNLOAD_BYTES ({CAP} bytes); nothing stored"
+    )
+    assert result.provider_job_id == job_id
+    assert result.cost_usd == Decimal("0.60")
+
+
+async def test_inline_results_are_held_to_the_daemons_download_cap_not_the_reply_cap() -> None:
+    """DESIGN §10: up to POLLER_MAX_DOWNLOAD_BYTES in memory, whatever STABILITY_MAX_REPLY_BYTES."""
+    async with capped_rig(max_reply_bytes=1024) as rig:
+        route = mock_result(rig, png_reply(CAP))
+        result = await rig.adapter.poll(upscale_handle())
+        assert result.state is PollState.SUCCEEDED
+        route.mock(return_value=png_reply(CAP + 1))
+        assert_too_large(await rig.adapter.poll(upscale_handle()), SID)
+
+
+async def test_a_base64_result_up_to_the_cap_fits_its_larger_json_reply() -> None:
+    async with capped_rig() as rig:
+        route = mock_result(rig, json_reply(CAP))  # the reply is ~4/3 of the cap
+        result = await rig.adapter.poll(upscale_handle())
+        (output,) = result.outputs
+        assert isinstance(output, InlineOutput) and len(output.data) == CAP
+        route.mock(return_value=json_reply(CAP + 1))
+        assert_too_large(await rig.adapter.poll(upscale_handle()), SID)
+        route.mock(return_value=json_reply(2 * CAP))  # over the reply cap: reading stops
+        assert_too_large(await rig.adapter.poll(upscale_handle()), SID)
+
+
+async def test_an_oversized_sync_result_fails_the_job_instead_of_rejecting_it() -> None:
+    """Stability made and billed the file: "too large", not "stability rejected the job"."""
+    async with capped_rig(credits={"stable-image/generate/core": 60}) as rig:
+        rig.router.post("/v2beta/stable-image/generate/core").mock(return_value=png_reply(10 * CAP))
+        request = submit_request(CORE)
+        assert_too_large(await rig.adapter.submit(request), f"sync-{request.job_id}")
+
+
+async def test_an_oversized_error_reply_stays_an_error() -> None:
+    async with capped_rig() as rig:
+        mock_result(rig, httpx.Response(500, content=b"x" * (10 * CAP)))
         with pytest.raises(ProviderRejected, match="larger than"):
             await rig.adapter.poll(upscale_handle())
 
