@@ -23,12 +23,11 @@ from __future__ import annotations
 import base64
 import binascii
 import math
-import mimetypes
 import re
 from dataclasses import dataclass
 from decimal import Decimal
 from typing import Any
-from urllib.parse import quote, urljoin, urlsplit
+from urllib.parse import quote
 
 import httpx
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
@@ -37,14 +36,12 @@ from pydantic_settings import SettingsConfigDict
 from providers import _http
 from providers.base import Provider
 from providers.errors import (
-    ProviderConnectError,
     ProviderError,
     ProviderModerated,
     ProviderRateLimited,
-    ProviderRejected,
-    ProviderUnavailable,
 )
 from providers.settings import PriceTable, ProviderSettings, decode_json_table, expect_settings
+from providers.stability_files import InputFiles
 from providers.types import (
     InlineOutput,
     JobHandle,
@@ -164,8 +161,6 @@ class _JsonResult(BaseModel):
 
 
 _MODERATION = re.compile(r"moderat|flagged", re.IGNORECASE)
-_REDIRECTS = (301, 302, 303, 307, 308)
-_MAX_REDIRECTS = 3
 _ENVELOPE_SLACK_BYTES = 64 * 1024  # JSON keys, finish_reason and seed around a base64 result
 
 
@@ -188,7 +183,11 @@ class StabilityProvider:
         self._edge = _http.Edge(
             PROVIDER, client, settings.secret_values(), self._result_cap.reply_bytes
         )
-        self._fetch_client = fetch_client
+        self._files = InputFiles(
+            fetch_client=fetch_client,
+            max_bytes=settings.max_input_file_bytes,
+            timeout_s=settings.input_fetch_timeout_s,
+        )
 
     @property
     def name(self) -> str:
@@ -197,7 +196,7 @@ class StabilityProvider:
     async def submit(self, request: SubmitRequest) -> PollResult:
         """One multipart create call; never retried here."""
         params = _http.validate_params(StabilityParams, request.params, PROVIDER)
-        parts = _form_parts(params.params) + await self._file_parts(params.files)
+        parts = _form_parts(params.params) + await self._files.parts(params.files)
         job_id = f"{SYNC_ID_PREFIX}{request.job_id}"  # used if the answer is the file itself
         try:
             reply = await self._edge.request(
@@ -263,41 +262,6 @@ class StabilityProvider:
         # A synchronous endpoint answered with the file itself. The poller needs an id to
         # record before ingesting, so the job gets a local one that polls recognise.
         return self._completion(reply, params, job_id=job_id, result_uri=None)
-
-    async def _file_parts(self, files: dict[str, str]) -> list[tuple[str, Any]]:
-        parts: list[tuple[str, Any]] = []
-        for name, ref in files.items():
-            data, media_type = await self._load_file(name, ref)
-            ext = mimetypes.guess_extension(media_type or "") or ""
-            parts.append((name, (f"{name}{ext}", data, media_type or "application/octet-stream")))
-        return parts
-
-    async def _load_file(self, name: str, ref: str) -> tuple[bytes, str | None]:
-        if _http.is_data_url(ref):
-            try:
-                return _http.decode_data_url(ref)
-            except ValueError as exc:
-                raise ProviderRejected(
-                    f"{PROVIDER}: files.{name}: {exc}", provider=PROVIDER
-                ) from None
-        if self._fetch_client is not None:
-            return await self._download(self._fetch_client, name, ref)
-        timeout = httpx.Timeout(self._settings.input_fetch_timeout_s)
-        async with httpx.AsyncClient(timeout=timeout, follow_redirects=False) as client:
-            return await self._download(client, name, ref)
-
-    async def _download(
-        self, client: httpx.AsyncClient, name: str, url: str
-    ) -> tuple[bytes, str | None]:
-        """GET an input file over https only (redirects checked hop by hop), no credentials."""
-        edge = _http.Edge(PROVIDER, client, (), self._settings.max_input_file_bytes)
-        for _ in range(_MAX_REDIRECTS + 1):
-            reply = await _fetch_once(edge, name, url)
-            location = reply.headers.get("location")
-            if reply.status not in _REDIRECTS or not location:
-                return _input_file(reply, name, url)
-            url = urljoin(url, location)
-        raise ProviderRejected(f"{PROVIDER}: files.{name}: too many redirects", provider=PROVIDER)
 
     # --- poll helpers ----------------------------------------------------------------
 
@@ -529,33 +493,6 @@ def _form_parts(fields: dict[str, FormValue]) -> list[tuple[str, Any]]:
         text = ("true" if value else "false") if isinstance(value, bool) else str(value)
         parts.append((name, (None, text.encode())))
     return parts
-
-
-async def _fetch_once(edge: _http.Edge, name: str, url: str) -> _http.Reply:
-    """One hop of an input download; transient failures are "connect" errors because nothing
-    has been sent to Stability yet, so submitting again later is safe."""
-    parts = urlsplit(url)
-    if parts.scheme.lower() != "https":
-        raise ProviderRejected(
-            f"{PROVIDER}: files.{name}: only https URLs are fetched", provider=PROVIDER
-        )
-    try:
-        reply = await edge.request("GET", url)
-    except ProviderUnavailable as exc:
-        message = f"{PROVIDER}: files.{name}: fetching from {parts.hostname} failed ({exc.message})"
-        raise ProviderConnectError(message, provider=PROVIDER) from exc
-    if reply.status >= 500 or reply.status in (408, 429):
-        message = f"{PROVIDER}: files.{name}: {parts.hostname} answered HTTP {reply.status}"
-        raise ProviderConnectError(message, provider=PROVIDER)
-    return reply
-
-
-def _input_file(reply: _http.Reply, name: str, url: str) -> tuple[bytes, str | None]:
-    if not reply.is_success:
-        host = urlsplit(url).hostname
-        message = f"{PROVIDER}: files.{name}: {host} answered HTTP {reply.status}"
-        raise ProviderRejected(message, provider=PROVIDER)
-    return reply.content, reply.media_type or _http.guess_media_type(url)
 
 
 def _sync_result_lost(handle: JobHandle) -> PollResult:
