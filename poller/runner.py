@@ -16,6 +16,7 @@ import structlog
 
 from poller.daemon import Adapter, Daemon
 from poller.health import HealthServer
+from poller.inputs import open_input_client
 from poller.migrate import head_revision
 from poller.repository import Repository, open_pool
 from poller.settings import Settings
@@ -72,9 +73,15 @@ async def open_adapters(settings: Settings, stack: AsyncExitStack) -> dict[str, 
     """One adapter per configured provider, each on its own API client (closed by ``stack``).
 
     Adapters get what the daemon lends them (`Hosting`): inline results are held to the same
-    ``POLLER_MAX_DOWNLOAD_BYTES`` as downloads (DESIGN §10).
+    ``POLLER_MAX_DOWNLOAD_BYTES`` as downloads (DESIGN §10), and input files named by URL are
+    fetched under the same address policy as downloads (DESIGN §5, `poller.inputs`).
     """
-    hosting = Hosting(max_inline_bytes=settings.poller.max_download_bytes)
+    cfg = settings.poller
+    inputs = open_input_client(allow_private=cfg.allow_private_downloads)
+    hosting = Hosting(
+        max_inline_bytes=cfg.max_download_bytes,
+        fetch_client=await stack.enter_async_context(inputs),
+    )
     adapters = {}
     for name, prov_settings in settings.configured_providers().items():
         spec = settings.specs[name]

@@ -202,9 +202,16 @@ class Hosting:
 
     ``max_inline_bytes``: the largest result an adapter may hold in memory, the daemon's
     ``POLLER_MAX_DOWNLOAD_BYTES`` (DESIGN §10); None = the adapter's own reply cap.
+    ``fetch_client``: fetches third-party files a job's input names (Stability's ``files``)
+    under the daemon's download policy: https only, public addresses only, checked on every
+    connection (DESIGN §5). It carries no credentials and follows no redirects (adapters
+    follow them hop by hop, so each is checked). It raises `ProviderRejected` for a refused
+    URL or address. Adapters cannot build one (the guard lives in storage), so without it
+    they refuse such inputs.
     """
 
     max_inline_bytes: int | None = None
+    fetch_client: httpx.AsyncClient | None = None
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

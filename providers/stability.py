@@ -8,9 +8,10 @@ polled at ``GET /v2beta/results/{id}`` (``/v2beta/image-to-video/result/{id}`` f
 Such a result is held in memory, so the daemon caps it at ``POLLER_MAX_DOWNLOAD_BYTES``
 (DESIGN §10); a bigger one is a failed result (made and charged, but not kept).
 
-Input files given as https URLs are fetched with a separate plain client that never carries
-the API key; ``data:`` URLs are decoded. Any 429 locks the whole account out for 60 s, so it
-asks the poller to pause the provider. There is no cancel endpoint.
+Input files (`providers.stability_files`): ``data:`` URLs are decoded; https URLs are fetched
+only through the daemon's guarded client, never with the API key. Any 429 locks the whole
+account out for 60 s, so it asks the poller to pause the provider. There is no cancel
+endpoint.
 
 Synchronous endpoints (most image and audio ones) answer the submit with the file itself;
 that result comes back as SUCCEEDED with a local job id (``sync-<job uuid>``), because the
@@ -175,9 +176,10 @@ class StabilityProvider:
         fetch_client: httpx.AsyncClient | None = None,
         max_result_bytes: int | None = None,
     ) -> None:
-        """``fetch_client`` downloads input files (no credentials); default: one per submit.
-        ``max_result_bytes`` is the largest result held in memory (the daemon's
-        ``POLLER_MAX_DOWNLOAD_BYTES``); without it, ``STABILITY_MAX_REPLY_BYTES``."""
+        """``fetch_client`` fetches https input files (the daemon's guarded client, see
+        `_http.Hosting`); without one such inputs are refused. ``max_result_bytes`` is the
+        largest result held in memory (the daemon's ``POLLER_MAX_DOWNLOAD_BYTES``); without
+        it, ``STABILITY_MAX_REPLY_BYTES``."""
         self._settings = settings
         self._result_cap = _ResultCap.of(settings, max_result_bytes)
         self._edge = _http.Edge(
@@ -564,9 +566,10 @@ def build(settings: ProviderSettings, client: httpx.AsyncClient) -> Provider:
 def build_hosted(
     settings: ProviderSettings, client: httpx.AsyncClient, hosting: _http.Hosting
 ) -> Provider:
-    """Registry factory for the daemon: inline results held to its download cap."""
+    """Registry factory for the daemon: its download cap and its guarded input client."""
     return StabilityProvider(
         expect_settings(settings, StabilitySettings),
         client,
+        fetch_client=hosting.fetch_client,
         max_result_bytes=hosting.max_inline_bytes,
     )

@@ -16,9 +16,10 @@ from anyio.abc import SocketStream
 from poller.daemon import Adapter
 from poller.runner import open_adapters
 from poller.settings import CoreSettings, PollerSettings, Settings
+from providers.errors import ProviderRejected
 from providers.registry import BUILTIN_PROVIDERS
 from providers.stability import StabilitySettings
-from providers.types import JobHandle, PollState
+from providers.types import JobHandle, PollState, SubmitRequest
 from tests.providers.test_transport import response, serve
 
 pytestmark = pytest.mark.anyio
@@ -60,3 +61,24 @@ async def test_stability_inline_results_are_held_to_poller_max_download_bytes() 
         result = await adapter.provider.poll(a_handle())
     assert result.state is PollState.FAILED and result.failure is not None
     assert "POLLER_MAX_DOWNLOAD_BYTES (20000 bytes)" in result.failure.message
+
+
+async def test_stability_input_files_go_through_the_guarded_client() -> None:
+    """DESIGN §5 for inputs too: a loopback input host is refused, nothing reaches the API."""
+    seen: list[bytes] = []
+
+    async def vendor(stream: SocketStream, request: bytes) -> None:
+        seen.append(request)
+        await stream.send(response(200, b'{"id": "abc"}', "Content-Type: application/json"))
+
+    params = {
+        "endpoint": "stable-image/upscale/creative",
+        "files": {"image": "https://127.0.0.1:9/fox.png"},
+    }
+    request = SubmitRequest(job_id=uuid.uuid4(), media_type="image", params=params, timeout_s=60)
+    async with serve(vendor) as base, AsyncExitStack() as stack:
+        adapters = await open_adapters(settings_for(base), stack)
+        with pytest.raises(ProviderRejected) as caught:
+            await adapters["stability"].provider.submit(request)
+    assert "files.image: 127.0.0.1 is not a public address (loopback)" in str(caught.value)
+    assert seen == []

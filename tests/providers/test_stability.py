@@ -194,6 +194,12 @@ async def test_input_redirects_are_followed_over_https_only() -> None:
     assert not api.calls  # nothing was sent to Stability
 
 
+def broken_gzip() -> httpx.Response:
+    """Undecodable on reading (streamed, so httpx does not decode it when built)."""
+    headers = {"content-encoding": "gzip"}
+    return httpx.Response(200, headers=headers, stream=httpx.ByteStream(b"not gzip"))
+
+
 @pytest.mark.parametrize(
     ("answer", "error_type"),
     [
@@ -202,6 +208,9 @@ async def test_input_redirects_are_followed_over_https_only() -> None:
         (httpx.Response(503), ProviderConnectError),
         (httpx.ConnectError("refused"), ProviderConnectError),
         (httpx.ReadTimeout("slow"), ProviderConnectError),
+        # A broken body (protocol error) from the input host: nothing reached Stability yet,
+        # so this must not surface as an ambiguous submit failure.
+        (broken_gzip(), ProviderConnectError),
     ],
 )
 async def test_input_fetch_failures(answer: Any, error_type: type[Exception]) -> None:
@@ -219,6 +228,52 @@ async def test_input_fetch_failures(answer: Any, error_type: type[Exception]) ->
     assert not api.calls
 
 
+async def test_https_input_without_the_daemons_guarded_client_is_refused(rig: Rig) -> None:
+    """No unguarded fallback: only the daemon's client checks addresses (DESIGN §5)."""
+    params = {**UPSCALE, "files": {"image": "https://inputs.example/fox.png"}}
+    with pytest.raises(ProviderRejected, match=r"files\.image: https inputs are fetched only"):
+        await rig.adapter.submit(submit_request(params))
+    assert not rig.router.calls
+
+
+async def test_a_refusal_by_the_fetch_client_names_the_input() -> None:
+    """The guarded client refuses a private address with ProviderRejected; the job's error
+    names the entry, and nothing is sent to Stability."""
+
+    def guard(request: httpx.Request) -> httpx.Response:
+        raise ProviderRejected("10.0.0.7 is not a public address (private)")
+
+    fetch = httpx.AsyncClient(transport=httpx.MockTransport(guard))
+    api, adapter, client = await adapter_with_fetch(fetch)
+    params = {**UPSCALE, "files": {"image": "https://inputs.example/fox.png"}}
+    async with client, fetch:
+        with pytest.raises(ProviderRejected) as caught:
+            await adapter.submit(submit_request(params))
+    assert caught.value.message == (
+        "stability: files.image: 10.0.0.7 is not a public address (private)"
+    )
+    assert not api.calls
+
+
+async def test_input_fetches_use_the_input_fetch_timeout() -> None:
+    files, fetch = file_host()
+    route = files.get("https://inputs.example/fox.png").mock(
+        return_value=httpx.Response(200, content=PNG, headers={"content-type": "image/png"})
+    )
+    api = respx.MockRouter(base_url=BASE, assert_all_mocked=True)
+    api.post("/v2beta/stable-image/upscale/creative").mock(
+        return_value=reply("stability", "submit_accepted.json")
+    )
+    conf = settings(input_fetch_timeout_s=7.0)
+    params = {**UPSCALE, "files": {"image": "https://inputs.example/fox.png"}}
+    async with (
+        make_client(SPEC, conf, transport=httpx.MockTransport(api.async_handler)) as client,
+        fetch,
+    ):
+        await StabilityProvider(conf, client, fetch_client=fetch).submit(submit_request(params))
+    assert route.calls.last.request.extensions["timeout"]["read"] == 7.0
+
+
 async def test_input_fetch_is_size_capped() -> None:
     files, fetch = file_host()
     files.get("https://inputs.example/huge.png").mock(
@@ -232,7 +287,7 @@ async def test_input_fetch_is_size_capped() -> None:
     ):
         adapter = StabilityProvider(capped, client, fetch_client=fetch)
         params = {**UPSCALE, "files": {"image": "https://inputs.example/huge.png"}}
-        with pytest.raises(ProviderRejected, match="larger than"):
+        with pytest.raises(ProviderRejected, match="larger than STABILITY_MAX_INPUT_FILE_BYTES"):
             await adapter.submit(submit_request(params))
 
 
