@@ -16,10 +16,11 @@ import structlog
 
 from poller.daemon import Adapter, Daemon
 from poller.health import HealthServer
+from poller.inputs import open_input_client
 from poller.migrate import head_revision
 from poller.repository import Repository, open_pool
 from poller.settings import Settings
-from providers.registry import make_client
+from providers.registry import Hosting, make_client
 from storage import open_storage
 
 log = structlog.get_logger("poller")
@@ -44,13 +45,7 @@ async def serve(settings: Settings, *, drain: bool = False) -> None:
         pool = open_pool(settings.database_url, size=cfg.db_pool_size)
         await pool.open(wait=False)
         stack.push_async_callback(pool.close)
-        adapters = {}
-        for name, prov_settings in settings.configured_providers().items():
-            spec = settings.specs[name]
-            client = await stack.enter_async_context(make_client(spec, prov_settings))
-            adapters[name] = Adapter(
-                provider=spec.build(prov_settings, client), settings=prov_settings
-            )
+        adapters = await open_adapters(settings, stack)
         ingestor = await stack.enter_async_context(open_storage(settings.storage_config()))
         daemon = Daemon(
             repo=Repository(pool, owner=owner, lease_s=cfg.lease_ttl_s),
@@ -72,6 +67,28 @@ async def serve(settings: Settings, *, drain: bool = False) -> None:
             tg.start_soon(_watch_database, settings.database_url, readiness)
             await daemon.run(drain=drain)
             tg.cancel_scope.cancel()
+
+
+async def open_adapters(settings: Settings, stack: AsyncExitStack) -> dict[str, Adapter]:
+    """One adapter per configured provider, each on its own API client (closed by ``stack``).
+
+    Adapters get what the daemon lends them (`Hosting`): inline results are held to the same
+    ``POLLER_MAX_DOWNLOAD_BYTES`` as downloads (DESIGN §10), and input files named by URL are
+    fetched under the same address policy as downloads (DESIGN §5, `poller.inputs`).
+    """
+    cfg = settings.poller
+    inputs = open_input_client(allow_private=cfg.allow_private_downloads)
+    hosting = Hosting(
+        max_inline_bytes=cfg.max_download_bytes,
+        fetch_client=await stack.enter_async_context(inputs),
+    )
+    adapters = {}
+    for name, prov_settings in settings.configured_providers().items():
+        spec = settings.specs[name]
+        client = await stack.enter_async_context(make_client(spec, prov_settings))
+        provider = spec.create(prov_settings, client, hosting)
+        adapters[name] = Adapter(provider=provider, settings=prov_settings)
+    return adapters
 
 
 def _probe(daemon: Daemon, readiness: Readiness) -> tuple[bool, dict[str, object]]:

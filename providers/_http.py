@@ -183,6 +183,37 @@ def guess_media_type(url_or_name: str) -> str | None:
 # --- replies and the HTTP edge ------------------------------------------------------------
 
 
+class ReplyTooLarge(ProviderRejected):
+    """A reply went over `Edge.max_reply_bytes` (``status`` is the reply's HTTP status).
+
+    A `ProviderRejected` for adapters that do not care; an adapter whose results arrive
+    inline (Stability) turns a 2xx one into a failed result instead, because the vendor did
+    make (and charge for) the file: it is just too large to keep.
+    """
+
+    def __init__(self, message: str, *, provider: str, status: int) -> None:
+        super().__init__(message, provider=provider)
+        self.status = status
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Hosting:
+    """What the daemon lends adapters besides their own API client (``ProviderSpec.create``).
+
+    ``max_inline_bytes``: the largest result an adapter may hold in memory, the daemon's
+    ``POLLER_MAX_DOWNLOAD_BYTES`` (DESIGN §10); None = the adapter's own reply cap.
+    ``fetch_client``: fetches third-party files a job's input names (Stability's ``files``)
+    under the daemon's download policy: https only, public addresses only, checked on every
+    connection (DESIGN §5). It carries no credentials and follows no redirects (adapters
+    follow them hop by hop, so each is checked). It raises `ProviderRejected` for a refused
+    URL or address. Adapters cannot build one (the guard lives in storage), so without it
+    they refuse such inputs.
+    """
+
+    max_inline_bytes: int | None = None
+    fetch_client: httpx.AsyncClient | None = None
+
+
 @dataclass(frozen=True, slots=True, kw_only=True)
 class Reply:
     """A fully read HTTP reply; adapters parse these, never a live stream."""
@@ -241,19 +272,19 @@ class Edge:
     async def _read(self, response: httpx.Response) -> bytes:
         declared = response.headers.get("content-length", "")
         if declared.isdigit() and int(declared) > self.max_reply_bytes:
-            raise self._oversize()
+            raise self._oversize(response.status_code)
         chunks: list[bytes] = []
         size = 0
         async for chunk in response.aiter_bytes():
             size += len(chunk)
             if size > self.max_reply_bytes:
-                raise self._oversize()
+                raise self._oversize(response.status_code)
             chunks.append(chunk)
         return b"".join(chunks)
 
-    def _oversize(self) -> ProviderRejected:
+    def _oversize(self, status: int) -> ReplyTooLarge:
         message = f"{self.provider}: reply larger than the {self.max_reply_bytes}-byte limit"
-        return ProviderRejected(message, provider=self.provider)
+        return ReplyTooLarge(message, provider=self.provider, status=status)
 
     def transport_error(self, exc: httpx.HTTPError) -> ProviderError:
         """Translate an httpx failure; only "never reached the server" is a connect error."""
@@ -306,15 +337,15 @@ class Edge:
         """The generic HTTP status → error table (vendor quirks are handled before this)."""
         code, name, snip = reply.status, self.provider, self.snippet(reply.content)
         message = f"{name}: HTTP {code}"
+        wait = retry_after_s if retry_after_s is not None else retry_after_of(reply.headers)
         if code == 429:
-            wait = retry_after_s if retry_after_s is not None else retry_after_of(reply.headers)
             return ProviderRateLimited(message, provider=name, retry_after_s=wait, snippet=snip)
         if code in (401, 403):
             return ProviderAuthError(
                 f"{message}: credentials rejected", provider=name, snippet=snip
             )
-        if code == 408 or code >= 500:
-            return ProviderUnavailable(message, provider=name, snippet=snip)
+        if code == 408 or code >= 500:  # a 503 may name its own wait (Replicate's clients obey)
+            return ProviderUnavailable(message, provider=name, retry_after_s=wait, snippet=snip)
         if 300 <= code < 400 or code < 200:
             return ProviderProtocolError(
                 f"{message}: unexpected status", provider=name, snippet=snip

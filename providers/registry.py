@@ -1,8 +1,9 @@
 """Which providers exist and how to build them: built-ins plus entry-point plugins.
 
 The poller reads settings with ``spec.settings_cls()``, builds one HTTP client per provider
-with `make_client` and the adapter with ``spec.build(settings, client)``. Adapters never
-create or close the client for their own API.
+with `make_client` and the adapter with ``spec.create(settings, client, hosting)``, which
+calls ``spec.build(settings, client)`` unless the adapter also wants what the daemon lends
+(`Hosting`: its download cap). Adapters never create or close the client for their own API.
 
 Plugins ship as separate packages and declare, in their ``pyproject.toml``::
 
@@ -24,6 +25,7 @@ from dataclasses import dataclass
 import httpx
 
 from providers import _http, replicate, stability, suno
+from providers._http import Hosting as Hosting  # re-exported: the poller builds one
 from providers.base import Provider
 from providers.errors import ProviderPluginError
 from providers.settings import ProviderSettings
@@ -51,10 +53,20 @@ class ProviderSpec:
     settings_cls: type[ProviderSettings]
     build: Callable[[ProviderSettings, httpx.AsyncClient], Provider]
     client_headers: Callable[[ProviderSettings], dict[str, str]] = bearer_headers
+    # For adapters that use what the daemon lends (`Hosting`); None = `build` is enough.
+    build_hosted: Callable[[ProviderSettings, httpx.AsyncClient, Hosting], Provider] | None = None
 
     def __post_init__(self) -> None:
         if not _NAME.match(self.name):
             raise ValueError(f"provider name {self.name!r} must match {_NAME.pattern}")
+
+    def create(
+        self, settings: ProviderSettings, client: httpx.AsyncClient, hosting: Hosting
+    ) -> Provider:
+        """The adapter as the daemon runs it: given `hosting` if it takes it."""
+        if self.build_hosted is None:
+            return self.build(settings, client)
+        return self.build_hosted(settings, client, hosting)
 
 
 BUILTIN_PROVIDERS: dict[str, ProviderSpec] = {  # keep sorted (a test checks it)
@@ -62,7 +74,10 @@ BUILTIN_PROVIDERS: dict[str, ProviderSpec] = {  # keep sorted (a test checks it)
         name="replicate", settings_cls=replicate.ReplicateSettings, build=replicate.build
     ),
     "stability": ProviderSpec(
-        name="stability", settings_cls=stability.StabilitySettings, build=stability.build
+        name="stability",
+        settings_cls=stability.StabilitySettings,
+        build=stability.build,
+        build_hosted=stability.build_hosted,
     ),
     "suno": ProviderSpec(name="suno", settings_cls=suno.SunoSettings, build=suno.build),
 }

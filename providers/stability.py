@@ -5,26 +5,30 @@ polled at ``GET /v2beta/results/{id}`` (``/v2beta/image-to-video/result/{id}`` f
 202 means running (Stability has no queued state); a 200 *is the file* — raw bytes with
 ``finish-reason``/``seed`` headers, or base64 JSON — so outputs are `InlineOutput` and
 ``result_uri`` is the results URL, the only re-fetchable address (kept 24 h, same key only).
+Such a result is held in memory, so the daemon caps it at ``POLLER_MAX_DOWNLOAD_BYTES``
+(DESIGN §10); a bigger one is a failed result (made and charged, but not kept).
 
-Input files given as https URLs are fetched with a separate plain client that never carries
-the API key; ``data:`` URLs are decoded. Any 429 locks the whole account out for 60 s, so it
-asks the poller to pause the provider. There is no cancel endpoint.
+Input files (`providers.stability_files`): ``data:`` URLs are decoded; https URLs are fetched
+only through the daemon's guarded client, never with the API key. Any 429 locks the whole
+account out for 60 s, so it asks the poller to pause the provider. There is no cancel
+endpoint.
 
 Synchronous endpoints (most image and audio ones) answer the submit with the file itself;
 that result comes back as SUCCEEDED with a local job id (``sync-<job uuid>``), because the
-poller records an id before ingesting. A moderation refusal at submit is `ProviderRejected`.
+poller records an id before ingesting. A moderation refusal at submit is `ProviderModerated`
+(message "moderation: …", as DESIGN §10 words the job's error; nothing is charged).
 """
 
 from __future__ import annotations
 
 import base64
 import binascii
-import mimetypes
+import math
 import re
 from dataclasses import dataclass
 from decimal import Decimal
 from typing import Any
-from urllib.parse import quote, urljoin, urlsplit
+from urllib.parse import quote
 
 import httpx
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
@@ -33,13 +37,12 @@ from pydantic_settings import SettingsConfigDict
 from providers import _http
 from providers.base import Provider
 from providers.errors import (
-    ProviderConnectError,
     ProviderError,
+    ProviderModerated,
     ProviderRateLimited,
-    ProviderRejected,
-    ProviderUnavailable,
 )
 from providers.settings import PriceTable, ProviderSettings, decode_json_table, expect_settings
+from providers.stability_files import InputFiles
 from providers.types import (
     InlineOutput,
     JobHandle,
@@ -89,6 +92,9 @@ class StabilitySettings(ProviderSettings):
     rate_limit_pause_s: float = Field(60.0, ge=0, description="account lockout after a 429")
     max_input_file_bytes: int = Field(32 * MiB, ge=1024)
     input_fetch_timeout_s: float = Field(30.0, gt=0)
+    sync_read_timeout_s: float = Field(
+        240.0, gt=0, le=3600, description="read timeout of a submit: sync endpoints answer late"
+    )
 
     _decode_tables = field_validator("credits", mode="before")(decode_json_table)
 
@@ -156,8 +162,7 @@ class _JsonResult(BaseModel):
 
 
 _MODERATION = re.compile(r"moderat|flagged", re.IGNORECASE)
-_REDIRECTS = (301, 302, 303, 307, 308)
-_MAX_REDIRECTS = 3
+_ENVELOPE_SLACK_BYTES = 64 * 1024  # JSON keys, finish_reason and seed around a base64 result
 
 
 class StabilityProvider:
@@ -169,13 +174,22 @@ class StabilityProvider:
         client: httpx.AsyncClient,
         *,
         fetch_client: httpx.AsyncClient | None = None,
+        max_result_bytes: int | None = None,
     ) -> None:
-        """``fetch_client`` downloads input files (no credentials); default: one per submit."""
+        """``fetch_client`` fetches https input files (the daemon's guarded client, see
+        `_http.Hosting`); without one such inputs are refused. ``max_result_bytes`` is the
+        largest result held in memory (the daemon's ``POLLER_MAX_DOWNLOAD_BYTES``); without
+        it, ``STABILITY_MAX_REPLY_BYTES``."""
         self._settings = settings
+        self._result_cap = _ResultCap.of(settings, max_result_bytes)
         self._edge = _http.Edge(
-            PROVIDER, client, settings.secret_values(), settings.max_reply_bytes
+            PROVIDER, client, settings.secret_values(), self._result_cap.reply_bytes
         )
-        self._fetch_client = fetch_client
+        self._files = InputFiles(
+            fetch_client=fetch_client,
+            max_bytes=settings.max_input_file_bytes,
+            timeout_s=settings.input_fetch_timeout_s,
+        )
 
     @property
     def name(self) -> str:
@@ -184,21 +198,42 @@ class StabilityProvider:
     async def submit(self, request: SubmitRequest) -> PollResult:
         """One multipart create call; never retried here."""
         params = _http.validate_params(StabilityParams, request.params, PROVIDER)
-        parts = _form_parts(params.params) + await self._file_parts(params.files)
-        reply = await self._edge.request(
-            "POST",
-            f"/v2beta/{params.endpoint}",
-            files=parts or [("none", (None, b""))],  # multipart even with no fields at all
-            headers={"Accept": "application/json"},
+        parts = _form_parts(params.params) + await self._files.parts(params.files)
+        job_id = f"{SYNC_ID_PREFIX}{request.job_id}"  # used if the answer is the file itself
+        try:
+            reply = await self._edge.request(
+                "POST",
+                f"/v2beta/{params.endpoint}",
+                files=parts or [("none", (None, b""))],  # multipart even with no fields at all
+                headers={"Accept": "application/json"},
+                timeout=self._submit_timeout(),
+            )
+        except _http.ReplyTooLarge as exc:
+            return self._too_large(exc, params, job_id=job_id)
+        return self._submitted(reply, params, job_id)
+
+    def _submit_timeout(self) -> httpx.Timeout:
+        """The poll timeouts, but a read timeout long enough for a synchronous endpoint.
+
+        A sync endpoint sends nothing until the file is ready (reference §2.10, §5.3: allow
+        ≥120 s for images, 240 s for audio). Cut off earlier, the call ends as "submit outcome
+        unknown" although Stability generates, and bills, the result anyway. Every submit
+        gets it, as an endpoint's mode is only known from its answer.
+        """
+        conf = self._settings
+        return httpx.Timeout(
+            conf.read_timeout_s, connect=conf.connect_timeout_s, read=conf.sync_read_timeout_s
         )
-        return self._submitted(reply, params, request)
 
     async def poll(self, handle: JobHandle) -> PollResult:
         if handle.provider_job_id.startswith(SYNC_ID_PREFIX):
             return _sync_result_lost(handle)
         params = _lenient_params(handle)
         path, accept = _result_route(handle, params)
-        reply = await self._edge.request("GET", path, headers={"Accept": accept})
+        try:
+            reply = await self._edge.request("GET", path, headers={"Accept": accept})
+        except _http.ReplyTooLarge as exc:
+            return self._too_large(exc, params, job_id=handle.provider_job_id)
         if reply.status == 202:
             return PollResult(
                 state=PollState.RUNNING,
@@ -215,57 +250,20 @@ class StabilityProvider:
 
     # --- submit helpers --------------------------------------------------------------
 
-    def _submitted(
-        self, reply: _http.Reply, params: StabilityParams, request: SubmitRequest
-    ) -> PollResult:
+    def _submitted(self, reply: _http.Reply, params: StabilityParams, job_id: str) -> PollResult:
         self._raise_unless_done(reply)
         if reply.status == 403:  # a moderation refusal: nothing was created, the job fails
-            reason = _first_error(self._edge, reply) or "request refused by content moderation"
-            raise ProviderRejected(f"moderation: {reason}", provider=PROVIDER)
+            raise ProviderModerated(_moderation_message(self._edge, reply), provider=PROVIDER)
         if reply.media_type == "application/json":
             data = self._edge.json(reply)
-            if isinstance(data, dict) and "id" in data and not _has_payload(data):
+            if isinstance(data, dict) and not _has_payload(data):
+                if "id" not in data:  # nothing to poll and no result: the outcome is unknown
+                    raise self._edge.protocol_error("submit reply without an id", reply.content)
                 accepted = self._edge.model(_Accepted, data, reply)
                 return PollResult(state=PollState.PENDING, provider_job_id=accepted.id)
         # A synchronous endpoint answered with the file itself. The poller needs an id to
         # record before ingesting, so the job gets a local one that polls recognise.
-        job_id = f"{SYNC_ID_PREFIX}{request.job_id}"
         return self._completion(reply, params, job_id=job_id, result_uri=None)
-
-    async def _file_parts(self, files: dict[str, str]) -> list[tuple[str, Any]]:
-        parts: list[tuple[str, Any]] = []
-        for name, ref in files.items():
-            data, media_type = await self._load_file(name, ref)
-            ext = mimetypes.guess_extension(media_type or "") or ""
-            parts.append((name, (f"{name}{ext}", data, media_type or "application/octet-stream")))
-        return parts
-
-    async def _load_file(self, name: str, ref: str) -> tuple[bytes, str | None]:
-        if _http.is_data_url(ref):
-            try:
-                return _http.decode_data_url(ref)
-            except ValueError as exc:
-                raise ProviderRejected(
-                    f"{PROVIDER}: files.{name}: {exc}", provider=PROVIDER
-                ) from None
-        if self._fetch_client is not None:
-            return await self._download(self._fetch_client, name, ref)
-        timeout = httpx.Timeout(self._settings.input_fetch_timeout_s)
-        async with httpx.AsyncClient(timeout=timeout, follow_redirects=False) as client:
-            return await self._download(client, name, ref)
-
-    async def _download(
-        self, client: httpx.AsyncClient, name: str, url: str
-    ) -> tuple[bytes, str | None]:
-        """GET an input file over https only (redirects checked hop by hop), no credentials."""
-        edge = _http.Edge(PROVIDER, client, (), self._settings.max_input_file_bytes)
-        for _ in range(_MAX_REDIRECTS + 1):
-            reply = await _fetch_once(edge, name, url)
-            location = reply.headers.get("location")
-            if reply.status not in _REDIRECTS or not location:
-                return _input_file(reply, name, url)
-            url = urljoin(url, location)
-        raise ProviderRejected(f"{PROVIDER}: files.{name}: too many redirects", provider=PROVIDER)
 
     # --- poll helpers ----------------------------------------------------------------
 
@@ -299,10 +297,8 @@ class StabilityProvider:
         )
 
     def _moderation_refusal(self, reply: _http.Reply, *, job_id: str | None) -> PollResult:
-        reason = _first_error(self._edge, reply) or "request refused by content moderation"
-        failure = ProviderFailure(
-            code="moderation", message=f"moderation: {reason}", moderation=True
-        )
+        message = _moderation_message(self._edge, reply)
+        failure = ProviderFailure(code="moderation", message=message, moderation=True)
         return PollResult(
             state=PollState.FAILED,
             provider_job_id=job_id,
@@ -344,11 +340,7 @@ class StabilityProvider:
         body = self._edge.model(_JsonResult, self._edge.json(reply), reply)
         payload, media_type = body.payload()
         if payload is None and body.finish_reason is None:
-            if (body.status or "").lower() == "in-progress":
-                return PollResult(
-                    state=PollState.RUNNING, provider_job_id=job_id, raw_status=body.status
-                )
-            raise self._edge.protocol_error("finished reply without a payload", reply.content)
+            return self._status_only(body.status, reply, job_id=job_id)
         try:
             data = base64.b64decode(payload or "", validate=True)
         except (binascii.Error, ValueError):
@@ -360,6 +352,20 @@ class StabilityProvider:
             seed=None if body.seed is None else str(body.seed),
         )
         return self._finished(done, params, job_id=job_id, result_uri=result_uri)
+
+    def _status_only(
+        self, status: str | None, reply: _http.Reply, *, job_id: str | None
+    ) -> PollResult:
+        """A 200 JSON with a status word but no file: still running, or a word we do not know.
+
+        An unknown word is UNKNOWN, not an error (DESIGN §10: logged and polled again, only the
+        deadline ends the job); a reply with neither a file nor a status is unreadable.
+        """
+        if not status:
+            raise self._edge.protocol_error("finished reply without a payload", reply.content)
+        word = status.strip()[:64]
+        state = PollState.RUNNING if word.lower() == "in-progress" else PollState.UNKNOWN
+        return PollResult(state=state, provider_job_id=job_id, raw_status=word)
 
     def _finished(
         self,
@@ -373,6 +379,8 @@ class StabilityProvider:
         if finish == "SUCCESS":
             if not done.data:
                 raise self._edge.protocol_error("finished reply with an empty body", b"")
+            if len(done.data) > self._result_cap.result_bytes:
+                return self._too_large(None, params, job_id=job_id)
             output = InlineOutput(
                 data=done.data, media_type=done.media_type, metadata=done.metadata()
             )
@@ -395,6 +403,27 @@ class StabilityProvider:
             )
         return PollResult(state=PollState.UNKNOWN, provider_job_id=job_id, raw_status=finish)
 
+    def _too_large(
+        self,
+        exc: _http.ReplyTooLarge | None,
+        params: StabilityParams | None,
+        *,
+        job_id: str | None,
+    ) -> PollResult:
+        """A finished result over the in-memory cap fails the job (DESIGN §1: a bigger result
+        stores nothing). Stability made, and charged for, the file, so the cost is kept. An
+        oversized *error* reply is no result: it stays an error."""
+        if exc is not None and not 200 <= exc.status < 300:
+            raise exc
+        failure = ProviderFailure(code="too_large", message=self._result_cap.message())
+        return PollResult(
+            state=PollState.FAILED,
+            provider_job_id=job_id,
+            failure=failure,
+            cost_usd=self._cost(params),
+            raw_status="too_large",
+        )
+
     def _cost(self, params: StabilityParams | None) -> Decimal | None:
         """Credits of the endpoint (or endpoint:model) * $/credit; None when not in the table."""
         for key in params.cost_keys() if params else ():
@@ -402,6 +431,34 @@ class StabilityProvider:
             if credits is not None:
                 return credits * self._settings.usd_per_credit
         return None
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class _ResultCap:
+    """How large an inline result may be, and how much of a reply that allows reading.
+
+    In JSON mode the file arrives base64-encoded, 4/3 of its size, inside a small envelope
+    (``finish_reason``, ``seed``), so the reply cap is 4/3 of the result cap plus slack; the
+    decoded (or raw) file is then held to the result cap itself.
+    """
+
+    result_bytes: int
+    reply_bytes: int
+    setting: str  # the setting an operator raises to accept bigger results
+
+    @classmethod
+    def of(cls, settings: StabilitySettings, max_result_bytes: int | None) -> _ResultCap:
+        if max_result_bytes is None:
+            limit = settings.max_reply_bytes
+            return cls(result_bytes=limit, reply_bytes=limit, setting="STABILITY_MAX_REPLY_BYTES")
+        reply = math.ceil(max_result_bytes * 4 / 3) + _ENVELOPE_SLACK_BYTES
+        return cls(
+            result_bytes=max_result_bytes, reply_bytes=reply, setting="POLLER_MAX_DOWNLOAD_BYTES"
+        )
+
+    def message(self) -> str:
+        """Worded like storage's own size refusal, naming the setting to raise."""
+        return f"result is larger than {self.setting} ({self.result_bytes} bytes); nothing stored"
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -438,33 +495,6 @@ def _form_parts(fields: dict[str, FormValue]) -> list[tuple[str, Any]]:
         text = ("true" if value else "false") if isinstance(value, bool) else str(value)
         parts.append((name, (None, text.encode())))
     return parts
-
-
-async def _fetch_once(edge: _http.Edge, name: str, url: str) -> _http.Reply:
-    """One hop of an input download; transient failures are "connect" errors because nothing
-    has been sent to Stability yet, so submitting again later is safe."""
-    parts = urlsplit(url)
-    if parts.scheme.lower() != "https":
-        raise ProviderRejected(
-            f"{PROVIDER}: files.{name}: only https URLs are fetched", provider=PROVIDER
-        )
-    try:
-        reply = await edge.request("GET", url)
-    except ProviderUnavailable as exc:
-        message = f"{PROVIDER}: files.{name}: fetching from {parts.hostname} failed ({exc.message})"
-        raise ProviderConnectError(message, provider=PROVIDER) from exc
-    if reply.status >= 500 or reply.status in (408, 429):
-        message = f"{PROVIDER}: files.{name}: {parts.hostname} answered HTTP {reply.status}"
-        raise ProviderConnectError(message, provider=PROVIDER)
-    return reply
-
-
-def _input_file(reply: _http.Reply, name: str, url: str) -> tuple[bytes, str | None]:
-    if not reply.is_success:
-        host = urlsplit(url).hostname
-        message = f"{PROVIDER}: files.{name}: {host} answered HTTP {reply.status}"
-        raise ProviderRejected(message, provider=PROVIDER)
-    return reply.content, reply.media_type or _http.guess_media_type(url)
 
 
 def _sync_result_lost(handle: JobHandle) -> PollResult:
@@ -509,6 +539,12 @@ def _is_moderation(reply: _http.Reply) -> bool:
     return bool(_MODERATION.search(reply.content[:4096].decode("utf-8", "replace")))
 
 
+def _moderation_message(edge: _http.Edge, reply: _http.Reply) -> str:
+    """``moderation: <the vendor's reason>``: the job's error, at submit and on a poll alike."""
+    reason = _first_error(edge, reply) or "request refused by content moderation"
+    return f"moderation: {reason}"
+
+
 def _first_error(edge: _http.Edge, reply: _http.Reply) -> str | None:
     """The first entry of an error body's ``errors`` list (or its ``name``), redacted."""
     try:
@@ -525,3 +561,15 @@ def _first_error(edge: _http.Edge, reply: _http.Reply) -> str | None:
 def build(settings: ProviderSettings, client: httpx.AsyncClient) -> Provider:
     """Registry factory: the adapter over a ready client."""
     return StabilityProvider(expect_settings(settings, StabilitySettings), client)
+
+
+def build_hosted(
+    settings: ProviderSettings, client: httpx.AsyncClient, hosting: _http.Hosting
+) -> Provider:
+    """Registry factory for the daemon: its download cap and its guarded input client."""
+    return StabilityProvider(
+        expect_settings(settings, StabilitySettings),
+        client,
+        fetch_client=hosting.fetch_client,
+        max_result_bytes=hosting.max_inline_bytes,
+    )

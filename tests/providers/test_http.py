@@ -141,9 +141,23 @@ async def test_status_error_table(status: int, error_type: type[Exception]) -> N
         )
     assert type(error) is error_type
     assert "tok" not in str(error).replace("vendor", "")
-    if isinstance(error, ProviderRateLimited):
+    if isinstance(error, ProviderUnavailable):
         assert error.retry_after_s == 7.0
     assert error.retryable is (status in (408, 429, 500, 502, 503, 302))
+
+
+@pytest.mark.anyio
+@pytest.mark.parametrize("status", [408, 500, 503, 504])
+async def test_transient_statuses_carry_the_retry_after_hint(status: int) -> None:
+    """A 503 with ``Retry-After`` names the provider's own wait; the poller must see it."""
+    async with httpx.AsyncClient() as client:
+        edge = _http.Edge("vendor", client)
+        hinted = edge.status_error(_reply(status, b"{}", **{"retry-after": "12"}))
+        millis = edge.status_error(_reply(status, b"{}", **{"retry-after-ms": "1500"}))
+        bare = edge.status_error(_reply(status))
+    assert isinstance(hinted, ProviderUnavailable) and hinted.retry_after_s == 12.0
+    assert isinstance(millis, ProviderUnavailable) and millis.retry_after_s == 1.5
+    assert isinstance(bare, ProviderUnavailable) and bare.retry_after_s is None
 
 
 def _edge_raising(exc: Exception) -> _http.Edge:

@@ -15,6 +15,7 @@ from providers.errors import ProviderPluginError
 from providers.registry import (
     BUILTIN_PROVIDERS,
     ENTRY_POINT_GROUP,
+    Hosting,
     ProviderSpec,
     load_providers,
     make_client,
@@ -44,6 +45,32 @@ async def test_builtins_build_adapters_that_satisfy_the_protocol(name: str) -> N
         adapter = spec.build(settings, client)
         assert isinstance(adapter, Provider)
         assert adapter.name == name
+
+
+@pytest.mark.anyio
+@pytest.mark.parametrize("name", list(BUILTIN_PROVIDERS))
+async def test_the_daemon_builds_builtins_through_create(name: str) -> None:
+    """`create` uses `build_hosted` when a spec has one, else plain `build`."""
+    spec = BUILTIN_PROVIDERS[name]
+    settings = spec.settings_cls.from_env({})
+    async with make_client(spec, settings) as client:
+        adapter = spec.create(settings, client, Hosting(max_inline_bytes=1024))
+        assert isinstance(adapter, Provider)
+        assert adapter.name == name
+
+
+def test_a_plugin_without_build_hosted_is_built_with_build() -> None:
+    built: list[object] = []
+
+    def build(settings: ProviderSettings, client: httpx.AsyncClient) -> Provider:
+        built.append((settings, client))
+        return example_adapter.build(settings, client)
+
+    spec = ProviderSpec(name="acme", settings_cls=example_adapter.AcmeSettings, build=build)
+    settings = example_adapter.AcmeSettings.from_env({})
+    client = httpx.AsyncClient()
+    spec.create(settings, client, Hosting(max_inline_bytes=1))
+    assert built == [(settings, client)]
 
 
 @pytest.mark.anyio

@@ -5,24 +5,28 @@ from __future__ import annotations
 import base64
 import uuid
 from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from decimal import Decimal
 from typing import Any
 
+import anyio
 import httpx
 import pytest
 import respx
+from anyio.abc import SocketStream
 
 from providers.errors import (
     ProviderAuthError,
     ProviderConnectError,
+    ProviderModerated,
     ProviderProtocolError,
     ProviderRateLimited,
     ProviderRejected,
     ProviderUnavailable,
 )
-from providers.registry import BUILTIN_PROVIDERS, make_client
+from providers.registry import BUILTIN_PROVIDERS, Hosting, make_client
 from providers.stability import StabilityProvider, StabilitySettings
-from providers.types import InlineOutput, PollState
+from providers.types import InlineOutput, PollResult, PollState
 from tests.providers.conftest import (
     TOKENS,
     Rig,
@@ -32,6 +36,8 @@ from tests.providers.conftest import (
     reply,
     submit_request,
 )
+from tests.providers.test_transport import response as wire_response
+from tests.providers.test_transport import serve
 
 pytestmark = pytest.mark.anyio
 
@@ -45,6 +51,7 @@ UPSCALE = {
     "params": {"prompt": "a sharper fox", "creativity": 0.3, "output_format": "png"},
     "files": {"image": PNG_DATA_URL},
 }
+CORE = {"endpoint": "stable-image/generate/core"}
 CREDITS = {
     "stable-image/upscale/creative": 60,
     "image-to-video": 20,
@@ -105,6 +112,41 @@ async def test_submit_booleans_are_form_words(rig: Rig) -> None:
     assert b'name="flag"\r\n\r\ntrue\r\n' in body and b'name="off"\r\n\r\nfalse\r\n' in body
 
 
+async def test_submit_waits_long_for_a_sync_answer_and_polls_do_not(rig: Rig) -> None:
+    """Reference §5.3: sync endpoints need a read timeout ≥120 s (audio 240 s); polls stay short."""
+    submit = rig.router.post("/v2beta/stable-audio-2/text-to-audio").mock(
+        return_value=reply("stability", "submit_accepted.json")
+    )
+    poll = mock_result(rig, reply("stability", "result_in_progress.json", 202))
+    await rig.adapter.submit(submit_request({"endpoint": "stable-audio-2/text-to-audio"}))
+    await rig.adapter.poll(upscale_handle())
+    sent = submit.calls.last.request.extensions["timeout"]
+    polled = poll.calls.last.request.extensions["timeout"]
+    assert sent["read"] == 240.0 and sent["connect"] == 10.0
+    assert polled["read"] == 30.0 and polled["connect"] == 10.0
+
+
+async def test_a_sync_answer_slower_than_the_poll_timeout_arrives_over_the_wire() -> None:
+    """Through the real aiohttp wire: the submit outlasts the poll read timeout, a poll not."""
+
+    async def slow(stream: SocketStream, request: bytes) -> None:
+        await anyio.sleep(0.8)
+        await stream.send(wire_response(200, PNG, "Content-Type: image/png"))
+
+    async with serve(slow) as base:
+        conf = settings(base_url=base, read_timeout_s=0.2, sync_read_timeout_s=10.0)
+        async with make_client(SPEC, conf) as client:
+            adapter = SPEC.build(conf, client)
+            result = await adapter.submit(
+                submit_request({"endpoint": "stable-image/generate/core"})
+            )
+            assert (
+                result.state is PollState.SUCCEEDED and result.outputs[0].media_type == "image/png"
+            )
+            with pytest.raises(ProviderUnavailable, match="timed out"):
+                await adapter.poll(upscale_handle())
+
+
 def file_host() -> tuple[respx.MockRouter, httpx.AsyncClient]:
     files = respx.MockRouter(assert_all_called=True, assert_all_mocked=True)
     return files, httpx.AsyncClient(transport=httpx.MockTransport(files.async_handler))
@@ -152,6 +194,12 @@ async def test_input_redirects_are_followed_over_https_only() -> None:
     assert not api.calls  # nothing was sent to Stability
 
 
+def broken_gzip() -> httpx.Response:
+    """Undecodable on reading (streamed, so httpx does not decode it when built)."""
+    headers = {"content-encoding": "gzip"}
+    return httpx.Response(200, headers=headers, stream=httpx.ByteStream(b"not gzip"))
+
+
 @pytest.mark.parametrize(
     ("answer", "error_type"),
     [
@@ -160,6 +208,9 @@ async def test_input_redirects_are_followed_over_https_only() -> None:
         (httpx.Response(503), ProviderConnectError),
         (httpx.ConnectError("refused"), ProviderConnectError),
         (httpx.ReadTimeout("slow"), ProviderConnectError),
+        # A broken body (protocol error) from the input host: nothing reached Stability yet,
+        # so this must not surface as an ambiguous submit failure.
+        (broken_gzip(), ProviderConnectError),
     ],
 )
 async def test_input_fetch_failures(answer: Any, error_type: type[Exception]) -> None:
@@ -177,6 +228,52 @@ async def test_input_fetch_failures(answer: Any, error_type: type[Exception]) ->
     assert not api.calls
 
 
+async def test_https_input_without_the_daemons_guarded_client_is_refused(rig: Rig) -> None:
+    """No unguarded fallback: only the daemon's client checks addresses (DESIGN §5)."""
+    params = {**UPSCALE, "files": {"image": "https://inputs.example/fox.png"}}
+    with pytest.raises(ProviderRejected, match=r"files\.image: https inputs are fetched only"):
+        await rig.adapter.submit(submit_request(params))
+    assert not rig.router.calls
+
+
+async def test_a_refusal_by_the_fetch_client_names_the_input() -> None:
+    """The guarded client refuses a private address with ProviderRejected; the job's error
+    names the entry, and nothing is sent to Stability."""
+
+    def guard(request: httpx.Request) -> httpx.Response:
+        raise ProviderRejected("10.0.0.7 is not a public address (private)")
+
+    fetch = httpx.AsyncClient(transport=httpx.MockTransport(guard))
+    api, adapter, client = await adapter_with_fetch(fetch)
+    params = {**UPSCALE, "files": {"image": "https://inputs.example/fox.png"}}
+    async with client, fetch:
+        with pytest.raises(ProviderRejected) as caught:
+            await adapter.submit(submit_request(params))
+    assert caught.value.message == (
+        "stability: files.image: 10.0.0.7 is not a public address (private)"
+    )
+    assert not api.calls
+
+
+async def test_input_fetches_use_the_input_fetch_timeout() -> None:
+    files, fetch = file_host()
+    route = files.get("https://inputs.example/fox.png").mock(
+        return_value=httpx.Response(200, content=PNG, headers={"content-type": "image/png"})
+    )
+    api = respx.MockRouter(base_url=BASE, assert_all_mocked=True)
+    api.post("/v2beta/stable-image/upscale/creative").mock(
+        return_value=reply("stability", "submit_accepted.json")
+    )
+    conf = settings(input_fetch_timeout_s=7.0)
+    params = {**UPSCALE, "files": {"image": "https://inputs.example/fox.png"}}
+    async with (
+        make_client(SPEC, conf, transport=httpx.MockTransport(api.async_handler)) as client,
+        fetch,
+    ):
+        await StabilityProvider(conf, client, fetch_client=fetch).submit(submit_request(params))
+    assert route.calls.last.request.extensions["timeout"]["read"] == 7.0
+
+
 async def test_input_fetch_is_size_capped() -> None:
     files, fetch = file_host()
     files.get("https://inputs.example/huge.png").mock(
@@ -190,7 +287,7 @@ async def test_input_fetch_is_size_capped() -> None:
     ):
         adapter = StabilityProvider(capped, client, fetch_client=fetch)
         params = {**UPSCALE, "files": {"image": "https://inputs.example/huge.png"}}
-        with pytest.raises(ProviderRejected, match="larger than"):
+        with pytest.raises(ProviderRejected, match="larger than STABILITY_MAX_INPUT_FILE_BYTES"):
             await adapter.submit(submit_request(params))
 
 
@@ -215,13 +312,16 @@ async def test_submit_rejects_bad_params(rig: Rig, params: dict[str, Any]) -> No
     assert not rig.router.calls
 
 
-async def test_submit_moderation_refusal_is_rejected_with_reason(rig: Rig) -> None:
+async def test_submit_moderation_refusal_is_moderated_with_reason(rig: Rig) -> None:
+    """DESIGN §10: the job's error is "moderation: …" as is; `ProviderModerated` says so."""
     rig.router.post("/v2beta/stable-image/upscale/creative").mock(
         return_value=reply("stability", "error_403_moderation.json", 403)
     )
-    with pytest.raises(ProviderRejected) as caught:
+    with pytest.raises(ProviderModerated) as caught:
         await rig.adapter.submit(submit_request(UPSCALE))
+    assert isinstance(caught.value, ProviderRejected)  # still permanent: nothing was created
     assert caught.value.message == "moderation: request flagged by content moderation"
+    assert str(caught.value).startswith("moderation: ")
 
 
 @pytest.mark.parametrize(
@@ -385,6 +485,31 @@ async def test_unknown_finish_reason_is_unknown(rig: Rig) -> None:
     assert result.raw_status == "PARTIAL"
 
 
+async def test_200_json_with_an_unknown_status_is_unknown_not_an_error(rig: Rig) -> None:
+    """DESIGN §10: an unknown status is logged and polled again; only the deadline ends it."""
+    mock_result(rig, httpx.Response(200, json={"id": SID, "status": "queued-for-review"}))
+    result = await rig.adapter.poll(upscale_handle())
+    assert result.state is PollState.UNKNOWN
+    assert result.raw_status == "queued-for-review"
+    assert result.provider_job_id == SID
+
+
+async def test_200_json_in_progress_is_running(rig: Rig) -> None:
+    mock_result(rig, httpx.Response(200, json={"id": SID, "status": "in-progress"}))
+    result = await rig.adapter.poll(upscale_handle())
+    assert result.state is PollState.RUNNING
+    assert result.raw_status == "in-progress"
+
+
+async def test_submit_reply_with_a_status_but_no_id_is_a_protocol_error(rig: Rig) -> None:
+    """Without an id there is nothing to poll: never record a local id for a mere status."""
+    rig.router.post("/v2beta/stable-image/upscale/creative").mock(
+        return_value=httpx.Response(200, json={"status": "in-progress"})
+    )
+    with pytest.raises(ProviderProtocolError, match="without an id"):
+        await rig.adapter.submit(submit_request(UPSCALE))
+
+
 async def test_403_moderation_on_poll_fails_uncharged(rig: Rig) -> None:
     mock_result(rig, reply("stability", "error_403_moderation.json", 403))
     result = await rig.adapter.poll(upscale_handle())
@@ -417,6 +542,15 @@ async def test_404_later_fails_as_expired_or_wrong_key(rig: Rig) -> None:
     assert result.state is PollState.FAILED
     assert result.failure is not None
     assert "expired" in result.failure.message and "different API key" in result.failure.message
+
+
+async def test_404_with_an_unknown_submit_time_fails(rig: Rig) -> None:
+    """No submit time (a row from before it was recorded): the grace cannot apply, so fail."""
+    mock_result(rig, reply("stability", "error_404.json", 404))
+    result = await rig.adapter.poll(upscale_handle(since_submit_s=None))
+    assert result.state is PollState.FAILED
+    assert result.failure is not None and result.failure.code == "not_found"
+    assert result.provider_job_id == SID
 
 
 async def test_429_pauses_the_provider_for_60_s(rig: Rig) -> None:
@@ -467,11 +601,85 @@ async def test_unreadable_results_are_protocol_errors(rig: Rig, response: httpx.
     assert TOKENS["stability"] not in str(caught.value)
 
 
-async def test_oversized_result_is_rejected() -> None:
+async def test_oversized_result_without_a_daemon_cap_fails_naming_the_reply_cap() -> None:
     async with open_rig(SPEC, settings(max_reply_bytes=1024)) as rig:
         mock_result(
             rig, httpx.Response(200, content=b"x" * 4096, headers={"content-type": "image/png"})
         )
+        result = await rig.adapter.poll(upscale_handle())
+    assert result.state is PollState.FAILED and result.failure is not None
+    assert result.failure.message == (
+        "result is larger than STABILITY_MAX_REPLY_BYTES (1024 bytes); nothing stored"
+    )
+
+
+CAP = 30_000  # the daemon's POLLER_MAX_DOWNLOAD_BYTES in these tests
+
+
+@asynccontextmanager
+async def capped_rig(**values: Any) -> AsyncIterator[Rig]:
+    """The adapter as the daemon builds it (`ProviderSpec.create`), with a small download cap."""
+    conf = settings(**values)
+    router = respx.MockRouter(base_url=BASE, assert_all_mocked=True)
+    transport = httpx.MockTransport(router.async_handler)
+    async with make_client(SPEC, conf, transport=transport) as client:
+        adapter = SPEC.create(conf, client, Hosting(max_inline_bytes=CAP))
+        yield Rig(adapter=adapter, router=router, settings=conf)
+
+
+def png_reply(size: int) -> httpx.Response:
+    return httpx.Response(200, content=b"x" * size, headers={"content-type": "image/png"})
+
+
+def json_reply(size: int) -> httpx.Response:
+    payload = base64.b64encode(b"x" * size).decode()
+    return httpx.Response(200, json={"image": payload, "finish_reason": "SUCCESS", "seed": 7})
+
+
+def assert_too_large(result: PollResult, job_id: str) -> None:
+    """Failed (not "rejected"), worded like storage's refusal, the vendor's charge kept."""
+    assert result.state is PollState.FAILED and result.failure is not None
+    assert result.failure.code == "too_large"
+    assert result.failure.message == (
+        f"result is larger than POLLER_MAX_DOWNLOAD_BYTES ({CAP} bytes); nothing stored"
+    )
+    assert result.provider_job_id == job_id
+    assert result.cost_usd == Decimal("0.60")
+
+
+async def test_inline_results_are_held_to_the_daemons_download_cap_not_the_reply_cap() -> None:
+    """DESIGN §10: up to POLLER_MAX_DOWNLOAD_BYTES in memory, whatever STABILITY_MAX_REPLY_BYTES."""
+    async with capped_rig(max_reply_bytes=1024) as rig:
+        route = mock_result(rig, png_reply(CAP))
+        result = await rig.adapter.poll(upscale_handle())
+        assert result.state is PollState.SUCCEEDED
+        route.mock(return_value=png_reply(CAP + 1))
+        assert_too_large(await rig.adapter.poll(upscale_handle()), SID)
+
+
+async def test_a_base64_result_up_to_the_cap_fits_its_larger_json_reply() -> None:
+    async with capped_rig() as rig:
+        route = mock_result(rig, json_reply(CAP))  # the reply is ~4/3 of the cap
+        result = await rig.adapter.poll(upscale_handle())
+        (output,) = result.outputs
+        assert isinstance(output, InlineOutput) and len(output.data) == CAP
+        route.mock(return_value=json_reply(CAP + 1))
+        assert_too_large(await rig.adapter.poll(upscale_handle()), SID)
+        route.mock(return_value=json_reply(2 * CAP))  # over the reply cap: reading stops
+        assert_too_large(await rig.adapter.poll(upscale_handle()), SID)
+
+
+async def test_an_oversized_sync_result_fails_the_job_instead_of_rejecting_it() -> None:
+    """Stability made and billed the file: "too large", not "stability rejected the job"."""
+    async with capped_rig(credits={"stable-image/generate/core": 60}) as rig:
+        rig.router.post("/v2beta/stable-image/generate/core").mock(return_value=png_reply(10 * CAP))
+        request = submit_request(CORE)
+        assert_too_large(await rig.adapter.submit(request), f"sync-{request.job_id}")
+
+
+async def test_an_oversized_error_reply_stays_an_error() -> None:
+    async with capped_rig() as rig:
+        mock_result(rig, httpx.Response(500, content=b"x" * (10 * CAP)))
         with pytest.raises(ProviderRejected, match="larger than"):
             await rig.adapter.poll(upscale_handle())
 
