@@ -13,10 +13,11 @@ import uuid
 from collections.abc import Callable, Sequence
 from typing import Any
 
-from poller import admin, output
+import psycopg
+
+from poller import output
 from poller.logs import configure_logging
-from poller.settings import Settings, SettingsError, load_settings
-from storage.errors import StorageError
+from poller.settings import Settings, load_settings
 
 Handler = Callable[[argparse.Namespace, Settings], int]
 
@@ -93,6 +94,8 @@ def _submit_parser(sub: Any) -> None:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
+    from poller import commands  # deferred: keeps `--help` fast and import-light
+
     try:
         settings = load_settings()
         configure_logging(
@@ -102,10 +105,15 @@ def main(argv: Sequence[str] | None = None) -> int:
             stream=sys.stderr if args.command != "run" else None,
         )
         return _dispatch(args, settings)
-    except (SettingsError, admin.AdminError, StorageError) as exc:
+    except commands.USAGE_ERRORS as exc:
         # Configuration the daemon cannot work with (including a store it cannot open at
-        # start-up: missing bucket, no credentials, unusable root) is one line and exit 2.
+        # start-up: missing bucket, no credentials, unusable root, or a database it cannot
+        # reach) is one line and exit 2.
         print(f"error: {exc}", file=sys.stderr)
+        return 2
+    except psycopg.Error as exc:
+        # Never the raw exception: a libpq message can quote the whole URL, password included.
+        print(f"error: {commands.database_error(settings.core.database_url, exc)}", file=sys.stderr)
         return 2
 
 

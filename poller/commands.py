@@ -9,38 +9,68 @@ import uuid
 from datetime import UTC, datetime, timedelta
 
 import anyio
+import psycopg
 import structlog
 
 from poller import admin
 from poller.cli import emit
-from poller.migrate import DatabaseUrlError, head_revision, is_at_head, upgrade_to_head
+from poller.migrate import (
+    DatabaseUrlError,
+    check_connection,
+    describe_target,
+    head_revision,
+    is_at_head,
+    translate_connect_error,
+    upgrade_to_head,
+)
 from poller.runner import serve
 from poller.settings import Settings, SettingsError
 from providers.registry import make_client
 from providers.types import JobHandle
 from storage import open_storage
+from storage.errors import StorageError
 
 log = structlog.get_logger("poller")
 
+# Exit 2 with one ``error: …`` line: the setting, the argument or the database is unusable.
+USAGE_ERRORS = (SettingsError, admin.AdminError, StorageError, DatabaseUrlError)
+
+
+def database_error(url: str | None, exc: psycopg.Error) -> str:
+    """One line for a database error that escaped a command, without the password.
+
+    A connect failure is described like `check_connection` does; anything else names the
+    target and the server's first line (libpq quotes unparsable URIs whole, so the URL is
+    cut out as well)."""
+    if isinstance(exc, psycopg.OperationalError) and url:
+        return str(translate_connect_error(url, exc))
+    text = str(exc).strip()
+    line = text.splitlines()[0] if text else type(exc).__name__
+    if not url:
+        return f"database error: {line}"
+    try:
+        target = describe_target(url)
+    except DatabaseUrlError as bad:
+        return str(bad)
+    return f"database error at {target}: {line.replace(url, '<url>')}"
+
+
+def _database_url(settings: Settings) -> str:
+    """``DATABASE_URL``, connected to once (bounded wait) before a command uses it, so an
+    unusable URL or server is one clear line (exit 2), never a traceback quoting the URL."""
+    url = settings.database_url
+    check_connection(url)
+    return url
+
 
 def migrate(_args: argparse.Namespace, settings: Settings) -> int:
-    try:
-        upgrade_to_head(settings.database_url)
-    except DatabaseUrlError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
+    upgrade_to_head(settings.database_url)
     print(f"database is at {head_revision()}")
     return 0
 
 
 def run(args: argparse.Namespace, settings: Settings) -> int:
-    url = settings.database_url
-    try:
-        at_head = is_at_head(url)
-    except DatabaseUrlError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
-    if not at_head:
+    if not is_at_head(settings.database_url):
         print("error: database schema is not at head: run `main.py migrate`", file=sys.stderr)
         return 2
     anyio.run(lambda: serve(settings, drain=args.drain))
@@ -48,9 +78,12 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def check(_args: argparse.Namespace, settings: Settings) -> int:
+    """1 = unhealthy (unreachable, not at head); a missing DATABASE_URL is a configuration
+    error and exits 2 through `poller.cli.main` like every other command."""
+    url = settings.database_url
     try:
-        ok = is_at_head(settings.database_url)
-    except (DatabaseUrlError, SettingsError) as exc:
+        ok = is_at_head(url)
+    except DatabaseUrlError as exc:
         print(f"unhealthy: {exc}", file=sys.stderr)
         return 1
     if not ok:
@@ -61,7 +94,7 @@ def check(_args: argparse.Namespace, settings: Settings) -> int:
 
 
 def jobs(args: argparse.Namespace, settings: Settings) -> int:
-    url = settings.database_url
+    url = _database_url(settings)
     action = args.jobs_command
     if action == "ls":
         flt = admin.JobFilter(
@@ -75,7 +108,7 @@ def jobs(args: argparse.Namespace, settings: Settings) -> int:
         admin.retry_job(url, args.id, resubmit=args.resubmit, default_timeout_ms=default_ms)
         print(f"job {args.id} is pending again" + (" (will resubmit)" if args.resubmit else ""))
     else:
-        return _cancel(settings, args.id)
+        return _cancel(settings, url, args.id)
     return 0
 
 
@@ -85,8 +118,7 @@ def _default_timeout_ms(settings: Settings, url: str, job_id: uuid.UUID) -> int:
     return prov.timeout_ms(job["media_type"]) if prov else 600_000
 
 
-def _cancel(settings: Settings, job_id: uuid.UUID) -> int:
-    url = settings.database_url
+def _cancel(settings: Settings, url: str, job_id: uuid.UUID) -> int:
     job = admin.job_for_cancel(url, job_id)
     if job["provider_job_id"]:
         anyio.run(lambda: _provider_cancel(settings, job))
@@ -127,7 +159,7 @@ def submit(args: argparse.Namespace, settings: Settings) -> int:
         poll_interval_ms=args.poll_interval_ms,
         timeout_ms=args.timeout_ms,
     )
-    job_id = admin.submit_job(settings.database_url, job)
+    job_id = admin.submit_job(_database_url(settings), job)
     if args.json:
         emit(args, {"id": str(job_id)})
     else:
@@ -148,17 +180,16 @@ def parse_duration(text: str) -> timedelta:
 
 def storage(args: argparse.Namespace, settings: Settings) -> int:
     grace = parse_duration(args.older_than)
-    report = anyio.run(lambda: _gc(settings, grace, apply=args.apply))
+    url = _database_url(settings)  # before the store opens (and creates its root)
+    report = anyio.run(lambda: _gc(settings, url, grace, apply=args.apply))
     emit(args, report)
     return 0
 
 
-async def _gc(settings: Settings, grace: timedelta, *, apply: bool) -> dict[str, object]:
+async def _gc(settings: Settings, url: str, grace: timedelta, *, apply: bool) -> dict[str, object]:
     """Delete blobs older than ``grace`` that no artifact row references."""
     from poller.gc import collect_garbage
 
     cutoff = datetime.now(UTC) - grace
     async with open_storage(settings.storage_config()) as ingestor:
-        return await collect_garbage(
-            settings.database_url, ingestor.store, cutoff=cutoff, apply=apply
-        )
+        return await collect_garbage(url, ingestor.store, cutoff=cutoff, apply=apply)
