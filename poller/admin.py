@@ -24,7 +24,14 @@ updated_at, next_poll_at, deadline_at, lease_owner, lease_version, claim_count, 
 
 
 class AdminError(Exception):
-    """An operator command cannot be carried out; ``str()`` says why in one line."""
+    """An operator command cannot be carried out as given (bad argument, no such job);
+    ``str()`` says why in one line. ``main.py`` exits 2."""
+
+
+class CommandRefused(Exception):
+    """The command is well formed but the job's state does not allow it (retry of an active
+    job, cancel of a finished one, a race lost to the daemon). ``main.py`` exits 1, like an
+    unhealthy ``check``: nothing is wrong with the invocation, so a script may retry later."""
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -106,11 +113,11 @@ def retry_job(url: str, job_id: uuid.UUID, *, resubmit: bool, default_timeout_ms
     if row is None:
         raise AdminError(f"no job with id {job_id}")
     if row["status"] in ("failed", "timed_out"):
-        raise AdminError(
+        raise CommandRefused(
             f"job {job_id} was never accepted by its provider (no provider job id): "
             "use `jobs retry --resubmit` to submit it again"
         )
-    raise AdminError(f"job {job_id} is {row['status']}; only failed or timed_out jobs retry")
+    raise CommandRefused(f"job {job_id} is {row['status']}; only failed or timed_out jobs retry")
 
 
 def job_for_cancel(url: str, job_id: uuid.UUID) -> dict[str, Any]:
@@ -123,7 +130,7 @@ def job_for_cancel(url: str, job_id: uuid.UUID) -> dict[str, Any]:
     if row is None:
         raise AdminError(f"no job with id {job_id}")
     if row["status"] not in ("pending", "processing"):
-        raise AdminError(f"job {job_id} is already {row['status']}")
+        raise CommandRefused(f"job {job_id} is already {row['status']}")
     return row
 
 

@@ -1,7 +1,9 @@
 """Command line: ``migrate``, ``run``, ``check``, ``jobs …``, ``submit``, ``storage gc``.
 
-Exit codes: 0 success, 1 unhealthy / command refused, 2 configuration or usage error (one
-clear line on stderr). Output is a table on a TTY and JSON with ``--json``.
+Exit codes: 0 success; 1 unhealthy (``check``) or command refused (the job's state does not
+allow it: ``refused: …``); 2 configuration or usage error, an unknown job id or an unusable
+database (``error: …``). Each failure is one line on stderr. Output is a table on a TTY and
+JSON with ``--json``.
 """
 
 from __future__ import annotations
@@ -105,6 +107,9 @@ def main(argv: Sequence[str] | None = None) -> int:
             stream=sys.stderr if args.command != "run" else None,
         )
         return _dispatch(args, settings)
+    except commands.CommandRefused as exc:
+        print(f"refused: {exc}", file=sys.stderr)
+        return 1
     except commands.USAGE_ERRORS as exc:
         # Configuration the daemon cannot work with (including a store it cannot open at
         # start-up: missing bucket, no credentials, unusable root, or a database it cannot

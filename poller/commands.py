@@ -32,6 +32,8 @@ from storage.errors import StorageError
 
 log = structlog.get_logger("poller")
 
+CommandRefused = admin.CommandRefused  # exit 1 with one ``refused: …`` line
+
 # Exit 2 with one ``error: …`` line: the setting, the argument or the database is unusable.
 USAGE_ERRORS = (SettingsError, admin.AdminError, StorageError, DatabaseUrlError)
 
@@ -123,8 +125,7 @@ def _cancel(settings: Settings, url: str, job_id: uuid.UUID) -> int:
     if job["provider_job_id"]:
         anyio.run(lambda: _provider_cancel(settings, job))
     if not admin.mark_canceled(url, job_id):
-        print(f"job {job_id} finished before it could be canceled", file=sys.stderr)
-        return 1
+        raise admin.CommandRefused(f"job {job_id} finished before it could be canceled")
     print(f"job {job_id} canceled")
     return 0
 

@@ -134,11 +134,33 @@ def test_retry_resubmit_forgets_the_provider_job(db_url: str) -> None:
     assert row["provider_job_id"] is None and row["submit_started_at"] is None
 
 
+def refused(done: subprocess.CompletedProcess[str], reason: str) -> None:
+    """A well-formed command the job's state does not allow: exit 1, one ``refused:`` line."""
+    assert done.returncode == 1, done.stderr
+    assert done.stderr.startswith("refused: ") and reason in done.stderr
+    assert len(done.stderr.strip().splitlines()) == 1
+
+
 def test_retry_refuses_active_jobs(db_url: str) -> None:
     [job_id] = insert_jobs(db_url, 1)
-    done = cli(db_url, "jobs", "retry", str(job_id))
-    assert done.returncode == 2
-    assert "only failed or timed_out jobs retry" in done.stderr
+    refused(cli(db_url, "jobs", "retry", str(job_id)), "only failed or timed_out jobs retry")
+
+
+def test_retry_refuses_a_job_never_accepted_unless_resubmitted(db_url: str) -> None:
+    [job_id] = insert_jobs(db_url, 1, provider="replicate")
+    _fail(db_url, job_id)
+    execute(
+        db_url, "UPDATE app.generation_jobs SET provider_job_id = NULL WHERE id = %s", (job_id,)
+    )
+    refused(cli(db_url, "jobs", "retry", str(job_id)), "use `jobs retry --resubmit`")
+    assert job_row(db_url, job_id)["status"] == "failed"
+
+
+def test_an_unknown_job_id_is_a_usage_error(db_url: str) -> None:
+    for action in ("show", "retry", "cancel"):
+        done = cli(db_url, "jobs", action, str(uuid.uuid4()))
+        assert done.returncode == 2, (action, done.stderr)
+        assert done.stderr.startswith("error: no job with id "), (action, done.stderr)
 
 
 def test_cancel_marks_failed_and_fences_out_a_lease_holder(db_url: str) -> None:
@@ -153,8 +175,7 @@ def test_cancel_marks_failed_and_fences_out_a_lease_holder(db_url: str) -> None:
     assert row["status"] == "failed"
     assert row["error_message"] == "canceled by operator"
     assert row["lease_version"] == 4 and row["lease_owner"] is None
-    again = cli(db_url, "jobs", "cancel", str(job_id))
-    assert again.returncode == 2 and "already failed" in again.stderr
+    refused(cli(db_url, "jobs", "cancel", str(job_id)), "already failed")
 
 
 def test_check_is_healthy_only_at_head(db_url: str, empty_db_url: str) -> None:
