@@ -2,7 +2,9 @@
 
 Short synchronous statements (a CLI has no event loop to share). Every state change an
 operator makes bumps ``lease_version``, so a daemon holding a lease on that job has its later
-write-back fenced out instead of overwriting the operator's decision.
+write-back fenced out instead of overwriting the operator's decision. Each write of one
+tenant's job runs in a transaction that first sets ``app.current_tenant_id`` (DESIGN §2), so
+row-level security, tenant-aware triggers and audits see whose row it is.
 """
 
 from __future__ import annotations
@@ -46,6 +48,11 @@ def _connect(url: str) -> psycopg.Connection[dict[str, Any]]:
     return psycopg.connect(url, row_factory=dict_row, autocommit=True, connect_timeout=10)
 
 
+def _as_tenant(conn: psycopg.Connection[dict[str, Any]], tenant: str) -> None:
+    """Inside a transaction: this transaction writes ``tenant``'s rows (SET LOCAL)."""
+    conn.execute("SELECT set_config('app.current_tenant_id', %s, true)", (tenant,))
+
+
 def list_jobs(url: str, flt: JobFilter) -> list[dict[str, Any]]:
     where: list[str] = ["TRUE"]
     params: dict[str, object] = {"limit": flt.limit}
@@ -85,7 +92,9 @@ def show_job(url: str, job_id: uuid.UUID) -> dict[str, Any]:
     return job
 
 
-def retry_job(url: str, job_id: uuid.UUID, *, resubmit: bool, default_timeout_ms: int) -> None:
+def retry_job(
+    url: str, job_id: uuid.UUID, *, tenant: str, resubmit: bool, default_timeout_ms: int
+) -> None:
     """failed/timed_out → pending with a fresh deadline; optionally forget the provider job."""
     resubmit_sql = (
         ", provider_job_id = NULL, submit_started_at = NULL, started_at = NULL" if resubmit else ""
@@ -105,7 +114,10 @@ def retry_job(url: str, job_id: uuid.UUID, *, resubmit: bool, default_timeout_ms
         RETURNING id"""
     with _connect(url) as conn:
         params = {"id": job_id, "default_ms": default_timeout_ms, "resubmit": resubmit}
-        if conn.execute(query, params).fetchone():
+        with conn.transaction():
+            _as_tenant(conn, tenant)
+            updated = conn.execute(query, params).fetchone()
+        if updated:
             return
         row = conn.execute(
             "SELECT status, provider_job_id FROM app.generation_jobs WHERE id = %s", (job_id,)
@@ -123,7 +135,7 @@ def retry_job(url: str, job_id: uuid.UUID, *, resubmit: bool, default_timeout_ms
 def job_for_cancel(url: str, job_id: uuid.UUID) -> dict[str, Any]:
     with _connect(url) as conn:
         row = conn.execute(
-            "SELECT id, provider_id, provider_job_id, media_type, input_params, status "
+            "SELECT id, tenant_id, provider_id, provider_job_id, media_type, input_params, status "
             "FROM app.generation_jobs WHERE id = %s",
             (job_id,),
         ).fetchone()
@@ -134,9 +146,10 @@ def job_for_cancel(url: str, job_id: uuid.UUID) -> dict[str, Any]:
     return row
 
 
-def mark_canceled(url: str, job_id: uuid.UUID) -> bool:
+def mark_canceled(url: str, job_id: uuid.UUID, *, tenant: str) -> bool:
     """``failed`` with "canceled by operator"; fences out any daemon holding the lease."""
-    with _connect(url) as conn:
+    with _connect(url) as conn, conn.transaction():
+        _as_tenant(conn, tenant)
         row = conn.execute(
             """UPDATE app.generation_jobs
                   SET status = 'failed', error_message = 'canceled by operator',
@@ -162,7 +175,8 @@ class NewJob:
 
 def submit_job(url: str, job: NewJob) -> uuid.UUID:
     """Insert a pending job for the daemon to submit (the insert trigger wakes it)."""
-    with _connect(url) as conn:
+    with _connect(url) as conn, conn.transaction():
+        _as_tenant(conn, job.tenant)
         row = conn.execute(
             """INSERT INTO app.generation_jobs
                    (tenant_id, run_id, run_step_id, provider_id, media_type, status,

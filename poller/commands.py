@@ -106,25 +106,30 @@ def jobs(args: argparse.Namespace, settings: Settings) -> int:
     elif action == "show":
         emit(args, admin.show_job(url, args.id))
     elif action == "retry":
-        default_ms = _default_timeout_ms(settings, url, args.id)
-        admin.retry_job(url, args.id, resubmit=args.resubmit, default_timeout_ms=default_ms)
+        job = admin.show_job(url, args.id)
+        admin.retry_job(
+            url,
+            args.id,
+            tenant=str(job["tenant_id"]),
+            resubmit=args.resubmit,
+            default_timeout_ms=_default_timeout_ms(settings, job),
+        )
         print(f"job {args.id} is pending again" + (" (will resubmit)" if args.resubmit else ""))
     else:
         return _cancel(settings, url, args.id)
     return 0
 
 
-def _default_timeout_ms(settings: Settings, url: str, job_id: uuid.UUID) -> int:
-    job = admin.show_job(url, job_id)
-    prov = settings.providers.get(job["provider_id"])
-    return prov.timeout_ms(job["media_type"]) if prov else 600_000
+def _default_timeout_ms(settings: Settings, job: dict[str, object]) -> int:
+    prov = settings.providers.get(str(job["provider_id"]))
+    return prov.timeout_ms(str(job["media_type"])) if prov else 600_000
 
 
 def _cancel(settings: Settings, url: str, job_id: uuid.UUID) -> int:
     job = admin.job_for_cancel(url, job_id)
     if job["provider_job_id"]:
         anyio.run(lambda: _provider_cancel(settings, job))
-    if not admin.mark_canceled(url, job_id):
+    if not admin.mark_canceled(url, job_id, tenant=str(job["tenant_id"])):
         raise admin.CommandRefused(f"job {job_id} finished before it could be canceled")
     print(f"job {job_id} canceled")
     return 0

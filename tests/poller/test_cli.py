@@ -11,6 +11,7 @@ import uuid
 from pathlib import Path
 from typing import Any
 
+import psycopg
 import pytest
 
 from tests.poller.helpers import execute, fetch, insert_jobs, job_row
@@ -274,3 +275,38 @@ def test_submit_refuses_timings_that_are_not_positive(db_url: str, option: str, 
     assert done.returncode == 2
     assert f"argument {option}:" in done.stderr
     assert fetch(db_url, "SELECT id FROM app.generation_jobs") == []
+
+
+REQUIRE_TENANT = (
+    """
+CREATE FUNCTION app.test_require_tenant() RETURNS trigger LANGUAGE plpgsql AS $$
+BEGIN
+    IF current_setting('app.current_tenant_id', true) IS DISTINCT FROM NEW.tenant_id THEN
+        RAISE EXCEPTION 'tenant % written without app.current_tenant_id = %',
+            NEW.tenant_id, current_setting('app.current_tenant_id', true);
+    END IF;
+    RETURN NEW;
+END $$""",
+    """CREATE TRIGGER test_require_tenant BEFORE INSERT OR UPDATE ON app.generation_jobs
+    FOR EACH ROW EXECUTE FUNCTION app.test_require_tenant()""",
+)
+
+
+def test_operator_writes_set_the_tenant_in_their_transaction(db_url: str) -> None:
+    """DESIGN §2: every write of a tenant's rows runs in a transaction that first sets
+    ``app.current_tenant_id``. The trigger sees the setting only if it was set with
+    ``set_config(…, true)`` in the writing statement's own transaction."""
+    [failed] = insert_jobs(db_url, 1, tenant="t-retry", provider="replicate")
+    _fail(db_url, failed)
+    [active] = insert_jobs(db_url, 1, tenant="t-cancel", provider="replicate")
+    with psycopg.connect(db_url, autocommit=True) as conn:
+        for statement in REQUIRE_TENANT:
+            conn.execute(statement)
+    params = '{"model": "black-forest-labs/flux-schnell", "input": {}}'
+    submit = ("submit", "--provider", "replicate", "--media-type", "image", "--params", params)
+    out = ok(cli(db_url, *submit, "--tenant", "t-submit"))
+    assert job_row(db_url, uuid.UUID(out.strip()))["tenant_id"] == "t-submit"
+    ok(cli(db_url, "jobs", "retry", str(failed)))
+    ok(cli(db_url, "jobs", "cancel", str(active)))
+    assert job_row(db_url, failed)["status"] == "pending"
+    assert job_row(db_url, active)["status"] == "failed"
