@@ -14,6 +14,7 @@ from typing import Any
 import psycopg
 import pytest
 
+from poller.tables import GenerationJob
 from tests.poller.helpers import execute, fetch, insert_jobs, job_row
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -101,6 +102,15 @@ def test_jobs_show_includes_artifacts_in_order(db_url: str) -> None:
     assert [a["id"] for a in shown["artifacts"]] == arts[::-1]
     missing = cli(db_url, "jobs", "show", str(uuid.uuid4()))
     assert missing.returncode == 2 and "no job with id" in missing.stderr
+
+
+def test_jobs_show_prints_every_column_of_the_job(db_url: str) -> None:
+    """Operators decide on ``--resubmit`` from ``submit_started_at`` (operations.md): `show`
+    must not drop any column the model (and so the migrated table) has."""
+    [job_id] = insert_jobs(db_url, 1)
+    shown = json.loads(ok(cli(db_url, "jobs", "show", str(job_id), "--json")))
+    assert set(GenerationJob.__table__.columns.keys()) <= set(shown)
+    assert "submit_started_at" in shown
 
 
 def _fail(db_url: str, job_id: uuid.UUID, **cols: Any) -> None:
