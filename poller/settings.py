@@ -10,7 +10,9 @@ production daemon ends up running with the wrong lease TTL.
 
 from __future__ import annotations
 
+import ipaddress
 import os
+import re
 import socket
 import uuid
 from collections.abc import Mapping
@@ -18,7 +20,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal, Self
 
-from pydantic import Field, ValidationError, model_validator
+from pydantic import Field, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from providers.errors import ProviderPluginError
@@ -28,6 +30,10 @@ from storage import StorageConfig, parse_storage_url
 from storage.errors import StorageConfigError
 
 GiB = 1024**3
+# RFC 1123 host name: dot-separated labels of letters, digits and inner hyphens.
+_HOSTNAME = re.compile(
+    r"^(?=.{1,253}\.?$)(?!-)[A-Za-z0-9-]{1,63}(?<!-)(\.(?!-)[A-Za-z0-9-]{1,63}(?<!-))*\.?$"
+)
 
 
 class SettingsError(Exception):
@@ -47,7 +53,7 @@ class PollerSettings(BaseSettings):
     log_format: Literal["auto", "json", "console"] = "auto"
     tmp_dir: Path | None = Field(None, description="temp dir for downloads (same FS as store)")
     http_port: int | None = Field(None, ge=0, le=65535, description="/metrics, /healthz, /readyz")
-    http_host: str = "0.0.0.0"
+    http_host: str = Field("0.0.0.0", description="bind address: an IP address or host name")
     allow_private_downloads: bool = False
     max_download_bytes: int = Field(2 * GiB, ge=1)
     download_connect_timeout_s: float = Field(10.0, gt=0)
@@ -73,6 +79,18 @@ class PollerSettings(BaseSettings):
     auth_pause_s: float = Field(300.0, gt=0, description="pause after a provider rejects keys")
     db_pool_size: int = Field(4, ge=2, le=100)
     worker_id: str | None = Field(None, description="lease owner name (default host:pid:rand)")
+
+    @field_validator("http_host")
+    @classmethod
+    def _bindable_host(cls, value: str) -> str:
+        """An IP address or a host name; anything else could only fail once the health
+        server binds, after the pool and the provider clients are already up."""
+        try:
+            ipaddress.ip_address(value)
+        except ValueError:
+            if not _HOSTNAME.match(value):
+                raise ValueError("expected an IP address or a host name, e.g. 0.0.0.0") from None
+        return value
 
     @model_validator(mode="after")
     def _grace_below_lease(self) -> Self:

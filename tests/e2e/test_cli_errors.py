@@ -8,6 +8,7 @@ every variable in-process (faster), these check what an operator actually sees.
 
 from __future__ import annotations
 
+import socket
 import subprocess
 from collections.abc import Iterator, Mapping
 from concurrent.futures import ThreadPoolExecutor
@@ -138,7 +139,12 @@ def results(
     with (
         temporary_database(pg_admin_url, prefix="e") as empty,  # no schema: not at head
         temporary_database(pg_admin_url, template=pg_template) as good,
+        socket.socket() as taken,  # a port already in use for POLLER_HTTP_PORT
     ):
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        busy = {"DATABASE_URL": good, "POLLER_HTTP_HOST": "127.0.0.1"}
+        busy["POLLER_HTTP_PORT"] = str(taken.getsockname()[1])
         runs = {name: (argv, _env(env)) for name, (argv, env, _) in CASES.items()}
         runs |= {
             name: (argv, _env({"DATABASE_URL": good, **env}))
@@ -147,6 +153,7 @@ def results(
         runs |= {name: (argv, _env({})) for name, argv in USAGE_CASES.items()}
         runs["schema_not_at_head"] = (("run",), _env({"DATABASE_URL": empty}))
         runs["jobs_ls_without_schema"] = (("jobs", "ls"), _env({"DATABASE_URL": empty}))
+        runs["http_port_in_use"] = (("run",), _env(busy))
         with ThreadPoolExecutor(max_workers=4) as pool:
             futures = {
                 name: pool.submit(run_cli, *argv, env=env) for name, (argv, env) in runs.items()
@@ -194,3 +201,12 @@ def test_a_database_error_after_connecting_is_one_line_not_a_traceback(
     lines = done.stderr.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("error: database error at "), done.stderr
     assert 'relation "app.generation_jobs" does not exist' in lines[0]
+
+
+def test_a_health_port_in_use_stops_run_with_one_line(
+    results: dict[str, subprocess.CompletedProcess[str]],
+) -> None:
+    done = results["http_port_in_use"]
+    assert done.returncode == 2, done.stderr[-2000:]
+    lines = done.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: POLLER_HTTP_PORT: cannot serve on")

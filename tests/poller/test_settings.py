@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import socket
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
 
+from poller.health import HealthServer
 from poller.settings import PollerSettings, SettingsError, load_settings
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -100,6 +102,9 @@ def test_defaults_need_no_environment() -> None:
         ("POLLER_BATCHSIZE", "5", "POLLER_BATCHSIZE: unknown setting"),
         ("REPLICATE_BASE_URL", "ftp://x", "REPLICATE_BASE_URL"),
         ("REPLICATE_POLL_INTERVAL_IMAGE_MS", "soon", "REPLICATE_POLL_INTERVAL_IMAGE_MS"),
+        ("POLLER_HTTP_HOST", "bad host!", "POLLER_HTTP_HOST: Value error, expected an IP"),
+        ("POLLER_HTTP_HOST", "-leading.example", "POLLER_HTTP_HOST:"),
+        ("POLLER_HTTP_HOST", "", "POLLER_HTTP_HOST:"),
     ],
 )
 def test_invalid_values_give_one_line_naming_the_variable(
@@ -111,6 +116,29 @@ def test_invalid_values_give_one_line_naming_the_variable(
     message = str(info.value)
     assert fragment in message
     assert "\n" not in message
+
+
+@pytest.mark.parametrize("host", ["0.0.0.0", "::", "127.0.0.1", "localhost", "poller-0.svc."])
+def test_http_host_accepts_addresses_and_host_names(
+    monkeypatch: pytest.MonkeyPatch, host: str
+) -> None:
+    monkeypatch.setenv("POLLER_HTTP_HOST", host)
+    assert load_settings().poller.http_host == host
+
+
+def test_a_port_in_use_is_a_settings_error_naming_the_port() -> None:
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        with pytest.raises(SettingsError) as info:
+            HealthServer("127.0.0.1", port, lambda: (True, {}))
+    assert str(info.value).startswith(f"POLLER_HTTP_PORT: cannot serve on 127.0.0.1:{port}: ")
+
+
+def test_an_address_not_on_this_host_is_a_settings_error_naming_the_host() -> None:
+    with pytest.raises(SettingsError, match=r"^POLLER_HTTP_HOST: cannot serve on 192\.0\.2\.1:"):
+        HealthServer("192.0.2.1", 0, lambda: (True, {}))  # TEST-NET-1: never local
 
 
 def test_cli_exits_2_with_the_message(monkeypatch: pytest.MonkeyPatch) -> None:
