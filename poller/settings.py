@@ -41,9 +41,15 @@ class SettingsError(Exception):
 
 
 class PollerSettings(BaseSettings):
-    """``POLLER_*`` knobs. Seconds are floats with an ``_s`` suffix; sizes are bytes."""
+    """``POLLER_*`` knobs. Seconds are floats with an ``_s`` suffix; sizes are bytes.
 
-    model_config = SettingsConfigDict(env_prefix="POLLER_", frozen=True, extra="ignore")
+    An empty variable counts as unset (``POLLER_TMP_DIR=`` in an env file must not mean
+    ``Path('.')``, the working directory); names must be upper case, see
+    `_reject_unknown_poller_vars`."""
+
+    model_config = SettingsConfigDict(
+        env_prefix="POLLER_", frozen=True, extra="ignore", env_ignore_empty=True
+    )
 
     concurrency: int = Field(64, ge=1, le=20_000, description="jobs in flight per replica")
     batch_size: int = Field(50, ge=1, le=1000, description="max jobs per claim statement")
@@ -167,12 +173,19 @@ def known_poller_variables() -> set[str]:
 
 
 def _reject_unknown_poller_vars(environ: Mapping[str, str]) -> None:
+    """pydantic-settings matches names case-insensitively, so ``poller_lease_ttl_s`` would be
+    read while a lower-case typo would be silently ignored: only exact upper-case names of
+    known settings pass."""
     known = _KNOWN | TOOLING_VARIABLES
-    unknown = sorted(k for k in environ if k.startswith("POLLER_") and k not in known)
-    if unknown:
-        raise SettingsError(
-            f"{unknown[0]}: unknown setting (known POLLER_* settings are listed in README.md)"
-        )
+    unknown = sorted(k for k in environ if k.upper().startswith("POLLER_") and k not in known)
+    if not unknown:
+        return
+    name = unknown[0]
+    if name.upper() in known:
+        raise SettingsError(f"{name}: setting names are upper case: use {name.upper()}")
+    raise SettingsError(
+        f"{name}: unknown setting (known POLLER_* settings are listed in README.md)"
+    )
 
 
 def _one_line(exc: ValidationError, prefix: str) -> str:

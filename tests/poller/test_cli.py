@@ -320,3 +320,10 @@ def test_operator_writes_set_the_tenant_in_their_transaction(db_url: str) -> Non
     ok(cli(db_url, "jobs", "cancel", str(active)))
     assert job_row(db_url, failed)["status"] == "pending"
     assert job_row(db_url, active)["status"] == "failed"
+
+
+def test_storage_gc_without_database_url_does_not_create_the_store(tmp_path: Path) -> None:
+    root = tmp_path / "store"
+    done = cli("", "storage", "gc", env={"STORAGE_URL": f"file://{root}"})
+    assert done.returncode == 2 and "DATABASE_URL is not set" in done.stderr
+    assert not root.exists()

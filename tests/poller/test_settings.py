@@ -104,7 +104,8 @@ def test_defaults_need_no_environment() -> None:
         ("REPLICATE_POLL_INTERVAL_IMAGE_MS", "soon", "REPLICATE_POLL_INTERVAL_IMAGE_MS"),
         ("POLLER_HTTP_HOST", "bad host!", "POLLER_HTTP_HOST: Value error, expected an IP"),
         ("POLLER_HTTP_HOST", "-leading.example", "POLLER_HTTP_HOST:"),
-        ("POLLER_HTTP_HOST", "", "POLLER_HTTP_HOST:"),
+        ("poller_lease_ttl_s", "5", "poller_lease_ttl_s: setting names are upper case: use"),
+        ("Poller_Lease_TTL", "5", "Poller_Lease_TTL: unknown setting"),
     ],
 )
 def test_invalid_values_give_one_line_naming_the_variable(
@@ -116,6 +117,16 @@ def test_invalid_values_give_one_line_naming_the_variable(
     message = str(info.value)
     assert fragment in message
     assert "\n" not in message
+
+
+def test_empty_poller_variables_mean_unset(monkeypatch: pytest.MonkeyPatch) -> None:
+    """``VAR=`` lines in env files: an empty POLLER_TMP_DIR was ``Path('.')``, so start-up
+    swept stale temp files in the working directory."""
+    for name in ("POLLER_TMP_DIR", "POLLER_HTTP_PORT", "POLLER_HTTP_HOST", "POLLER_WORKER_ID"):
+        monkeypatch.setenv(name, "")
+    poller = load_settings().poller
+    assert poller.tmp_dir is None and poller.http_port is None
+    assert (poller.http_host, poller.worker_id) == ("0.0.0.0", None)
 
 
 @pytest.mark.parametrize("host", ["0.0.0.0", "::", "127.0.0.1", "localhost", "poller-0.svc."])
