@@ -126,3 +126,18 @@ def test_quick_start_is_make_demo_then_make_test(readme: str) -> None:
     demo, test = quick.find("make demo"), quick.find("make test")
     assert demo != -1 and test != -1
     assert demo < test
+
+
+def test_settings_are_one_table_with_one_row_per_provider_variable(readme: str) -> None:
+    """DESIGN §1: "all documented in one README table": no per-topic tables and no provider
+    matrix, so an operator grepping for a variable lands on its own row."""
+    section = _section(readme, "Settings")
+    lines = section.splitlines()
+    assert sum(1 for line in lines if line.startswith("|---")) == 1
+    rows = [line for line in lines if line.startswith("| `")]
+    prefixes = tuple(f"{name.upper()}_" for name in BUILTIN_PROVIDERS)
+    for row in rows:
+        first_cell = row.split("|")[1]
+        names = re.findall(r"`([A-Z][A-Z0-9_]+)`", first_cell)
+        if any(n.startswith(prefixes) for n in names):
+            assert len(names) == 1, row
