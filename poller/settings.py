@@ -76,7 +76,9 @@ class PollerSettings(BaseSettings):
     idle_poll_max_s: float = Field(2.0, gt=0, description="longest sleep between claim rounds")
     min_claim_gap_s: float = Field(0.02, ge=0, description="shortest gap between claim rounds")
     tenant_claim_share: int = Field(
-        4, ge=1, description="max jobs per tenant per claim round (round-robin fairness)"
+        4,
+        ge=1,
+        description="minimum rows each tenant offers per claim round (round-robin fairness)",
     )
     writeback_flush_s: float = Field(0.05, gt=0, description="batch window for write-backs")
     budget_chunk: int = Field(

@@ -170,3 +170,11 @@ def test_main_without_database_url_exits_2() -> None:
     )
     assert done.returncode == 2
     assert "DATABASE_URL is not set" in done.stderr
+
+
+def test_tenant_claim_share_is_described_as_the_minimum_it_is() -> None:
+    """The claim offers ``greatest(share, ceil(batch / tenants))`` rows per tenant
+    (poller/sql.py), so the share is a floor; the field once called it a maximum."""
+    description = PollerSettings.model_fields["tenant_claim_share"].description or ""
+    assert description.startswith("minimum rows each tenant offers per claim round")
+    assert "greatest(" in (ROOT / "poller" / "sql.py").read_text(encoding="utf-8")
