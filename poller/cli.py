@@ -98,8 +98,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     from poller import commands  # deferred: keeps `--help` fast and import-light
 
+    database_url: str | None = None
     try:
         settings = load_settings()
+        database_url = settings.core.database_url
         configure_logging(
             level=settings.poller.log_level,
             fmt=settings.poller.log_format,
@@ -118,7 +120,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
     except psycopg.Error as exc:
         # Never the raw exception: a libpq message can quote the whole URL, password included.
-        print(f"error: {commands.database_error(settings.core.database_url, exc)}", file=sys.stderr)
+        print(f"error: {commands.database_error(database_url, exc)}", file=sys.stderr)
         return 2
 
 

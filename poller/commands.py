@@ -11,6 +11,7 @@ from datetime import UTC, datetime, timedelta
 import anyio
 import psycopg
 import structlog
+from psycopg.conninfo import conninfo_to_dict
 
 from poller import admin
 from poller.cli import emit
@@ -20,6 +21,7 @@ from poller.migrate import (
     describe_target,
     head_revision,
     is_at_head,
+    to_libpq_url,
     translate_connect_error,
     upgrade_to_head,
 )
@@ -42,25 +44,27 @@ def database_error(url: str | None, exc: psycopg.Error) -> str:
     """One line for a database error that escaped a command, without the password.
 
     A connect failure is described like `check_connection` does; anything else names the
-    target and the server's first line (libpq quotes unparsable URIs whole, so the URL is
-    cut out as well)."""
-    if isinstance(exc, psycopg.OperationalError) and url:
-        return str(translate_connect_error(url, exc))
+    target and the server's first line, with the URL and the password cut out (libpq quotes
+    unparsable URIs whole)."""
     text = str(exc).strip()
     line = text.splitlines()[0] if text else type(exc).__name__
     if not url:
         return f"database error: {line}"
     try:
+        if isinstance(exc, psycopg.OperationalError):
+            return str(translate_connect_error(url, exc))
         target = describe_target(url)
+        password = str(conninfo_to_dict(to_libpq_url(url)).get("password") or "")
     except DatabaseUrlError as bad:
         return str(bad)
-    return f"database error at {target}: {line.replace(url, '<url>')}"
+    line = line.replace(url, "<url>")
+    return f"database error at {target}: {line.replace(password, '***') if password else line}"
 
 
 def _database_url(settings: Settings) -> str:
     """``DATABASE_URL``, connected to once (bounded wait) before a command uses it, so an
     unusable URL or server is one clear line (exit 2), never a traceback quoting the URL."""
-    url = settings.database_url
+    url = to_libpq_url(settings.database_url)
     check_connection(url)
     return url
 

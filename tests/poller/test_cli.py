@@ -14,6 +14,7 @@ from typing import Any
 import psycopg
 import pytest
 
+from poller import commands
 from poller.tables import GenerationJob
 from tests.poller.helpers import execute, fetch, insert_jobs, job_row
 
@@ -327,3 +328,31 @@ def test_storage_gc_without_database_url_does_not_create_the_store(tmp_path: Pat
     done = cli("", "storage", "gc", env={"STORAGE_URL": f"file://{root}"})
     assert done.returncode == 2 and "DATABASE_URL is not set" in done.stderr
     assert not root.exists()
+
+
+@pytest.mark.parametrize(
+    ("url", "error", "expected"),
+    [
+        (
+            "postgresql://u:s3cretpw@db.example:5433/media",
+            psycopg.errors.UndefinedTable("relation x (s3cretpw) postgresql://u:s3cretpw@h/d"),
+            "database error at u@db.example:5433/media: relation x (***)",
+        ),
+        (
+            "postgresql://u:s3cretpw@db.example:5433/media",
+            psycopg.OperationalError("connection failed: Connection refused"),
+            "cannot reach PostgreSQL at u@db.example:5433/media: Connection refused",
+        ),
+        (
+            "postgresql://u:s3cretpw@[db/media",
+            psycopg.ProgrammingError('invalid URI "postgresql://u:s3cretpw@[db/media"'),
+            "database URL cannot be parsed",
+        ),
+    ],
+)
+def test_database_errors_are_one_line_without_the_password(
+    url: str, error: psycopg.Error, expected: str
+) -> None:
+    message = commands.database_error(url, error)
+    assert message.startswith(expected) and "\n" not in message
+    assert "s3cretpw" not in message
