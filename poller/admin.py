@@ -2,7 +2,9 @@
 
 Short synchronous statements (a CLI has no event loop to share). Every state change an
 operator makes bumps ``lease_version``, so a daemon holding a lease on that job has its later
-write-back fenced out instead of overwriting the operator's decision.
+write-back fenced out instead of overwriting the operator's decision. Each write of one
+tenant's job runs in a transaction that first sets ``app.current_tenant_id`` (DESIGN §2), so
+row-level security, tenant-aware triggers and audits see whose row it is.
 """
 
 from __future__ import annotations
@@ -20,11 +22,19 @@ from psycopg.types.json import Jsonb
 JOB_COLUMNS = """id, tenant_id, run_id, run_step_id, provider_id, provider_job_id, media_type,
 status, poll_interval_ms, timeout_ms, attempts, input_params, result_uri, artifact_id,
 artifact_ids, error_message, last_error, cost_usd, started_at, completed_at, created_at,
-updated_at, next_poll_at, deadline_at, lease_owner, lease_version, claim_count, error_count"""
+updated_at, next_poll_at, deadline_at, submit_started_at, lease_owner, lease_version,
+claim_count, error_count"""
 
 
 class AdminError(Exception):
-    """An operator command cannot be carried out; ``str()`` says why in one line."""
+    """An operator command cannot be carried out as given (bad argument, no such job);
+    ``str()`` says why in one line. ``main.py`` exits 2."""
+
+
+class CommandRefused(Exception):
+    """The command is well formed but the job's state does not allow it (retry of an active
+    job, cancel of a finished one, a race lost to the daemon). ``main.py`` exits 1, like an
+    unhealthy ``check``: nothing is wrong with the invocation, so a script may retry later."""
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -37,6 +47,11 @@ class JobFilter:
 
 def _connect(url: str) -> psycopg.Connection[dict[str, Any]]:
     return psycopg.connect(url, row_factory=dict_row, autocommit=True, connect_timeout=10)
+
+
+def _as_tenant(conn: psycopg.Connection[dict[str, Any]], tenant: str) -> None:
+    """Inside a transaction: this transaction writes ``tenant``'s rows (SET LOCAL)."""
+    conn.execute("SELECT set_config('app.current_tenant_id', %s, true)", (tenant,))
 
 
 def list_jobs(url: str, flt: JobFilter) -> list[dict[str, Any]]:
@@ -78,7 +93,9 @@ def show_job(url: str, job_id: uuid.UUID) -> dict[str, Any]:
     return job
 
 
-def retry_job(url: str, job_id: uuid.UUID, *, resubmit: bool, default_timeout_ms: int) -> None:
+def retry_job(
+    url: str, job_id: uuid.UUID, *, tenant: str, resubmit: bool, default_timeout_ms: int
+) -> None:
     """failed/timed_out → pending with a fresh deadline; optionally forget the provider job."""
     resubmit_sql = (
         ", provider_job_id = NULL, submit_started_at = NULL, started_at = NULL" if resubmit else ""
@@ -98,7 +115,10 @@ def retry_job(url: str, job_id: uuid.UUID, *, resubmit: bool, default_timeout_ms
         RETURNING id"""
     with _connect(url) as conn:
         params = {"id": job_id, "default_ms": default_timeout_ms, "resubmit": resubmit}
-        if conn.execute(query, params).fetchone():
+        with conn.transaction():
+            _as_tenant(conn, tenant)
+            updated = conn.execute(query, params).fetchone()
+        if updated:
             return
         row = conn.execute(
             "SELECT status, provider_job_id FROM app.generation_jobs WHERE id = %s", (job_id,)
@@ -106,30 +126,31 @@ def retry_job(url: str, job_id: uuid.UUID, *, resubmit: bool, default_timeout_ms
     if row is None:
         raise AdminError(f"no job with id {job_id}")
     if row["status"] in ("failed", "timed_out"):
-        raise AdminError(
+        raise CommandRefused(
             f"job {job_id} was never accepted by its provider (no provider job id): "
             "use `jobs retry --resubmit` to submit it again"
         )
-    raise AdminError(f"job {job_id} is {row['status']}; only failed or timed_out jobs retry")
+    raise CommandRefused(f"job {job_id} is {row['status']}; only failed or timed_out jobs retry")
 
 
 def job_for_cancel(url: str, job_id: uuid.UUID) -> dict[str, Any]:
     with _connect(url) as conn:
         row = conn.execute(
-            "SELECT id, provider_id, provider_job_id, media_type, input_params, status "
+            "SELECT id, tenant_id, provider_id, provider_job_id, media_type, input_params, status "
             "FROM app.generation_jobs WHERE id = %s",
             (job_id,),
         ).fetchone()
     if row is None:
         raise AdminError(f"no job with id {job_id}")
     if row["status"] not in ("pending", "processing"):
-        raise AdminError(f"job {job_id} is already {row['status']}")
+        raise CommandRefused(f"job {job_id} is already {row['status']}")
     return row
 
 
-def mark_canceled(url: str, job_id: uuid.UUID) -> bool:
+def mark_canceled(url: str, job_id: uuid.UUID, *, tenant: str) -> bool:
     """``failed`` with "canceled by operator"; fences out any daemon holding the lease."""
-    with _connect(url) as conn:
+    with _connect(url) as conn, conn.transaction():
+        _as_tenant(conn, tenant)
         row = conn.execute(
             """UPDATE app.generation_jobs
                   SET status = 'failed', error_message = 'canceled by operator',
@@ -155,7 +176,8 @@ class NewJob:
 
 def submit_job(url: str, job: NewJob) -> uuid.UUID:
     """Insert a pending job for the daemon to submit (the insert trigger wakes it)."""
-    with _connect(url) as conn:
+    with _connect(url) as conn, conn.transaction():
+        _as_tenant(conn, job.tenant)
         row = conn.execute(
             """INSERT INTO app.generation_jobs
                    (tenant_id, run_id, run_step_id, provider_id, media_type, status,

@@ -1,7 +1,9 @@
 """Command line: ``migrate``, ``run``, ``check``, ``jobs …``, ``submit``, ``storage gc``.
 
-Exit codes: 0 success, 1 unhealthy / command refused, 2 configuration or usage error (one
-clear line on stderr). Output is a table on a TTY and JSON with ``--json``.
+Exit codes: 0 success; 1 unhealthy (``check``) or command refused (the job's state does not
+allow it: ``refused: …``); 2 configuration or usage error, an unknown job id or an unusable
+database (``error: …``). Each failure is one line on stderr. Output is a table on a TTY and
+JSON with ``--json``.
 """
 
 from __future__ import annotations
@@ -13,10 +15,11 @@ import uuid
 from collections.abc import Callable, Sequence
 from typing import Any
 
-from poller import admin, output
+import psycopg
+
+from poller import output
 from poller.logs import configure_logging
-from poller.settings import Settings, SettingsError, load_settings
-from storage.errors import StorageError
+from poller.settings import Settings, load_settings
 
 Handler = Callable[[argparse.Namespace, Settings], int]
 
@@ -93,8 +96,12 @@ def _submit_parser(sub: Any) -> None:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
+    from poller import commands  # deferred: keeps `--help` fast and import-light
+
+    database_url: str | None = None
     try:
         settings = load_settings()
+        database_url = settings.core.database_url
         configure_logging(
             level=settings.poller.log_level,
             fmt=settings.poller.log_format,
@@ -102,10 +109,18 @@ def main(argv: Sequence[str] | None = None) -> int:
             stream=sys.stderr if args.command != "run" else None,
         )
         return _dispatch(args, settings)
-    except (SettingsError, admin.AdminError, StorageError) as exc:
+    except commands.CommandRefused as exc:
+        print(f"refused: {exc}", file=sys.stderr)
+        return 1
+    except commands.USAGE_ERRORS as exc:
         # Configuration the daemon cannot work with (including a store it cannot open at
-        # start-up: missing bucket, no credentials, unusable root) is one line and exit 2.
+        # start-up: missing bucket, no credentials, unusable root, or a database it cannot
+        # reach) is one line and exit 2.
         print(f"error: {exc}", file=sys.stderr)
+        return 2
+    except psycopg.Error as exc:
+        # Never the raw exception: a libpq message can quote the whole URL, password included.
+        print(f"error: {commands.database_error(database_url, exc)}", file=sys.stderr)
         return 2
 
 

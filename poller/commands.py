@@ -9,38 +9,74 @@ import uuid
 from datetime import UTC, datetime, timedelta
 
 import anyio
+import psycopg
 import structlog
+from psycopg.conninfo import conninfo_to_dict
 
 from poller import admin
 from poller.cli import emit
-from poller.migrate import DatabaseUrlError, head_revision, is_at_head, upgrade_to_head
+from poller.migrate import (
+    DatabaseUrlError,
+    check_connection,
+    describe_target,
+    head_revision,
+    is_at_head,
+    to_libpq_url,
+    translate_connect_error,
+    upgrade_to_head,
+)
 from poller.runner import serve
 from poller.settings import Settings, SettingsError
 from providers.registry import make_client
 from providers.types import JobHandle
 from storage import open_storage
+from storage.errors import StorageError
 
 log = structlog.get_logger("poller")
 
+CommandRefused = admin.CommandRefused  # exit 1 with one ``refused: …`` line
+
+# Exit 2 with one ``error: …`` line: the setting, the argument or the database is unusable.
+USAGE_ERRORS = (SettingsError, admin.AdminError, StorageError, DatabaseUrlError)
+
+
+def database_error(url: str | None, exc: psycopg.Error) -> str:
+    """One line for a database error that escaped a command, without the password.
+
+    A connect failure is described like `check_connection` does; anything else names the
+    target and the server's first line, with the URL and the password cut out (libpq quotes
+    unparsable URIs whole)."""
+    text = str(exc).strip()
+    line = text.splitlines()[0] if text else type(exc).__name__
+    if not url:
+        return f"database error: {line}"
+    try:
+        if isinstance(exc, psycopg.OperationalError):
+            return str(translate_connect_error(url, exc))
+        target = describe_target(url)
+        password = str(conninfo_to_dict(to_libpq_url(url)).get("password") or "")
+    except DatabaseUrlError as bad:
+        return str(bad)
+    line = line.replace(url, "<url>")
+    return f"database error at {target}: {line.replace(password, '***') if password else line}"
+
+
+def _database_url(settings: Settings) -> str:
+    """``DATABASE_URL``, connected to once (bounded wait) before a command uses it, so an
+    unusable URL or server is one clear line (exit 2), never a traceback quoting the URL."""
+    url = to_libpq_url(settings.database_url)
+    check_connection(url)
+    return url
+
 
 def migrate(_args: argparse.Namespace, settings: Settings) -> int:
-    try:
-        upgrade_to_head(settings.database_url)
-    except DatabaseUrlError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
+    upgrade_to_head(settings.database_url)
     print(f"database is at {head_revision()}")
     return 0
 
 
 def run(args: argparse.Namespace, settings: Settings) -> int:
-    url = settings.database_url
-    try:
-        at_head = is_at_head(url)
-    except DatabaseUrlError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
-    if not at_head:
+    if not is_at_head(settings.database_url):
         print("error: database schema is not at head: run `main.py migrate`", file=sys.stderr)
         return 2
     anyio.run(lambda: serve(settings, drain=args.drain))
@@ -48,9 +84,12 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def check(_args: argparse.Namespace, settings: Settings) -> int:
+    """1 = unhealthy (unreachable, not at head); a missing DATABASE_URL is a configuration
+    error and exits 2 through `poller.cli.main` like every other command."""
+    url = settings.database_url
     try:
-        ok = is_at_head(settings.database_url)
-    except (DatabaseUrlError, SettingsError) as exc:
+        ok = is_at_head(url)
+    except DatabaseUrlError as exc:
         print(f"unhealthy: {exc}", file=sys.stderr)
         return 1
     if not ok:
@@ -61,7 +100,7 @@ def check(_args: argparse.Namespace, settings: Settings) -> int:
 
 
 def jobs(args: argparse.Namespace, settings: Settings) -> int:
-    url = settings.database_url
+    url = _database_url(settings)
     action = args.jobs_command
     if action == "ls":
         flt = admin.JobFilter(
@@ -71,28 +110,31 @@ def jobs(args: argparse.Namespace, settings: Settings) -> int:
     elif action == "show":
         emit(args, admin.show_job(url, args.id))
     elif action == "retry":
-        default_ms = _default_timeout_ms(settings, url, args.id)
-        admin.retry_job(url, args.id, resubmit=args.resubmit, default_timeout_ms=default_ms)
+        job = admin.show_job(url, args.id)
+        admin.retry_job(
+            url,
+            args.id,
+            tenant=str(job["tenant_id"]),
+            resubmit=args.resubmit,
+            default_timeout_ms=_default_timeout_ms(settings, job),
+        )
         print(f"job {args.id} is pending again" + (" (will resubmit)" if args.resubmit else ""))
     else:
-        return _cancel(settings, args.id)
+        return _cancel(settings, url, args.id)
     return 0
 
 
-def _default_timeout_ms(settings: Settings, url: str, job_id: uuid.UUID) -> int:
-    job = admin.show_job(url, job_id)
-    prov = settings.providers.get(job["provider_id"])
-    return prov.timeout_ms(job["media_type"]) if prov else 600_000
+def _default_timeout_ms(settings: Settings, job: dict[str, object]) -> int:
+    prov = settings.providers.get(str(job["provider_id"]))
+    return prov.timeout_ms(str(job["media_type"])) if prov else 600_000
 
 
-def _cancel(settings: Settings, job_id: uuid.UUID) -> int:
-    url = settings.database_url
+def _cancel(settings: Settings, url: str, job_id: uuid.UUID) -> int:
     job = admin.job_for_cancel(url, job_id)
     if job["provider_job_id"]:
         anyio.run(lambda: _provider_cancel(settings, job))
-    if not admin.mark_canceled(url, job_id):
-        print(f"job {job_id} finished before it could be canceled", file=sys.stderr)
-        return 1
+    if not admin.mark_canceled(url, job_id, tenant=str(job["tenant_id"])):
+        raise admin.CommandRefused(f"job {job_id} finished before it could be canceled")
     print(f"job {job_id} canceled")
     return 0
 
@@ -127,7 +169,7 @@ def submit(args: argparse.Namespace, settings: Settings) -> int:
         poll_interval_ms=args.poll_interval_ms,
         timeout_ms=args.timeout_ms,
     )
-    job_id = admin.submit_job(settings.database_url, job)
+    job_id = admin.submit_job(_database_url(settings), job)
     if args.json:
         emit(args, {"id": str(job_id)})
     else:
@@ -148,17 +190,16 @@ def parse_duration(text: str) -> timedelta:
 
 def storage(args: argparse.Namespace, settings: Settings) -> int:
     grace = parse_duration(args.older_than)
-    report = anyio.run(lambda: _gc(settings, grace, apply=args.apply))
+    url = _database_url(settings)  # before the store opens (and creates its root)
+    report = anyio.run(lambda: _gc(settings, url, grace, apply=args.apply))
     emit(args, report)
     return 0
 
 
-async def _gc(settings: Settings, grace: timedelta, *, apply: bool) -> dict[str, object]:
+async def _gc(settings: Settings, url: str, grace: timedelta, *, apply: bool) -> dict[str, object]:
     """Delete blobs older than ``grace`` that no artifact row references."""
     from poller.gc import collect_garbage
 
     cutoff = datetime.now(UTC) - grace
     async with open_storage(settings.storage_config()) as ingestor:
-        return await collect_garbage(
-            settings.database_url, ingestor.store, cutoff=cutoff, apply=apply
-        )
+        return await collect_garbage(url, ingestor.store, cutoff=cutoff, apply=apply)

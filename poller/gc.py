@@ -10,6 +10,7 @@ from datetime import datetime
 
 import psycopg
 
+from poller.migrate import CONNECT_TIMEOUT_S
 from storage import BlobStore
 
 BATCH = 500
@@ -27,7 +28,9 @@ async def collect_garbage(
 ) -> dict[str, object]:
     scanned = kept_recent = referenced = reclaimable = 0
     unreferenced: list[str] = []
-    async with await psycopg.AsyncConnection.connect(database_url, autocommit=True) as conn:
+    async with await psycopg.AsyncConnection.connect(
+        database_url, autocommit=True, connect_timeout=CONNECT_TIMEOUT_S
+    ) as conn:
         batch: list[tuple[str, str, int]] = []
         async for blob in store.iter_blobs():
             scanned += 1

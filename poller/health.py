@@ -6,12 +6,15 @@ hide the metrics that would explain it; readiness is a snapshot the event loop p
 
 from __future__ import annotations
 
+import errno
 import json
 import threading
 from collections.abc import Callable
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+
+from poller.settings import SettingsError
 
 ReadinessProbe = Callable[[], tuple[bool, dict[str, object]]]
 
@@ -46,11 +49,26 @@ def _handler(probe: ReadinessProbe) -> type[BaseHTTPRequestHandler]:
     return Handler
 
 
+def bind_error(host: str, port: int, exc: OSError) -> SettingsError:
+    """A start-up error naming the setting to change: the port when it is taken or
+    privileged, else the host (unresolvable, or no such address on this machine)."""
+    reason = exc.strerror or str(exc)
+    if exc.errno in (errno.EADDRINUSE, errno.EACCES):
+        return SettingsError(f"POLLER_HTTP_PORT: cannot serve on {host}:{port}: {reason}")
+    return SettingsError(f"POLLER_HTTP_HOST: cannot serve on {host}:{port}: {reason}")
+
+
 class HealthServer:
-    """Background HTTP server; ``port`` 0 picks a free port (see ``bound_port``)."""
+    """Background HTTP server; ``port`` 0 picks a free port (see ``bound_port``).
+
+    A host or port it cannot bind raises `SettingsError` (one line, exit 2 from ``main.py``),
+    not a raw ``OSError`` traceback."""
 
     def __init__(self, host: str, port: int, probe: ReadinessProbe) -> None:
-        self._server = ThreadingHTTPServer((host, port), _handler(probe))
+        try:
+            self._server = ThreadingHTTPServer((host, port), _handler(probe))
+        except OSError as exc:  # socket.gaierror included
+            raise bind_error(host, port, exc) from None
         self._server.daemon_threads = True
         self._thread = threading.Thread(target=self._server.serve_forever, daemon=True)
 

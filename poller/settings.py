@@ -10,7 +10,9 @@ production daemon ends up running with the wrong lease TTL.
 
 from __future__ import annotations
 
+import ipaddress
 import os
+import re
 import socket
 import uuid
 from collections.abc import Mapping
@@ -18,7 +20,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal, Self
 
-from pydantic import Field, ValidationError, model_validator
+from pydantic import Field, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from providers.errors import ProviderPluginError
@@ -28,6 +30,10 @@ from storage import StorageConfig, parse_storage_url
 from storage.errors import StorageConfigError
 
 GiB = 1024**3
+# RFC 1123 host name: dot-separated labels of letters, digits and inner hyphens.
+_HOSTNAME = re.compile(
+    r"^(?=.{1,253}\.?$)(?!-)[A-Za-z0-9-]{1,63}(?<!-)(\.(?!-)[A-Za-z0-9-]{1,63}(?<!-))*\.?$"
+)
 
 
 class SettingsError(Exception):
@@ -35,9 +41,15 @@ class SettingsError(Exception):
 
 
 class PollerSettings(BaseSettings):
-    """``POLLER_*`` knobs. Seconds are floats with an ``_s`` suffix; sizes are bytes."""
+    """``POLLER_*`` knobs. Seconds are floats with an ``_s`` suffix; sizes are bytes.
 
-    model_config = SettingsConfigDict(env_prefix="POLLER_", frozen=True, extra="ignore")
+    An empty variable counts as unset (``POLLER_TMP_DIR=`` in an env file must not mean
+    ``Path('.')``, the working directory); names must be upper case, see
+    `_reject_unknown_poller_vars`."""
+
+    model_config = SettingsConfigDict(
+        env_prefix="POLLER_", frozen=True, extra="ignore", env_ignore_empty=True
+    )
 
     concurrency: int = Field(64, ge=1, le=20_000, description="jobs in flight per replica")
     batch_size: int = Field(50, ge=1, le=1000, description="max jobs per claim statement")
@@ -47,7 +59,7 @@ class PollerSettings(BaseSettings):
     log_format: Literal["auto", "json", "console"] = "auto"
     tmp_dir: Path | None = Field(None, description="temp dir for downloads (same FS as store)")
     http_port: int | None = Field(None, ge=0, le=65535, description="/metrics, /healthz, /readyz")
-    http_host: str = "0.0.0.0"
+    http_host: str = Field("0.0.0.0", description="bind address: an IP address or host name")
     allow_private_downloads: bool = False
     max_download_bytes: int = Field(2 * GiB, ge=1)
     download_connect_timeout_s: float = Field(10.0, gt=0)
@@ -64,7 +76,9 @@ class PollerSettings(BaseSettings):
     idle_poll_max_s: float = Field(2.0, gt=0, description="longest sleep between claim rounds")
     min_claim_gap_s: float = Field(0.02, ge=0, description="shortest gap between claim rounds")
     tenant_claim_share: int = Field(
-        4, ge=1, description="max jobs per tenant per claim round (round-robin fairness)"
+        4,
+        ge=1,
+        description="minimum rows each tenant offers per claim round (round-robin fairness)",
     )
     writeback_flush_s: float = Field(0.05, gt=0, description="batch window for write-backs")
     budget_chunk: int = Field(
@@ -73,6 +87,18 @@ class PollerSettings(BaseSettings):
     auth_pause_s: float = Field(300.0, gt=0, description="pause after a provider rejects keys")
     db_pool_size: int = Field(4, ge=2, le=100)
     worker_id: str | None = Field(None, description="lease owner name (default host:pid:rand)")
+
+    @field_validator("http_host")
+    @classmethod
+    def _bindable_host(cls, value: str) -> str:
+        """An IP address or a host name; anything else could only fail once the health
+        server binds, after the pool and the provider clients are already up."""
+        try:
+            ipaddress.ip_address(value)
+        except ValueError:
+            if not _HOSTNAME.match(value):
+                raise ValueError("expected an IP address or a host name, e.g. 0.0.0.0") from None
+        return value
 
     @model_validator(mode="after")
     def _grace_below_lease(self) -> Self:
@@ -149,12 +175,19 @@ def known_poller_variables() -> set[str]:
 
 
 def _reject_unknown_poller_vars(environ: Mapping[str, str]) -> None:
+    """pydantic-settings matches names case-insensitively, so ``poller_lease_ttl_s`` would be
+    read while a lower-case typo would be silently ignored: only exact upper-case names of
+    known settings pass."""
     known = _KNOWN | TOOLING_VARIABLES
-    unknown = sorted(k for k in environ if k.startswith("POLLER_") and k not in known)
-    if unknown:
-        raise SettingsError(
-            f"{unknown[0]}: unknown setting (known POLLER_* settings are listed in README.md)"
-        )
+    unknown = sorted(k for k in environ if k.upper().startswith("POLLER_") and k not in known)
+    if not unknown:
+        return
+    name = unknown[0]
+    if name.upper() in known:
+        raise SettingsError(f"{name}: setting names are upper case: use {name.upper()}")
+    raise SettingsError(
+        f"{name}: unknown setting (known POLLER_* settings are listed in README.md)"
+    )
 
 
 def _one_line(exc: ValidationError, prefix: str) -> str:

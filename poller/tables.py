@@ -3,7 +3,9 @@
 The migrations under ``migrations/versions`` own the schema (all thirteen seed tables plus the
 poller's own); these models describe only the four tables the daemon touches, exactly as the
 migrations leave them at head. ``alembic check`` compares the two (see `include_name` /
-`include_object`, which keep the comparison to these tables) and a test fails on any drift.
+`include_object`, which keep the comparison to these tables) and a test fails on any drift;
+``alembic check`` does not compare CHECK constraints, so a second test creates the models in a
+scratch schema and compares their CHECKs with the migrated ones.
 The daemon's hot path uses hand-written SQL (``poller.sql``); the models serve typed ad-hoc
 access, the CLI and that drift check.
 """
@@ -73,7 +75,10 @@ NAMING_CONVENTION = {
 
 
 def _in(column: str, values: tuple[str, ...]) -> str:
-    return f"{column} IN ({', '.join(repr(v) for v in values)})"
+    """``column IN ('a', 'b')``. Quotes ``str(v)``: the ``repr()`` of a StrEnum member is
+    ``<JobStatus.PENDING: 'pending'>``, which is not SQL."""
+    quoted = ", ".join("'" + str(v).replace("'", "''") + "'" for v in values)
+    return f"{column} IN ({quoted})"
 
 
 class Base(DeclarativeBase):

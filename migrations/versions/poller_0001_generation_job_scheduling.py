@@ -6,7 +6,9 @@
   guard), ``error_count``, ``deadline_at``, ``submit_started_at`` (a create call may have
   happened), ``last_error`` and ``artifact_ids`` (all outputs in order; ``artifact_id`` is the
   first). Existing rows get ``artifact_ids`` from ``artifact_id`` and a deadline from
-  ``timeout_ms`` when they are still active.
+  ``timeout_ms`` when they are still active. The seed's ``updated_at`` trigger is disabled
+  around that backfill: filling in the poller's own columns is not a change to the job, and
+  stamping every old row with the migration time would erase its real history.
 * Partial indexes over active rows only, so the claim's index stays as small as the backlog;
   a partial unique index on ``(provider_id, provider_job_id)``.
 * fillfactor 80 leaves room on each page for the frequent row updates; aggressive
@@ -57,6 +59,7 @@ INDEXES = (
     ("ix_generation_jobs_provider_due", ["provider_id", "next_poll_at"]),
 )
 
+UPDATED_AT_TRIGGER = "trg_generation_jobs_updated_at"  # the seed's BEFORE UPDATE trigger
 BACKFILL = """
 UPDATE app.generation_jobs
    SET artifact_ids = CASE WHEN artifact_id IS NULL THEN '[]'::jsonb
@@ -106,7 +109,11 @@ def upgrade() -> None:
         server_default = sa.text(default) if default is not None else None
         column = sa.Column(name, type_, server_default=server_default, nullable=default is None)
         op.add_column(TABLE, column, schema=SCHEMA)
+    # ALTER TABLE … DISABLE TRIGGER is transactional: the ADD COLUMNs above already hold the
+    # table's ACCESS EXCLUSIVE lock, and a failure rolls the trigger state back with the rest.
+    op.execute(f"ALTER TABLE app.generation_jobs DISABLE TRIGGER {UPDATED_AT_TRIGGER}")
     op.execute(BACKFILL)
+    op.execute(f"ALTER TABLE app.generation_jobs ENABLE TRIGGER {UPDATED_AT_TRIGGER}")
     for index, columns in INDEXES:
         op.create_index(index, TABLE, columns, schema=SCHEMA, postgresql_where=ACTIVE)
     op.create_index(

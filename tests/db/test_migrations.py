@@ -7,6 +7,7 @@ import socket
 import subprocess
 import sys
 import threading
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
@@ -123,6 +124,33 @@ def test_poller_revision_backfills_existing_jobs(empty_db_url: str) -> None:
     assert rows[done["id"]][1] is None
     assert rows[waiting["id"]][0] == []
     assert rows[waiting["id"]][1].total_seconds() == 90
+
+
+def test_poller_revision_backfill_keeps_updated_at(empty_db_url: str) -> None:
+    """The backfill fills the poller's own columns; the seed's BEFORE UPDATE trigger must not
+    stamp every existing job with the migration time (that would erase real history)."""
+    config = alembic_config(empty_db_url)
+    command.upgrade(config, seed.SEED_REVISIONS[-1])
+    old = datetime(2020, 1, 2, 3, 4, 5, tzinfo=UTC)
+    with psycopg.connect(empty_db_url, autocommit=True) as conn:
+        artifact = insert_minimal(conn, "artifacts")
+        done = generation_job(status="completed", artifact_id=artifact["id"], updated_at=old)
+        waiting = generation_job(timeout_ms=90_000, updated_at=old)
+        ids = [insert(conn, "generation_jobs", row)["id"] for row in (done, waiting)]
+    command.upgrade(config, "poller_0001")
+    with psycopg.connect(empty_db_url, autocommit=True) as conn:
+        rows = conn.execute(
+            "SELECT updated_at, artifact_ids, deadline_at FROM app.generation_jobs "
+            "WHERE id = ANY(%s) ORDER BY id = %s DESC",
+            (ids, ids[0]),
+        ).fetchall()
+        assert [r[0] for r in rows] == [old, old]
+        assert rows[0][1] == [str(artifact["id"])] and rows[1][2] is not None  # backfilled
+        conn.execute("UPDATE app.generation_jobs SET attempts = 1 WHERE id = %s", (ids[0],))
+        [(touched,)] = conn.execute(
+            "SELECT updated_at FROM app.generation_jobs WHERE id = %s", (ids[0],)
+        ).fetchall()
+    assert touched > old  # the trigger is enabled again afterwards
 
 
 def test_downgrade_of_skill_id_widening_truncates(empty_db_url: str) -> None:

@@ -16,7 +16,7 @@ from pydantic.fields import FieldInfo
 from pydantic_settings import BaseSettings
 
 from poller.settings import CoreSettings, PollerSettings, known_poller_variables
-from providers.registry import BUILTIN_PROVIDERS
+from providers.registry import BUILTIN_PROVIDERS, MAX_CONNECTIONS
 
 README = Path(__file__).resolve().parents[2] / "README.md"
 
@@ -126,3 +126,28 @@ def test_quick_start_is_make_demo_then_make_test(readme: str) -> None:
     demo, test = quick.find("make demo"), quick.find("make test")
     assert demo != -1 and test != -1
     assert demo < test
+
+
+def test_settings_are_one_table_with_one_row_per_provider_variable(readme: str) -> None:
+    """DESIGN §1: "all documented in one README table": no per-topic tables and no provider
+    matrix, so an operator grepping for a variable lands on its own row."""
+    section = _section(readme, "Settings")
+    lines = section.splitlines()
+    assert sum(1 for line in lines if line.startswith("|---")) == 1
+    rows = [line for line in lines if line.startswith("| `")]
+    prefixes = tuple(f"{name.upper()}_" for name in BUILTIN_PROVIDERS)
+    for row in rows:
+        first_cell = row.split("|")[1]
+        names = re.findall(r"`([A-Z][A-Z0-9_]+)`", first_cell)
+        if any(n.startswith(prefixes) for n in names):
+            assert len(names) == 1, row
+
+
+def test_max_in_flight_rows_state_the_connection_pool_cap(readme: str) -> None:
+    """make_client sizes the pool min(MAX_IN_FLIGHT, MAX_CONNECTIONS): the docs must not call
+    MAX_IN_FLIGHT the pool size (Replicate's default 64 gets 32 connections)."""
+    rows = [r for r in _section(readme, "Settings").splitlines() if "_MAX_IN_FLIGHT`" in r]
+    assert len(rows) == len(BUILTIN_PROVIDERS)
+    assert all(f"capped at {MAX_CONNECTIONS}" in row for row in rows), rows
+    operations = (README.parent / "docs" / "operations.md").read_text(encoding="utf-8")
+    assert f"connection pool, capped at {MAX_CONNECTIONS}" in operations

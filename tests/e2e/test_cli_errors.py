@@ -8,6 +8,7 @@ every variable in-process (faster), these check what an operator actually sees.
 
 from __future__ import annotations
 
+import socket
 import subprocess
 from collections.abc import Iterator, Mapping
 from concurrent.futures import ThreadPoolExecutor
@@ -22,6 +23,10 @@ pytestmark = pytest.mark.slow
 Case = tuple[tuple[str, ...], dict[str, str], str]  # argv, environment changes, expected text
 
 CLOSED_PORT_DB = "postgresql://postgres@127.0.0.1:1/nothing"
+PASSWORD = "s3cretpw"  # must never reach the terminal
+CLOSED_PORT_DB_WITH_PASSWORD = f"postgresql://postgres:{PASSWORD}@127.0.0.1:1/nothing"
+MALFORMED_DB_WITH_PASSWORD = f"postgresql://u:{PASSWORD}@[host/db"
+SUBMIT = ("submit", "--provider", "replicate", "--media-type", "image", "--params", "{}")
 CASES: dict[str, Case] = {
     "no_database_url": (("run",), {"DATABASE_URL": ""}, "DATABASE_URL is not set"),
     "lease_ttl_not_a_number": (("run",), {"POLLER_LEASE_TTL_S": "abc"}, "POLLER_LEASE_TTL_S"),
@@ -44,6 +49,38 @@ CASES: dict[str, Case] = {
         ("run",),
         {"POLLER_LEASE_TTL_S": "1", "POLLER_WRITEBACK_FLUSH_S": "2"},
         "POLLER_WRITEBACK_FLUSH_S must be below POLLER_LEASE_TTL_S",
+    ),
+    "check_without_database_url": (("check",), {"DATABASE_URL": ""}, "DATABASE_URL is not set"),
+    "jobs_ls_database_unreachable": (("jobs", "ls"), {}, "cannot reach PostgreSQL"),
+    "jobs_show_database_unreachable": (
+        ("jobs", "show", "00000000-0000-0000-0000-000000000001"),
+        {"DATABASE_URL": CLOSED_PORT_DB_WITH_PASSWORD},
+        "cannot reach PostgreSQL at postgres@127.0.0.1:1/nothing",
+    ),
+    "submit_database_unreachable": (
+        SUBMIT,
+        {"DATABASE_URL": CLOSED_PORT_DB_WITH_PASSWORD},
+        "cannot reach PostgreSQL at postgres@127.0.0.1:1/nothing",
+    ),
+    "gc_database_unreachable": (
+        ("storage", "gc"),
+        {"DATABASE_URL": CLOSED_PORT_DB_WITH_PASSWORD},
+        "cannot reach PostgreSQL at postgres@127.0.0.1:1/nothing",
+    ),
+    "jobs_ls_database_url_malformed": (
+        ("jobs", "ls"),
+        {"DATABASE_URL": MALFORMED_DB_WITH_PASSWORD},
+        "database URL cannot be parsed",
+    ),
+    "submit_database_url_malformed": (
+        SUBMIT,
+        {"DATABASE_URL": MALFORMED_DB_WITH_PASSWORD},
+        "database URL cannot be parsed",
+    ),
+    "gc_database_url_malformed": (
+        ("storage", "gc", "--json"),
+        {"DATABASE_URL": MALFORMED_DB_WITH_PASSWORD},
+        "database URL cannot be parsed",
     ),
     "gc_duration_unparseable": (
         ("storage", "gc", "--older-than", "soon"),
@@ -102,7 +139,12 @@ def results(
     with (
         temporary_database(pg_admin_url, prefix="e") as empty,  # no schema: not at head
         temporary_database(pg_admin_url, template=pg_template) as good,
+        socket.socket() as taken,  # a port already in use for POLLER_HTTP_PORT
     ):
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        busy = {"DATABASE_URL": good, "POLLER_HTTP_HOST": "127.0.0.1"}
+        busy["POLLER_HTTP_PORT"] = str(taken.getsockname()[1])
         runs = {name: (argv, _env(env)) for name, (argv, env, _) in CASES.items()}
         runs |= {
             name: (argv, _env({"DATABASE_URL": good, **env}))
@@ -110,6 +152,8 @@ def results(
         }
         runs |= {name: (argv, _env({})) for name, argv in USAGE_CASES.items()}
         runs["schema_not_at_head"] = (("run",), _env({"DATABASE_URL": empty}))
+        runs["jobs_ls_without_schema"] = (("jobs", "ls"), _env({"DATABASE_URL": empty}))
+        runs["http_port_in_use"] = (("run",), _env(busy))
         with ThreadPoolExecutor(max_workers=4) as pool:
             futures = {
                 name: pool.submit(run_cli, *argv, env=env) for name, (argv, env) in runs.items()
@@ -129,6 +173,7 @@ def test_bad_configuration_exits_2_with_one_line_naming_it(
     assert len(lines) == 1 and lines[0].startswith("error: "), done.stderr
     assert expected in lines[0]
     assert not any(key in done.stderr for key in TEST_KEYS.values())
+    assert PASSWORD not in done.stderr + done.stdout
 
 
 @pytest.mark.parametrize("case", sorted(USAGE_CASES))
@@ -146,3 +191,22 @@ def test_schema_not_at_head_refuses_to_run(
     done = results["schema_not_at_head"]
     assert done.returncode == 2
     assert done.stderr.strip() == "error: database schema is not at head: run `main.py migrate`"
+
+
+def test_a_database_error_after_connecting_is_one_line_not_a_traceback(
+    results: dict[str, subprocess.CompletedProcess[str]],
+) -> None:
+    done = results["jobs_ls_without_schema"]
+    assert done.returncode == 2
+    lines = done.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: database error at "), done.stderr
+    assert 'relation "app.generation_jobs" does not exist' in lines[0]
+
+
+def test_a_health_port_in_use_stops_run_with_one_line(
+    results: dict[str, subprocess.CompletedProcess[str]],
+) -> None:
+    done = results["http_port_in_use"]
+    assert done.returncode == 2, done.stderr[-2000:]
+    lines = done.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: POLLER_HTTP_PORT: cannot serve on")

@@ -11,8 +11,11 @@ import uuid
 from pathlib import Path
 from typing import Any
 
+import psycopg
 import pytest
 
+from poller import commands
+from poller.tables import GenerationJob
 from tests.poller.helpers import execute, fetch, insert_jobs, job_row
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -102,6 +105,15 @@ def test_jobs_show_includes_artifacts_in_order(db_url: str) -> None:
     assert missing.returncode == 2 and "no job with id" in missing.stderr
 
 
+def test_jobs_show_prints_every_column_of_the_job(db_url: str) -> None:
+    """Operators decide on ``--resubmit`` from ``submit_started_at`` (operations.md): `show`
+    must not drop any column the model (and so the migrated table) has."""
+    [job_id] = insert_jobs(db_url, 1)
+    shown = json.loads(ok(cli(db_url, "jobs", "show", str(job_id), "--json")))
+    assert set(GenerationJob.__table__.columns.keys()) <= set(shown)
+    assert "submit_started_at" in shown
+
+
 def _fail(db_url: str, job_id: uuid.UUID, **cols: Any) -> None:
     execute(
         db_url,
@@ -134,11 +146,33 @@ def test_retry_resubmit_forgets_the_provider_job(db_url: str) -> None:
     assert row["provider_job_id"] is None and row["submit_started_at"] is None
 
 
+def refused(done: subprocess.CompletedProcess[str], reason: str) -> None:
+    """A well-formed command the job's state does not allow: exit 1, one ``refused:`` line."""
+    assert done.returncode == 1, done.stderr
+    assert done.stderr.startswith("refused: ") and reason in done.stderr
+    assert len(done.stderr.strip().splitlines()) == 1
+
+
 def test_retry_refuses_active_jobs(db_url: str) -> None:
     [job_id] = insert_jobs(db_url, 1)
-    done = cli(db_url, "jobs", "retry", str(job_id))
-    assert done.returncode == 2
-    assert "only failed or timed_out jobs retry" in done.stderr
+    refused(cli(db_url, "jobs", "retry", str(job_id)), "only failed or timed_out jobs retry")
+
+
+def test_retry_refuses_a_job_never_accepted_unless_resubmitted(db_url: str) -> None:
+    [job_id] = insert_jobs(db_url, 1, provider="replicate")
+    _fail(db_url, job_id)
+    execute(
+        db_url, "UPDATE app.generation_jobs SET provider_job_id = NULL WHERE id = %s", (job_id,)
+    )
+    refused(cli(db_url, "jobs", "retry", str(job_id)), "use `jobs retry --resubmit`")
+    assert job_row(db_url, job_id)["status"] == "failed"
+
+
+def test_an_unknown_job_id_is_a_usage_error(db_url: str) -> None:
+    for action in ("show", "retry", "cancel"):
+        done = cli(db_url, "jobs", action, str(uuid.uuid4()))
+        assert done.returncode == 2, (action, done.stderr)
+        assert done.stderr.startswith("error: no job with id "), (action, done.stderr)
 
 
 def test_cancel_marks_failed_and_fences_out_a_lease_holder(db_url: str) -> None:
@@ -153,8 +187,7 @@ def test_cancel_marks_failed_and_fences_out_a_lease_holder(db_url: str) -> None:
     assert row["status"] == "failed"
     assert row["error_message"] == "canceled by operator"
     assert row["lease_version"] == 4 and row["lease_owner"] is None
-    again = cli(db_url, "jobs", "cancel", str(job_id))
-    assert again.returncode == 2 and "already failed" in again.stderr
+    refused(cli(db_url, "jobs", "cancel", str(job_id)), "already failed")
 
 
 def test_check_is_healthy_only_at_head(db_url: str, empty_db_url: str) -> None:
@@ -253,3 +286,73 @@ def test_submit_refuses_timings_that_are_not_positive(db_url: str, option: str, 
     assert done.returncode == 2
     assert f"argument {option}:" in done.stderr
     assert fetch(db_url, "SELECT id FROM app.generation_jobs") == []
+
+
+REQUIRE_TENANT = (
+    """
+CREATE FUNCTION app.test_require_tenant() RETURNS trigger LANGUAGE plpgsql AS $$
+BEGIN
+    IF current_setting('app.current_tenant_id', true) IS DISTINCT FROM NEW.tenant_id THEN
+        RAISE EXCEPTION 'tenant % written without app.current_tenant_id = %',
+            NEW.tenant_id, current_setting('app.current_tenant_id', true);
+    END IF;
+    RETURN NEW;
+END $$""",
+    """CREATE TRIGGER test_require_tenant BEFORE INSERT OR UPDATE ON app.generation_jobs
+    FOR EACH ROW EXECUTE FUNCTION app.test_require_tenant()""",
+)
+
+
+def test_operator_writes_set_the_tenant_in_their_transaction(db_url: str) -> None:
+    """DESIGN §2: every write of a tenant's rows runs in a transaction that first sets
+    ``app.current_tenant_id``. The trigger sees the setting only if it was set with
+    ``set_config(…, true)`` in the writing statement's own transaction."""
+    [failed] = insert_jobs(db_url, 1, tenant="t-retry", provider="replicate")
+    _fail(db_url, failed)
+    [active] = insert_jobs(db_url, 1, tenant="t-cancel", provider="replicate")
+    with psycopg.connect(db_url, autocommit=True) as conn:
+        for statement in REQUIRE_TENANT:
+            conn.execute(statement)
+    params = '{"model": "black-forest-labs/flux-schnell", "input": {}}'
+    submit = ("submit", "--provider", "replicate", "--media-type", "image", "--params", params)
+    out = ok(cli(db_url, *submit, "--tenant", "t-submit"))
+    assert job_row(db_url, uuid.UUID(out.strip()))["tenant_id"] == "t-submit"
+    ok(cli(db_url, "jobs", "retry", str(failed)))
+    ok(cli(db_url, "jobs", "cancel", str(active)))
+    assert job_row(db_url, failed)["status"] == "pending"
+    assert job_row(db_url, active)["status"] == "failed"
+
+
+def test_storage_gc_without_database_url_does_not_create_the_store(tmp_path: Path) -> None:
+    root = tmp_path / "store"
+    done = cli("", "storage", "gc", env={"STORAGE_URL": f"file://{root}"})
+    assert done.returncode == 2 and "DATABASE_URL is not set" in done.stderr
+    assert not root.exists()
+
+
+@pytest.mark.parametrize(
+    ("url", "error", "expected"),
+    [
+        (
+            "postgresql://u:s3cretpw@db.example:5433/media",
+            psycopg.errors.UndefinedTable("relation x (s3cretpw) postgresql://u:s3cretpw@h/d"),
+            "database error at u@db.example:5433/media: relation x (***)",
+        ),
+        (
+            "postgresql://u:s3cretpw@db.example:5433/media",
+            psycopg.OperationalError("connection failed: Connection refused"),
+            "cannot reach PostgreSQL at u@db.example:5433/media: Connection refused",
+        ),
+        (
+            "postgresql://u:s3cretpw@[db/media",
+            psycopg.ProgrammingError('invalid URI "postgresql://u:s3cretpw@[db/media"'),
+            "database URL cannot be parsed",
+        ),
+    ],
+)
+def test_database_errors_are_one_line_without_the_password(
+    url: str, error: psycopg.Error, expected: str
+) -> None:
+    message = commands.database_error(url, error)
+    assert message.startswith(expected) and "\n" not in message
+    assert "s3cretpw" not in message

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import socket
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
 
+from poller.health import HealthServer
 from poller.settings import PollerSettings, SettingsError, load_settings
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -100,6 +102,10 @@ def test_defaults_need_no_environment() -> None:
         ("POLLER_BATCHSIZE", "5", "POLLER_BATCHSIZE: unknown setting"),
         ("REPLICATE_BASE_URL", "ftp://x", "REPLICATE_BASE_URL"),
         ("REPLICATE_POLL_INTERVAL_IMAGE_MS", "soon", "REPLICATE_POLL_INTERVAL_IMAGE_MS"),
+        ("POLLER_HTTP_HOST", "bad host!", "POLLER_HTTP_HOST: Value error, expected an IP"),
+        ("POLLER_HTTP_HOST", "-leading.example", "POLLER_HTTP_HOST:"),
+        ("poller_lease_ttl_s", "5", "poller_lease_ttl_s: setting names are upper case: use"),
+        ("Poller_Lease_TTL", "5", "Poller_Lease_TTL: unknown setting"),
     ],
 )
 def test_invalid_values_give_one_line_naming_the_variable(
@@ -111,6 +117,39 @@ def test_invalid_values_give_one_line_naming_the_variable(
     message = str(info.value)
     assert fragment in message
     assert "\n" not in message
+
+
+def test_empty_poller_variables_mean_unset(monkeypatch: pytest.MonkeyPatch) -> None:
+    """``VAR=`` lines in env files: an empty POLLER_TMP_DIR was ``Path('.')``, so start-up
+    swept stale temp files in the working directory."""
+    for name in ("POLLER_TMP_DIR", "POLLER_HTTP_PORT", "POLLER_HTTP_HOST", "POLLER_WORKER_ID"):
+        monkeypatch.setenv(name, "")
+    poller = load_settings().poller
+    assert poller.tmp_dir is None and poller.http_port is None
+    assert (poller.http_host, poller.worker_id) == ("0.0.0.0", None)
+
+
+@pytest.mark.parametrize("host", ["0.0.0.0", "::", "127.0.0.1", "localhost", "poller-0.svc."])
+def test_http_host_accepts_addresses_and_host_names(
+    monkeypatch: pytest.MonkeyPatch, host: str
+) -> None:
+    monkeypatch.setenv("POLLER_HTTP_HOST", host)
+    assert load_settings().poller.http_host == host
+
+
+def test_a_port_in_use_is_a_settings_error_naming_the_port() -> None:
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        with pytest.raises(SettingsError) as info:
+            HealthServer("127.0.0.1", port, lambda: (True, {}))
+    assert str(info.value).startswith(f"POLLER_HTTP_PORT: cannot serve on 127.0.0.1:{port}: ")
+
+
+def test_an_address_not_on_this_host_is_a_settings_error_naming_the_host() -> None:
+    with pytest.raises(SettingsError, match=r"^POLLER_HTTP_HOST: cannot serve on 192\.0\.2\.1:"):
+        HealthServer("192.0.2.1", 0, lambda: (True, {}))  # TEST-NET-1: never local
 
 
 def test_cli_exits_2_with_the_message(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -131,3 +170,11 @@ def test_main_without_database_url_exits_2() -> None:
     )
     assert done.returncode == 2
     assert "DATABASE_URL is not set" in done.stderr
+
+
+def test_tenant_claim_share_is_described_as_the_minimum_it_is() -> None:
+    """The claim offers ``greatest(share, ceil(batch / tenants))`` rows per tenant
+    (poller/sql.py), so the share is a floor; the field once called it a maximum."""
+    description = PollerSettings.model_fields["tenant_claim_share"].description or ""
+    assert description.startswith("minimum rows each tenant offers per claim round")
+    assert "greatest(" in (ROOT / "poller" / "sql.py").read_text(encoding="utf-8")
