@@ -316,3 +316,45 @@ async def test_completion_stores_vendor_metadata_and_filenames_without_nul_chara
     [stored] = fetch(db_url, "SELECT filename, metadata FROM app.artifacts")
     assert stored["filename"] == "song.mp3"
     assert stored["metadata"]["provider_metadata"] == {"title": "ab", "note": "x\\u0000y", "t": 1}
+
+
+def artifact(n: int = 0) -> ArtifactRecord:
+    return ArtifactRecord(
+        id=uuid.uuid4(),
+        type="image/png",
+        uri=f"file:///data/sha256/{n:064x}",
+        content_hash=f"{n:064x}",
+        size_bytes=3,
+        filename=f"out-{n}.png",
+    )
+
+
+def completion(count: int) -> Complete:
+    return Complete(
+        artifacts=[artifact(n) for n in range(count)], result_uri="https://cdn/0", cost_usd=None
+    )
+
+
+async def test_a_job_with_250_outputs_completes_and_notifies_without_the_ids(
+    db_url: str, pool: AsyncConnectionPool
+) -> None:
+    """250 artifact ids do not fit pg_notify's 8000 bytes: the completion used to roll back
+    on every attempt. It completes, and the orchestrator is told to read the row."""
+    import json
+
+    import psycopg
+
+    [job_id] = insert_jobs(db_url, 1)
+    r = repo(pool)
+    [job] = await r.claim(1, excluded=[], per_tenant=4)
+    outcome = completion(250)
+    async with await psycopg.AsyncConnection.connect(db_url, autocommit=True) as listener:
+        await listener.execute("LISTEN generation_job_finished")
+        await r.complete(job, outcome, datetime(2031, 1, 1, tzinfo=UTC))
+        notes = [n async for n in listener.notifies(timeout=2, stop_after=1)]
+    row = job_row(db_url, job_id)
+    assert row["status"] == "completed"
+    assert row["artifact_ids"] == [str(a.id) for a in outcome.artifacts]
+    payload = json.loads(notes[0].payload)
+    assert (payload["id"], payload["status"]) == (str(job_id), "completed")
+    assert payload["artifact_ids"] is None and payload["artifact_ids_truncated"] is True
