@@ -3,20 +3,23 @@ round trip.
 
 Job tasks hand their outcome over and move on; a single flusher writes whatever accumulated
 every ``flush_s`` (or at once when ``max_rows`` are waiting). Rows the database does not
-return lost their lease to another replica: they are counted and logged, never retried.
+return lost their lease to another replica: they are counted and logged, never retried. A
+batch the database rejects for a value in it (DataError, IntegrityError) is bisected, so the
+offending row alone is written as a fenced ``failed`` and the rest as usual.
 """
 
 from __future__ import annotations
 
 import uuid
 from collections.abc import Callable
+from dataclasses import replace
 
 import anyio
 import structlog
 from psycopg import Error as PsycopgError
 
 from poller import metrics
-from poller.repository import PendingWrite, Repository
+from poller.repository import REJECTED, PendingWrite, Repository, rejected_outcome
 from poller.retrying import with_db_retry
 
 log = structlog.get_logger("poller")
@@ -79,7 +82,12 @@ class WriteBackBatcher:
 
     async def _write(self, batch: list[PendingWrite]) -> None:
         try:
-            applied = await with_db_retry("write_back", lambda: self._repo.write_back(batch))
+            applied = await self._apply(batch)
+        except REJECTED as exc:
+            # A value PostgreSQL refuses (a lone surrogate in vendor text, a numeric overflow)
+            # fails the same way every time: find the row(s) and fail only those.
+            await self._isolate(batch, exc)
+            return
         except PsycopgError as exc:
             # Still failing: the leases expire and another round re-claims these jobs. Nothing
             # is lost, a poll is merely repeated.
@@ -87,6 +95,29 @@ class WriteBackBatcher:
             log.error("db.write_back_abandoned", rows=len(batch), error=str(exc))
             return
         self._settle(batch, applied)
+
+    async def _apply(self, batch: list[PendingWrite]) -> set[uuid.UUID]:
+        return await with_db_retry("write_back", lambda: self._repo.write_back(batch))
+
+    async def _isolate(self, batch: list[PendingWrite], exc: PsycopgError) -> None:
+        """Bisect a rejected batch: the good halves are written as usual; a single rejected
+        row is written as a fenced `failed` that says what the database refused."""
+        if len(batch) > 1:
+            middle = len(batch) // 2
+            await self._write(batch[:middle])
+            await self._write(batch[middle:])
+            return
+        [write] = batch
+        metrics.DB_ERRORS.labels("write_back").inc()
+        log.error("db.write_back_rejected", job_id=str(write.job.id), error=str(exc))
+        failed = [replace(write, outcome=rejected_outcome(exc, polled=write.outcome.polled))]
+        try:
+            applied = await self._apply(failed)
+        except PsycopgError as again:  # not even that: the lease expires, as for an outage
+            metrics.DB_ERRORS.labels("write_back").inc()
+            log.error("db.write_back_abandoned", rows=1, error=str(again))
+            return
+        self._settle(failed, applied)
 
     def _settle(self, batch: list[PendingWrite], applied: set[uuid.UUID]) -> None:
         metrics.WRITEBACK_ROWS.observe(len(batch))

@@ -6,6 +6,7 @@ import re
 import uuid
 from collections import Counter
 from collections.abc import AsyncIterator
+from dataclasses import replace
 from datetime import UTC, datetime
 from decimal import Decimal
 
@@ -358,3 +359,24 @@ async def test_a_job_with_250_outputs_completes_and_notifies_without_the_ids(
     payload = json.loads(notes[0].payload)
     assert (payload["id"], payload["status"]) == (str(job_id), "completed")
     assert payload["artifact_ids"] is None and payload["artifact_ids_truncated"] is True
+
+
+async def test_completion_stores_metadata_and_filenames_with_lone_surrogates_replaced(
+    db_url: str, pool: AsyncConnectionPool
+) -> None:
+    """A vendor title with an unpaired \\ud83d escape made jsonb refuse the completion on
+    every attempt; a proper pair is kept as the character it encodes."""
+    [job_id] = insert_jobs(db_url, 1)
+    r = repo(pool)
+    [job] = await r.claim(1, excluded=[], per_tenant=4)
+    meta = {"provider_metadata": {"title": "a\ud83db", "tags": ["\udc00", "\ud83d\ude00"]}}
+    stored_artifact = replace(artifact(), filename="clip\udc00.mp3", metadata=meta)
+    outcome = Complete(artifacts=[stored_artifact], result_uri="https://cdn/1", cost_usd=None)
+    await r.complete(job, outcome, datetime(2031, 1, 1, tzinfo=UTC))
+    assert job_row(db_url, job_id)["status"] == "completed"
+    [stored] = fetch(db_url, "SELECT filename, metadata FROM app.artifacts")
+    assert stored["filename"] == "clip\ufffd.mp3"
+    assert stored["metadata"]["provider_metadata"] == {
+        "title": "a\ufffdb",
+        "tags": ["\ufffd", "\U0001f600"],
+    }

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
+from dataclasses import replace
+from decimal import Decimal
 from pathlib import Path
 from typing import Any, ClassVar
 
@@ -11,6 +13,7 @@ import psycopg
 import pytest
 from psycopg_pool import AsyncConnectionPool
 from pydantic_settings import SettingsConfigDict
+from structlog.testing import capture_logs
 
 from poller.daemon import Adapter, Daemon
 from poller.repository import Grant, Repository, open_pool
@@ -429,3 +432,48 @@ async def test_cdn_429s_wait_as_told_without_spending_the_error_budget(
     assert row["status"] == "completed"
     assert (row["attempts"], row["error_count"]) == (6, 0)
     assert requests == ["/a.png"] * 6  # no quick retry after a 429
+
+
+async def test_a_completion_the_database_rejects_fails_the_job_at_once_saying_why(
+    db_url: str, pool: AsyncConnectionPool, tmp_path: Path
+) -> None:
+    """A cost beyond numeric(10,4) is refused on every attempt. The completion used to be
+    abandoned to lease expiry: every output downloaded again, five times, then "worker
+    crashed repeatedly". It fails on the first claim, with the reason, and stores no rows."""
+    [job_id] = insert_jobs(db_url, 1)
+    provider = ScriptedProvider(default=replace(succeeded(), cost_usd=Decimal("123456789")))
+    with anyio.fail_after(4):  # far less than one 5 s lease
+        await run_daemon(db_url, pool, tmp_path, provider)
+    row = job_row(db_url, job_id)
+    assert (row["status"], row["claim_count"], row["lease_owner"]) == ("failed", 0, None)
+    assert row["error_message"].startswith("could not store the job's outcome")
+    assert "numeric field overflow" in row["error_message"]
+    assert len(provider.polled) == 1
+    assert fetch(db_url, "SELECT id FROM app.artifacts") == []
+
+
+async def test_a_retried_completion_whose_first_commit_landed_is_reported_completed(
+    db_url: str, pool: AsyncConnectionPool, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The retry hits its own artifact rows (unique violation); that used to be logged as
+    db.complete_abandoned (and would now look like a rejected value): the row says
+    completed, so the daemon reports job.completed."""
+    [job_id] = insert_jobs(db_url, 1)
+    complete = Repository.complete
+    calls: list[int] = []
+
+    async def commit_then_drop(self: Repository, *args: Any) -> None:
+        calls.append(1)
+        await complete(self, *args)
+        if len(calls) == 1:
+            raise psycopg.OperationalError("server closed the connection unexpectedly")
+
+    monkeypatch.setattr(Repository, "complete", commit_then_drop)
+    with capture_logs() as logs:
+        await run_daemon(db_url, pool, tmp_path, ScriptedProvider())
+    events = [e["event"] for e in logs]
+    assert len(calls) == 2
+    assert job_row(db_url, job_id)["status"] == "completed"
+    assert "job.completed" in events
+    assert not {"db.complete_abandoned", "db.complete_rejected", "lease.lost"} & set(events)
+    assert "job.failed" not in events

@@ -1,0 +1,95 @@
+"""The write-back batcher against a real PostgreSQL: rows the database rejects."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, MutableMapping
+from decimal import Decimal
+from typing import Any
+
+import pytest
+from psycopg_pool import AsyncConnectionPool
+from structlog.testing import capture_logs
+
+from poller.model import ClaimedJob, Finish, Reschedule
+from poller.repository import PendingWrite, Repository, open_pool
+from poller.writeback import WriteBackBatcher
+from tests.poller.helpers import insert_jobs, job_row
+
+pytestmark = pytest.mark.anyio
+
+
+@pytest.fixture
+async def pool(db_url: str) -> AsyncIterator[AsyncConnectionPool]:
+    p = open_pool(db_url, size=4)
+    await p.open()
+    yield p
+    await p.close()
+
+
+def resched(job: ClaimedJob, **fields: Any) -> PendingWrite:
+    outcome = Reschedule(status="processing", delay_s=60.0, polled=True, started=True, **fields)
+    return PendingWrite(job=job, outcome=outcome, deadline_at=None)
+
+
+def finish(job: ClaimedJob, message: str, cost: Decimal | None = None) -> PendingWrite:
+    outcome = Finish(status="failed", error_message=message, polled=True, cost_usd=cost)
+    return PendingWrite(job=job, outcome=outcome, deadline_at=None)
+
+
+async def claim_all(repo: Repository, count: int) -> list[ClaimedJob]:
+    return await repo.claim(count, excluded=[], per_tenant=count)
+
+
+def lease_events(logs: list[MutableMapping[str, Any]]) -> list[MutableMapping[str, Any]]:
+    return [e for e in logs if e["event"] == "lease.lost"]
+
+
+async def test_lone_surrogates_in_vendor_text_are_stored_as_replacement_characters(
+    db_url: str, pool: AsyncConnectionPool
+) -> None:
+    """json.loads keeps an unpaired \\ud83d escape from a vendor's reply; PostgreSQL's jsonb
+    rejects it (22P02), which failed the whole batch on every flush."""
+    insert_jobs(db_url, 2)
+    repo = Repository(pool, owner="r1", lease_s=30)
+    first, second = await claim_all(repo, 2)
+    writes = [
+        resched(first, error_count=1, last_error="HTTP 502: bad \ud83d gateway"),
+        finish(second, "model said \udc00\ud83d\ude00 no"),
+    ]
+    assert await repo.write_back(writes) == {first.id, second.id}
+    assert job_row(db_url, first.id)["last_error"] == "HTTP 502: bad \ufffd gateway"
+    assert job_row(db_url, second.id)["error_message"] == "model said \ufffd\U0001f600 no"
+
+
+async def test_a_row_the_database_rejects_fails_alone_and_says_why(
+    db_url: str, pool: AsyncConnectionPool
+) -> None:
+    """A value PostgreSQL cannot store (here a cost beyond numeric(10,4)) sank the whole
+    cross-tenant batch, and its job re-polled into a new batch until the crash-loop guard.
+    Only that row fails now, with a message naming the problem; the rest are written."""
+    good = [*insert_jobs(db_url, 3, tenant="A"), *insert_jobs(db_url, 3, tenant="B")]
+    [bad_id] = insert_jobs(db_url, 1, tenant="C")
+    repo = Repository(pool, owner="r1", lease_s=30)
+    jobs = {j.id: j for j in await claim_all(repo, 7)}
+    applied: list[PendingWrite] = []
+    batcher = WriteBackBatcher(repo, flush_s=60, on_applied=applied.append)
+    for job_id in good[:3]:
+        batcher.add(resched(jobs[job_id]))
+    batcher.add(finish(jobs[bad_id], "too expensive", cost=Decimal("123456789")))
+    for job_id in good[3:]:
+        batcher.add(resched(jobs[job_id]))
+    with capture_logs() as logs:
+        await batcher.flush()
+    for job_id in good:
+        row = job_row(db_url, job_id)
+        assert (row["status"], row["lease_owner"], row["attempts"]) == ("processing", None, 1)
+    bad = job_row(db_url, bad_id)
+    assert (bad["status"], bad["lease_owner"], bad["cost_usd"]) == ("failed", None, None)
+    assert bad["error_message"].startswith("could not store the job's outcome")
+    assert "numeric field overflow" in bad["error_message"]
+    assert bad["attempts"] == 1 and bad["claim_count"] == 0
+    assert {w.job.id for w in applied} == {*good, bad_id}
+    [rejected] = [w for w in applied if w.job.id == bad_id]
+    assert isinstance(rejected.outcome, Finish) and rejected.outcome.status == "failed"
+    assert [e["job_id"] for e in logs if e["event"] == "db.write_back_rejected"] == [str(bad_id)]
+    assert lease_events(logs) == []
