@@ -97,7 +97,29 @@ class WriteBackBatcher:
         self._settle(batch, applied)
 
     async def _apply(self, batch: list[PendingWrite]) -> set[uuid.UUID]:
-        return await with_db_retry("write_back", lambda: self._repo.write_back(batch))
+        """The fenced write-back with retries; after a retry, rows it did not match are
+        re-checked, since the first attempt may have committed them unseen."""
+        calls = 0
+
+        async def attempt() -> set[uuid.UUID]:
+            nonlocal calls
+            calls += 1
+            return await self._repo.write_back(batch)
+
+        applied = await with_db_retry("write_back", attempt)
+        if calls > 1 and len(applied) < len(batch):
+            applied |= await self._recheck([w for w in batch if w.job.id not in applied])
+        return applied
+
+    async def _recheck(self, unmatched: list[PendingWrite]) -> set[uuid.UUID]:
+        try:
+            return await with_db_retry(
+                "write_back_recheck",
+                lambda: self._repo.released_at_version([w.job for w in unmatched]),
+            )
+        except PsycopgError as exc:  # then they are reported as lost, as before
+            log.warning("db.write_back_recheck_failed", rows=len(unmatched), error=str(exc))
+            return set()
 
     async def _isolate(self, batch: list[PendingWrite], exc: PsycopgError) -> None:
         """Bisect a rejected batch: the good halves are written as usual; a single rejected

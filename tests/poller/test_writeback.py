@@ -1,11 +1,14 @@
-"""The write-back batcher against a real PostgreSQL: rows the database rejects."""
+"""The write-back batcher against a real PostgreSQL: rejected rows, retries after an unseen
+commit."""
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, MutableMapping
+import uuid
+from collections.abc import AsyncIterator, MutableMapping, Sequence
 from decimal import Decimal
 from typing import Any
 
+import psycopg
 import pytest
 from psycopg_pool import AsyncConnectionPool
 from structlog.testing import capture_logs
@@ -13,7 +16,7 @@ from structlog.testing import capture_logs
 from poller.model import ClaimedJob, Finish, Reschedule
 from poller.repository import PendingWrite, Repository, open_pool
 from poller.writeback import WriteBackBatcher
-from tests.poller.helpers import insert_jobs, job_row
+from tests.poller.helpers import execute, insert_jobs, job_row
 
 pytestmark = pytest.mark.anyio
 
@@ -93,3 +96,41 @@ async def test_a_row_the_database_rejects_fails_alone_and_says_why(
     assert isinstance(rejected.outcome, Finish) and rejected.outcome.status == "failed"
     assert [e["job_id"] for e in logs if e["event"] == "db.write_back_rejected"] == [str(bad_id)]
     assert lease_events(logs) == []
+
+
+class CommitThenDrop(Repository):
+    """The first write-back commits, then the connection 'drops' before the reply."""
+
+    calls = 0
+
+    async def write_back(self, writes: Sequence[PendingWrite]) -> set[uuid.UUID]:
+        self.calls += 1
+        applied = await super().write_back(writes)
+        if self.calls == 1:
+            raise psycopg.OperationalError("server closed the connection unexpectedly")
+        return applied
+
+
+async def test_a_retried_write_back_whose_first_commit_landed_reports_no_lost_lease(
+    db_url: str, pool: AsyncConnectionPool
+) -> None:
+    """The retry matches nothing (the rows are already released); that is not a lost lease,
+    and the finished job's outcome is still reported. A row truly taken over still is."""
+    insert_jobs(db_url, 3)
+    repo = CommitThenDrop(pool, owner="r1", lease_s=30)
+    done, waiting, stolen = await claim_all(repo, 3)
+    execute(
+        db_url,
+        "UPDATE app.generation_jobs SET lease_version = lease_version + 1 WHERE id = %s",
+        (stolen.id,),
+    )
+    applied: list[PendingWrite] = []
+    batcher = WriteBackBatcher(repo, flush_s=60, on_applied=applied.append)
+    for write in (finish(done, "boom"), resched(waiting), resched(stolen)):
+        batcher.add(write)
+    with capture_logs() as logs:
+        await batcher.flush()
+    assert repo.calls == 2
+    assert job_row(db_url, done.id)["status"] == "failed"
+    assert {w.job.id for w in applied} == {done.id, waiting.id}
+    assert [e["job_id"] for e in lease_events(logs)] == [str(stolen.id)]
