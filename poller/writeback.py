@@ -48,6 +48,7 @@ class WriteBackBatcher:
         self._on_applied = on_applied
         self._on_idle = on_idle
         self._flushing = 0
+        self._lock = anyio.Lock()
 
     @property
     def idle(self) -> bool:
@@ -68,6 +69,17 @@ class WriteBackBatcher:
             await self.flush()
 
     async def flush(self) -> None:
+        """Write everything pending; returns only once no write is in progress.
+
+        The daemon's shutdown flush is followed by cancelling `run`. If `run`'s own flush had
+        already taken the pending rows, a shutdown flush that found nothing to do returned at
+        once, and the cancel then aborted that write: its releases and outcomes were lost
+        until their leases expired. One flush at a time, so a second caller waits for the
+        write in progress (bounded: `with_db_retry` gives up after a few attempts)."""
+        async with self._lock:
+            await self._flush_pending()
+
+    async def _flush_pending(self) -> None:
         wrote = False
         while self._pending:
             batch, self._pending = self._pending[: self._max_rows], self._pending[self._max_rows :]

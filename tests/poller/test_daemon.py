@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import contextvars
+import uuid
 from collections.abc import AsyncIterator
 from dataclasses import replace
 from decimal import Decimal
@@ -18,6 +20,7 @@ from structlog.testing import capture_logs
 from poller.daemon import Adapter, Daemon
 from poller.repository import Grant, Repository, open_pool
 from poller.settings import PollerSettings
+from poller.writeback import WriteBackBatcher
 from providers.errors import ProviderConnectError, ProviderProtocolError, ProviderUnavailable
 from providers.settings import ProviderSettings
 from providers.types import PollResult, PollState, RemoteOutput
@@ -477,3 +480,42 @@ async def test_a_retried_completion_whose_first_commit_landed_is_reported_comple
     assert "job.completed" in events
     assert not {"db.complete_abandoned", "db.complete_rejected", "lease.lost"} & set(events)
     assert "job.failed" not in events
+
+
+async def test_stop_while_the_flusher_is_mid_write_still_releases_the_jobs(
+    db_url: str, pool: AsyncConnectionPool, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The flusher takes the releases and starts a slow write; the shutdown flush must wait
+    for it rather than return at once and let the services' cancel abort it."""
+    ids = insert_jobs(db_url, 3)
+    write_back = Repository.write_back
+    flusher = contextvars.ContextVar("flusher", default=False)
+    run, flush = WriteBackBatcher.run, WriteBackBatcher.flush
+
+    async def slow_write_back(self: Repository, writes: Any) -> set[uuid.UUID]:
+        await anyio.sleep(0.5)
+        return await write_back(self, writes)
+
+    async def flagged_run(self: WriteBackBatcher) -> None:
+        flusher.set(True)
+        await run(self)
+
+    async def late_shutdown_flush(self: WriteBackBatcher) -> None:
+        if not flusher.get():  # the daemon's own call: the flusher took the rows already
+            await anyio.sleep(0.2)
+        await flush(self)
+
+    monkeypatch.setattr(Repository, "write_back", slow_write_back)
+    monkeypatch.setattr(WriteBackBatcher, "run", flagged_run)
+    monkeypatch.setattr(WriteBackBatcher, "flush", late_shutdown_flush)
+
+    class Slow(ScriptedProvider):
+        async def poll(self, handle: Any) -> PollResult:
+            await anyio.sleep(60)
+            raise AssertionError("unreachable")
+
+    cfg = poller_settings(shutdown_grace_s=0.1, writeback_flush_s=0.01)
+    await run_daemon(db_url, pool, tmp_path, Slow(), settings=cfg, stop_after=1.0)
+    for job_id in ids:
+        row = job_row(db_url, job_id)
+        assert (row["lease_owner"], row["claim_count"]) == (None, 0)

@@ -1,5 +1,5 @@
 """The write-back batcher against a real PostgreSQL: rejected rows, retries after an unseen
-commit."""
+commit, and the shutdown flush."""
 
 from __future__ import annotations
 
@@ -8,6 +8,7 @@ from collections.abc import AsyncIterator, MutableMapping, Sequence
 from decimal import Decimal
 from typing import Any
 
+import anyio
 import psycopg
 import pytest
 from psycopg_pool import AsyncConnectionPool
@@ -134,3 +135,42 @@ async def test_a_retried_write_back_whose_first_commit_landed_reports_no_lost_le
     assert job_row(db_url, done.id)["status"] == "failed"
     assert {w.job.id for w in applied} == {done.id, waiting.id}
     assert [e["job_id"] for e in lease_events(logs)] == [str(stolen.id)]
+
+
+class SlowWrite(Repository):
+    """A write-back that takes a while (a slow or restarting database)."""
+
+    started: anyio.Event
+    delay_s = 0.5
+
+    async def write_back(self, writes: Sequence[PendingWrite]) -> set[uuid.UUID]:
+        self.started.set()
+        await anyio.sleep(self.delay_s)
+        return await super().write_back(writes)
+
+
+async def test_the_shutdown_flush_waits_for_the_write_the_flusher_is_making(
+    db_url: str, pool: AsyncConnectionPool
+) -> None:
+    """The daemon's shutdown: a shielded `flush`, then cancel the flusher. When the flusher
+    had already taken the rows, `flush` found nothing, returned, and the cancel aborted the
+    write: the releases were lost until the leases expired."""
+    ids = insert_jobs(db_url, 3)
+    repo = SlowWrite(pool, owner="r1", lease_s=30)
+    repo.started = anyio.Event()
+    jobs = await claim_all(repo, 3)
+    batcher = WriteBackBatcher(repo, flush_s=0.01)
+    with anyio.fail_after(5):
+        async with anyio.create_task_group() as services:
+            services.start_soon(batcher.run)
+            for job in jobs:
+                release = Reschedule(status=job.status, delay_s=0.0, release=True)
+                batcher.add(PendingWrite(job=job, outcome=release, deadline_at=None))
+            await repo.started.wait()  # the flusher is mid-write
+            with anyio.CancelScope(shield=True):
+                await batcher.flush()
+            services.cancel_scope.cancel()
+    for job_id in ids:
+        row = job_row(db_url, job_id)
+        assert (row["lease_owner"], row["claim_count"]) == (None, 0)
+    assert batcher.idle
