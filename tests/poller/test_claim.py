@@ -16,7 +16,13 @@ from psycopg_pool import AsyncConnectionPool
 
 from poller import sql
 from poller.model import ArtifactRecord, ClaimedJob, Complete, Finish, Reschedule
-from poller.repository import PendingWrite, Repository, open_pool, write_back_params
+from poller.repository import (
+    LeaseLost,
+    PendingWrite,
+    Repository,
+    open_pool,
+    write_back_params,
+)
 from tests.poller.helpers import execute, fetch, insert_jobs, job_row
 
 pytestmark = pytest.mark.anyio
@@ -380,3 +386,52 @@ async def test_completion_stores_metadata_and_filenames_with_lone_surrogates_rep
         "title": "a\ufffdb",
         "tags": ["\ufffd", "\U0001f600"],
     }
+
+
+async def test_a_completion_whose_lease_was_lost_rolls_back_its_artifact_rows(
+    db_url: str, pool: AsyncConnectionPool
+) -> None:
+    """Artifacts and completion are one transaction: when the fenced UPDATE matches nothing
+    (another replica owns the job now), no artifact row of this attempt may remain."""
+    [job_id] = insert_jobs(db_url, 1)
+    mine, theirs = repo(pool, "a"), repo(pool, "b")
+    [stale] = await mine.claim(1, excluded=[], per_tenant=4)
+    execute(db_url, "UPDATE app.generation_jobs SET next_poll_at = now()")  # lease expires
+    [fresh] = await theirs.claim(1, excluded=[], per_tenant=4)
+    with pytest.raises(LeaseLost):
+        await mine.complete(stale, completion(2), datetime(2031, 1, 1, tzinfo=UTC))
+    assert fetch(db_url, "SELECT id FROM app.artifacts") == []
+    row = job_row(db_url, job_id)
+    assert (row["status"], row["lease_owner"]) == ("pending", "b")
+    assert row["lease_version"] == fresh.lease_version
+
+
+async def test_the_completion_transaction_runs_as_the_jobs_tenant(
+    db_url: str, pool: AsyncConnectionPool
+) -> None:
+    """§2: a write of a tenant's rows first sets app.current_tenant_id. Triggers record the
+    setting each artifact insert and the completion saw."""
+    execute(
+        db_url,
+        """CREATE TABLE public.seen (what text, tenant text);
+           CREATE FUNCTION public.record_tenant() RETURNS trigger LANGUAGE plpgsql AS $$
+           BEGIN
+               INSERT INTO public.seen
+               VALUES (TG_TABLE_NAME, current_setting('app.current_tenant_id', true));
+               RETURN NULL;
+           END $$;
+           CREATE TRIGGER seen_artifacts AFTER INSERT ON app.artifacts
+               FOR EACH ROW EXECUTE FUNCTION public.record_tenant();
+           CREATE TRIGGER seen_jobs AFTER UPDATE OF status ON app.generation_jobs
+               FOR EACH ROW EXECUTE FUNCTION public.record_tenant();""",
+    )
+    insert_jobs(db_url, 1, tenant="tenant-7")
+    r = repo(pool)
+    [job] = await r.claim(1, excluded=[], per_tenant=4)
+    await r.complete(job, completion(2), datetime(2031, 1, 1, tzinfo=UTC))
+    seen = fetch(db_url, "SELECT what, tenant FROM public.seen ORDER BY what")
+    assert [(s["what"], s["tenant"]) for s in seen] == [
+        ("artifacts", "tenant-7"),
+        ("artifacts", "tenant-7"),
+        ("generation_jobs", "tenant-7"),
+    ]

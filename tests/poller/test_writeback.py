@@ -1,5 +1,5 @@
-"""The write-back batcher against a real PostgreSQL: rejected rows, retries after an unseen
-commit, and the shutdown flush."""
+"""The write-back batcher against a real PostgreSQL: stale rows, rejected rows, retries after
+an unseen commit, and the shutdown flush."""
 
 from __future__ import annotations
 
@@ -46,6 +46,30 @@ async def claim_all(repo: Repository, count: int) -> list[ClaimedJob]:
 
 def lease_events(logs: list[MutableMapping[str, Any]]) -> list[MutableMapping[str, Any]]:
     return [e for e in logs if e["event"] == "lease.lost"]
+
+
+async def test_one_write_back_with_a_stale_and_a_current_row_applies_only_the_current(
+    db_url: str, pool: AsyncConnectionPool
+) -> None:
+    """§3: a lost lease drops only its own row, also inside one statement."""
+    stale_id, current_id = insert_jobs(db_url, 2)
+    mine, theirs = Repository(pool, owner="a", lease_s=30), Repository(pool, owner="b", lease_s=30)
+    jobs = {j.id: j for j in await claim_all(mine, 2)}
+    execute(
+        db_url, "UPDATE app.generation_jobs SET next_poll_at = now() WHERE id = %s", (stale_id,)
+    )
+    [taken] = await claim_all(theirs, 1)
+    assert taken.id == stale_id
+    before = job_row(db_url, stale_id)
+    applied = await mine.write_back([finish(jobs[stale_id], "late"), resched(jobs[current_id])])
+    assert applied == {current_id}
+    assert job_row(db_url, stale_id) == before
+    current = job_row(db_url, current_id)
+    assert (current["status"], current["lease_owner"], current["attempts"]) == (
+        "processing",
+        None,
+        1,
+    )
 
 
 async def test_lone_surrogates_in_vendor_text_are_stored_as_replacement_characters(
