@@ -37,6 +37,8 @@ class Listener:
             try:
                 await self._listen()
             except (psycopg.Error, OSError) as exc:
+                if self.connected:  # it was up: a new outage starts from the shortest wait
+                    backoff = 0.5
                 self._set_connected(False)
                 log.warning("listener.disconnected", error=str(exc), retry_in_s=backoff)
                 await anyio.sleep(backoff)

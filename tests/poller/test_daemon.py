@@ -20,6 +20,7 @@ from structlog.testing import capture_logs
 from poller.daemon import Adapter, Daemon
 from poller.repository import Grant, Repository, open_pool
 from poller.settings import PollerSettings
+from poller.wakeup import Listener
 from poller.writeback import WriteBackBatcher
 from providers.errors import ProviderConnectError, ProviderProtocolError, ProviderUnavailable
 from providers.settings import ProviderSettings
@@ -519,3 +520,37 @@ async def test_stop_while_the_flusher_is_mid_write_still_releases_the_jobs(
     for job_id in ids:
         row = job_row(db_url, job_id)
         assert (row["lease_owner"], row["claim_count"]) == (None, 0)
+
+
+async def test_the_listener_backoff_starts_over_after_a_successful_reconnect(
+    db_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Three failed connects wait 0.5, 1 and 2 s; once connected, the next outage starts at
+    0.5 s again. The wait used to keep growing to 30 s across restarts, so after a few
+    PostgreSQL restarts LISTEN recovery took up to 30 s."""
+    delays: list[float] = []
+    real_sleep = anyio.sleep
+    listener = Listener("postgresql://127.0.0.1:1/unreachable", lambda: None, check_s=0.05)
+
+    async def recorded_sleep(seconds: float) -> None:
+        delays.append(seconds)
+        if len(delays) == 3:  # the server is back
+            listener._url = db_url
+        await real_sleep(0)
+
+    monkeypatch.setattr(anyio, "sleep", recorded_sleep)  # the listener's backoff sleeps
+    with anyio.fail_after(10):
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(listener.run)
+            while not listener.connected:
+                await real_sleep(0.01)
+            execute(
+                db_url,
+                """SELECT pg_terminate_backend(pid) FROM pg_stat_activity
+                    WHERE datname = current_database() AND pid <> pg_backend_pid()
+                      AND backend_type = 'client backend'""",
+            )
+            while len(delays) < 4:
+                await real_sleep(0.01)
+            tg.cancel_scope.cancel()
+    assert delays[:4] == [0.5, 1.0, 2.0, 0.5]
