@@ -11,7 +11,7 @@ import json
 import re
 import select
 import uuid
-from collections.abc import Mapping, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -52,14 +52,39 @@ class Grant:
     wait_s: float  # when nothing was granted: how long until a token (or the pause) is due
 
 
-async def _configure(conn: AsyncConnection[Any]) -> None:
-    await conn.set_autocommit(True)
-    # The claim's best plan depends on how many rows are due; a cached generic plan can be
-    # ten times slower, so always plan with the actual parameters. JIT pays off for long
-    # analytic queries, never for these: at a 10,000-row backlog the claim's cost estimate
-    # crossed jit_above_cost and compiling took 52 of its 65 ms (docs/benchmarks.md).
-    await conn.execute("SET plan_cache_mode = force_custom_plan")
-    await conn.execute("SET jit = off")
+# A host crash or a failover without RST leaves a half-open TCP connection: a statement sent
+# on it waited for the kernel's retransmission timeout (about 15 minutes), and the claim loop,
+# the flusher or the heartbeat with it. Keepalives probe an idle connection (dead after about
+# 10 + 3 x 5 s); tcp_user_timeout drops one whose sent data stays unacknowledged for 30 s.
+# libpq ignores both for Unix-domain sockets. The LISTEN connection uses them too.
+TCP_KEEPALIVES: dict[str, Any] = {
+    "keepalives": 1,
+    "keepalives_idle": 10,
+    "keepalives_interval": 5,
+    "keepalives_count": 3,
+    "tcp_user_timeout": 30_000,
+}
+
+
+def _configurer(statement_timeout_s: float) -> Callable[[AsyncConnection[Any]], Awaitable[None]]:
+    timeout_ms = max(1, round(statement_timeout_s * 1000))
+
+    async def configure(conn: AsyncConnection[Any]) -> None:
+        await conn.set_autocommit(True)
+        # The claim's best plan depends on how many rows are due; a cached generic plan can
+        # be ten times slower, so always plan with the actual parameters. JIT pays off for
+        # long analytic queries, never for these: at a 10,000-row backlog the claim's cost
+        # estimate crossed jit_above_cost and compiling took 52 of its 65 ms
+        # (docs/benchmarks.md).
+        await conn.execute("SET plan_cache_mode = force_custom_plan")
+        await conn.execute("SET jit = off")
+        # Every statement of the daemon takes milliseconds. One stuck behind a lock or a
+        # sick server must not hold a pooled connection (and its task) indefinitely; the
+        # cancel arrives as QueryCanceled, an OperationalError, so it is retried or the
+        # lease expires like any outage.
+        await conn.execute(f"SET statement_timeout = {timeout_ms}")
+
+    return configure
 
 
 # psycopg_pool retries a lost server 1, 2, 4, 8 … s apart, so after a 1-3 s restart the
@@ -91,7 +116,9 @@ async def check_if_disturbed(conn: AsyncConnection[Any]) -> None:
         await AsyncConnectionPool.check_connection(conn)
 
 
-def open_pool(database_url: str, *, size: int, name: str = "poller") -> AsyncConnectionPool:
+def open_pool(
+    database_url: str, *, size: int, name: str = "poller", statement_timeout_s: float = 30.0
+) -> AsyncConnectionPool:
     """A small pool: provider I/O concurrency is bounded elsewhere, not by connections."""
     return AsyncConnectionPool(
         database_url,
@@ -99,8 +126,8 @@ def open_pool(database_url: str, *, size: int, name: str = "poller") -> AsyncCon
         max_size=size,
         open=False,
         name=name,
-        configure=_configure,
-        kwargs={"application_name": "media-poller", "connect_timeout": 10},
+        configure=_configurer(statement_timeout_s),
+        kwargs={"application_name": "media-poller", "connect_timeout": 10, **TCP_KEEPALIVES},
         timeout=10,  # waiting for a connection longer than this is an outage: back off instead
         check=check_if_disturbed,
         reconnect_timeout=3600,
@@ -398,6 +425,7 @@ def _artifact_params(job: ClaimedJob, outcome: Complete) -> dict[str, Any]:
 
 __all__ = [
     "REJECTED",
+    "TCP_KEEPALIVES",
     "Grant",
     "LeaseLost",
     "PendingWrite",

@@ -11,6 +11,7 @@ from datetime import UTC, datetime
 from decimal import Decimal
 
 import anyio
+import psycopg
 import pytest
 from psycopg_pool import AsyncConnectionPool
 
@@ -242,6 +243,36 @@ async def test_daemon_sessions_plan_per_call_and_never_jit(pool: AsyncConnection
         jit = await (await conn.execute("SHOW jit")).fetchone()
         mode = await (await conn.execute("SHOW plan_cache_mode")).fetchone()
     assert (jit, mode) == (("off",), ("force_custom_plan",))
+
+
+async def test_daemon_sessions_time_out_statements_and_probe_dead_peers(
+    pool: AsyncConnectionPool,
+) -> None:
+    """Without these, a statement on a half-open TCP connection (host crash, failover
+    without RST) or stuck behind a lock held the claim loop for ~15 minutes."""
+    async with pool.connection() as conn:
+        timeout = await (await conn.execute("SHOW statement_timeout")).fetchone()
+        params = conn.info.get_parameters()
+    assert timeout == ("30s",)
+    assert {k: params.get(k) for k in ("keepalives_idle", "keepalives_interval")} == {
+        "keepalives_idle": "10",
+        "keepalives_interval": "5",
+    }
+    assert (params.get("keepalives_count"), params.get("tcp_user_timeout")) == ("3", "30000")
+
+
+async def test_a_statement_longer_than_the_timeout_is_cancelled_as_an_outage(
+    db_url: str,
+) -> None:
+    """The cancel is an OperationalError: retried by with_db_retry like a lost connection."""
+    short = open_pool(db_url, size=1, statement_timeout_s=0.2)
+    await short.open()
+    try:
+        async with short.connection() as conn:
+            with anyio.fail_after(5), pytest.raises(psycopg.errors.QueryCanceled):
+                await conn.execute("SELECT pg_sleep(3)")
+    finally:
+        await short.close()
 
 
 async def test_a_backlog_of_one_provider_is_claimed_through_the_due_index(
