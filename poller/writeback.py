@@ -3,7 +3,8 @@ round trip.
 
 Job tasks hand their outcome over and move on; a single flusher writes whatever accumulated
 every ``flush_s`` (or at once when ``max_rows`` are waiting). Rows the database does not
-return lost their lease to another replica: they are counted and logged, never retried. A
+return lost their lease to another replica: they are counted and logged, never retried (after
+a retried statement, whose first attempt may have committed unseen, they are re-read first). A
 batch the database rejects for a value in it (DataError, IntegrityError) is bisected, so the
 offending row alone is written as a fenced ``failed`` and the rest as usual.
 """
