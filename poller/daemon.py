@@ -26,7 +26,7 @@ import structlog
 from poller import metrics, steps
 from poller.budgets import ProviderBudget
 from poller.model import ClaimedJob, Complete, Finish, Outcome, Reschedule
-from poller.repository import LeaseLost, PendingWrite, Repository
+from poller.repository import REJECTED, LeaseLost, PendingWrite, Repository, rejected_outcome
 from poller.retrying import with_db_retry
 from poller.settings import PollerSettings
 from poller.wakeup import Listener
@@ -413,17 +413,59 @@ class Daemon:
         return ctx
 
     async def _complete(self, job: ClaimedJob, outcome: Complete, deadline: datetime) -> None:
+        calls = 0
+
+        async def attempt() -> None:
+            nonlocal calls
+            calls += 1
+            await self._repo.complete(job, outcome, deadline)
+
         try:
-            await with_db_retry("complete", lambda: self._repo.complete(job, outcome, deadline))
-        except LeaseLost:
+            await with_db_retry("complete", attempt)
+        except (LeaseLost, psycopg.Error) as exc:
+            if not await self._completion_failed(job, outcome, deadline, exc, calls > 1):
+                return
+        self._finished(job, "completed", outcome.cost_usd, artifacts=len(outcome.artifacts))
+
+    async def _completion_failed(
+        self,
+        job: ClaimedJob,
+        outcome: Complete,
+        deadline: datetime,
+        exc: LeaseLost | psycopg.Error,
+        retried: bool,
+    ) -> bool:
+        """Handle a completion that raised; True when it had committed after all.
+
+        * A retry of a completion whose first commit the client never saw hits its own
+          artifact rows (IntegrityError) or its own released lease (LeaseLost): re-read the
+          row before reporting a lost lease or a failure.
+        * A value the database rejects (DataError/IntegrityError) is rejected on every
+          attempt: fail the job (fenced, through the batcher) saying so, instead of letting
+          the lease expire and re-downloading every output until the crash-loop guard.
+        * Anything else is an outage: the lease expires and another round redoes the poll.
+        """
+        ambiguous = isinstance(exc, (LeaseLost, *REJECTED))  # what a landed first commit causes
+        if ambiguous and retried and await self._committed_unseen(job):
+            return True
+        if isinstance(exc, LeaseLost):
             metrics.LEASE_LOST.inc()
             log.warning("lease.lost", stage="complete")
-            return
-        except psycopg.Error as exc:  # the lease expires; another round redoes the poll
+        elif isinstance(exc, REJECTED):
+            metrics.DB_ERRORS.labels("complete").inc()
+            log.error("db.complete_rejected", error=str(exc))
+            failed = rejected_outcome(exc, polled=outcome.polled)
+            self._batcher.add(PendingWrite(job=job, outcome=failed, deadline_at=deadline))
+        else:
             metrics.DB_ERRORS.labels("complete").inc()
             log.error("db.complete_abandoned", error=str(exc))
-            return
-        self._finished(job, "completed", outcome.cost_usd, artifacts=len(outcome.artifacts))
+        return False
+
+    async def _committed_unseen(self, job: ClaimedJob) -> bool:
+        try:
+            return job.id in await self._repo.released_at_version([job])
+        except psycopg.Error:
+            return False
 
     def _applied(self, write: PendingWrite) -> None:
         """Runs in the write-back task, outside the job's step: name the job explicitly

@@ -11,12 +11,12 @@ import json
 import re
 import select
 import uuid
-from collections.abc import Mapping, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from psycopg import AsyncConnection, OperationalError
+from psycopg import AsyncConnection, DataError, Error, IntegrityError, OperationalError
 from psycopg.errors import UniqueViolation
 from psycopg.types.json import Jsonb
 from psycopg_pool import AsyncConnectionPool
@@ -52,14 +52,39 @@ class Grant:
     wait_s: float  # when nothing was granted: how long until a token (or the pause) is due
 
 
-async def _configure(conn: AsyncConnection[Any]) -> None:
-    await conn.set_autocommit(True)
-    # The claim's best plan depends on how many rows are due; a cached generic plan can be
-    # ten times slower, so always plan with the actual parameters. JIT pays off for long
-    # analytic queries, never for these: at a 10,000-row backlog the claim's cost estimate
-    # crossed jit_above_cost and compiling took 52 of its 65 ms (docs/benchmarks.md).
-    await conn.execute("SET plan_cache_mode = force_custom_plan")
-    await conn.execute("SET jit = off")
+# A host crash or a failover without RST leaves a half-open TCP connection: a statement sent
+# on it waited for the kernel's retransmission timeout (about 15 minutes), and the claim loop,
+# the flusher or the heartbeat with it. Keepalives probe an idle connection (dead after about
+# 10 + 3 x 5 s); tcp_user_timeout drops one whose sent data stays unacknowledged for 30 s.
+# libpq ignores both for Unix-domain sockets. The LISTEN connection uses them too.
+TCP_KEEPALIVES: dict[str, Any] = {
+    "keepalives": 1,
+    "keepalives_idle": 10,
+    "keepalives_interval": 5,
+    "keepalives_count": 3,
+    "tcp_user_timeout": 30_000,
+}
+
+
+def _configurer(statement_timeout_s: float) -> Callable[[AsyncConnection[Any]], Awaitable[None]]:
+    timeout_ms = max(1, round(statement_timeout_s * 1000))
+
+    async def configure(conn: AsyncConnection[Any]) -> None:
+        await conn.set_autocommit(True)
+        # The claim's best plan depends on how many rows are due; a cached generic plan can
+        # be ten times slower, so always plan with the actual parameters. JIT pays off for
+        # long analytic queries, never for these: at a 10,000-row backlog the claim's cost
+        # estimate crossed jit_above_cost and compiling took 52 of its 65 ms
+        # (docs/benchmarks.md).
+        await conn.execute("SET plan_cache_mode = force_custom_plan")
+        await conn.execute("SET jit = off")
+        # Every statement of the daemon takes milliseconds. One stuck behind a lock or a
+        # sick server must not hold a pooled connection (and its task) indefinitely; the
+        # cancel arrives as QueryCanceled, an OperationalError, so it is retried or the
+        # lease expires like any outage.
+        await conn.execute(f"SET statement_timeout = {timeout_ms}")
+
+    return configure
 
 
 # psycopg_pool retries a lost server 1, 2, 4, 8 … s apart, so after a 1-3 s restart the
@@ -91,7 +116,9 @@ async def check_if_disturbed(conn: AsyncConnection[Any]) -> None:
         await AsyncConnectionPool.check_connection(conn)
 
 
-def open_pool(database_url: str, *, size: int, name: str = "poller") -> AsyncConnectionPool:
+def open_pool(
+    database_url: str, *, size: int, name: str = "poller", statement_timeout_s: float = 30.0
+) -> AsyncConnectionPool:
     """A small pool: provider I/O concurrency is bounded elsewhere, not by connections."""
     return AsyncConnectionPool(
         database_url,
@@ -99,8 +126,8 @@ def open_pool(database_url: str, *, size: int, name: str = "poller") -> AsyncCon
         max_size=size,
         open=False,
         name=name,
-        configure=_configure,
-        kwargs={"application_name": "media-poller", "connect_timeout": 10},
+        configure=_configurer(statement_timeout_s),
+        kwargs={"application_name": "media-poller", "connect_timeout": 10, **TCP_KEEPALIVES},
         timeout=10,  # waiting for a connection longer than this is an outage: back off instead
         check=check_if_disturbed,
         reconnect_timeout=3600,
@@ -213,7 +240,7 @@ class Repository:
                     "id": job.id,
                     "version": job.lease_version,
                     "owner": self.owner,
-                    "result_uri": outcome.result_uri,
+                    "result_uri": _storable(outcome.result_uri),
                     "artifact_id": ids[0] if ids else None,
                     "artifact_ids": Jsonb([str(i) for i in ids]),
                     "cost_usd": outcome.cost_usd,
@@ -272,6 +299,43 @@ class Repository:
         async with self.pool.connection() as conn:
             await conn.execute(sql.PAUSE_PROVIDER, params)
 
+    async def released_at_version(self, jobs: Sequence[ClaimedJob]) -> set[uuid.UUID]:
+        """Which of ``jobs`` one of our own fenced writes already ended.
+
+        Asked only after a retried write-back or completion: its first attempt may have
+        committed although the client saw the connection fail, and the retry then matched
+        nothing. Our lease version with no owner can only be our write (every claim and
+        every operator action bumps the version), so those rows were not lost."""
+        if not jobs:
+            return set()
+        params = {"ids": [j.id for j in jobs], "versions": [j.lease_version for j in jobs]}
+        async with self.pool.connection() as conn:
+            cur = await conn.execute(RELEASED_AT_VERSION, params)
+            return {row[0] for row in await cur.fetchall()}
+
+
+# Off the hot path (after a retry only), so not in `poller.sql`.
+RELEASED_AT_VERSION = """
+SELECT j.id FROM app.generation_jobs j
+  JOIN unnest(%(ids)s::uuid[], %(versions)s::bigint[]) AS r(id, version) ON j.id = r.id
+ WHERE j.lease_version = r.version AND j.lease_owner IS NULL
+"""
+
+# Errors about the values of one write, not about the connection or the server: the same on
+# every attempt (SQLSTATE classes 22 and 23).
+REJECTED = (DataError, IntegrityError)
+
+
+def rejected_outcome(exc: Error, *, polled: bool) -> Finish:
+    """The fenced `failed` written in place of an outcome PostgreSQL refuses to store.
+
+    Such an error repeats on every attempt: leaving the lease to expire only repeats the poll
+    until the crash-loop guard fails the job with a misleading reason."""
+    diag = exc.diag
+    reason = "; ".join(p for p in (diag.message_primary, diag.message_detail) if p) or str(exc)
+    message = f"could not store the job's outcome: the database rejected a value ({reason})"
+    return Finish(status="failed", error_message=_storable(message[:500]) or "", polled=polled)
+
 
 class _Rollback(LeaseLost):
     """Raised inside the completion transaction so that it rolls back, then seen as LeaseLost."""
@@ -307,20 +371,39 @@ def _write_back_row(w: PendingWrite) -> dict[str, Any]:
     return row
 
 
+_SURROGATE = re.compile("[\ud800-\udfff]")
+
+
 def _storable(text: str | None) -> str | None:
-    """Vendor text as PostgreSQL stores it: text and jsonb both reject NUL characters, and one
-    such character in a provider's error message would fail the whole batch every time."""
-    return text.replace("\x00", "") if text else text
+    """Vendor text as PostgreSQL stores it. Text and jsonb both reject NUL characters, and
+    both reject lone UTF-16 surrogates (``json.loads`` keeps an unpaired ``\\ud83d`` escape
+    from a vendor's reply; PostgreSQL answers 22P02). Either in a provider's error message
+    failed the write every time, so NULs are dropped and lone surrogates become U+FFFD (a
+    surrogate pair becomes the character it encodes)."""
+    if not text:
+        return text
+    text = text.replace("\x00", "")
+    if _SURROGATE.search(text) is None:  # the usual case: no re-encoding
+        return text
+    return text.encode("utf-16", "surrogatepass").decode("utf-16", "replace")
 
 
-# An escaped NUL (\u0000) that is not itself an escaped backslash followed by "u0000".
-_JSON_NUL = re.compile(r"(?<!\\)((?:\\\\)*)\\u0000")
+def _storable_value(value: Any) -> Any:
+    """`_storable` applied to every string (keys too) of a JSON-like value."""
+    if isinstance(value, str):
+        return _storable(value)
+    if isinstance(value, Mapping):
+        return {_storable_value(k): _storable_value(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_storable_value(v) for v in value]
+    return value
 
 
 def _storable_json(value: Any) -> str:
-    """JSON for a jsonb column: jsonb rejects ``\\u0000``, which a provider's metadata (a
-    title, a tag) could carry and which would fail the completion on every retry."""
-    return _JSON_NUL.sub(r"\1", json.dumps(value, default=str))
+    """JSON for a jsonb column: jsonb rejects ``\\u0000`` and lone surrogates, which a
+    provider's metadata (a title, a tag) could carry and which would fail the completion on
+    every retry. Objects JSON cannot represent are stored as their (cleaned) text."""
+    return json.dumps(_storable_value(value), default=lambda o: _storable(str(o)))
 
 
 def write_back_params(writes: Sequence[PendingWrite]) -> dict[str, Any]:
@@ -347,4 +430,14 @@ def _artifact_params(job: ClaimedJob, outcome: Complete) -> dict[str, Any]:
     }
 
 
-__all__ = ["Grant", "LeaseLost", "PendingWrite", "Repository", "open_pool", "write_back_params"]
+__all__ = [
+    "REJECTED",
+    "TCP_KEEPALIVES",
+    "Grant",
+    "LeaseLost",
+    "PendingWrite",
+    "Repository",
+    "open_pool",
+    "rejected_outcome",
+    "write_back_params",
+]

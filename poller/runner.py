@@ -42,7 +42,11 @@ async def serve(settings: Settings, *, drain: bool = False) -> None:
     for name in settings.unconfigured_providers():
         log.warning("provider.unconfigured", provider=name, detail="no API key: jobs not claimed")
     async with AsyncExitStack() as stack:
-        pool = open_pool(settings.database_url, size=cfg.db_pool_size)
+        pool = open_pool(
+            settings.database_url,
+            size=cfg.db_pool_size,
+            statement_timeout_s=cfg.db_statement_timeout_s,
+        )
         await pool.open(wait=False)
         stack.push_async_callback(pool.close)
         adapters = await open_adapters(settings, stack)

@@ -86,6 +86,9 @@ class PollerSettings(BaseSettings):
     )
     auth_pause_s: float = Field(300.0, gt=0, description="pause after a provider rejects keys")
     db_pool_size: int = Field(4, ge=2, le=100)
+    db_statement_timeout_s: float = Field(
+        30.0, gt=0, description="longest statement of the daemon's sessions (statement_timeout)"
+    )
     worker_id: str | None = Field(None, description="lease owner name (default host:pid:rand)")
 
     @field_validator("http_host")

@@ -365,4 +365,10 @@ SEED_REVISIONS = (
     "1771169410721",  # CreateCampaignTable
     "1771218568471",  # CreateAiGenerationTable
 )
-POLLER_REVISIONS = ("poller_0001", "poller_0002", "poller_0003", "poller_0004")
+POLLER_REVISIONS = (
+    "poller_0001",
+    "poller_0002",
+    "poller_0003",
+    "poller_0004",
+    "poller_0005",
+)

@@ -218,6 +218,35 @@ def test_terminal_status_change_notifies_with_job_details(shared_url: str, conn:
     assert payloads[1]["artifact_ids"] == []
 
 
+def test_an_oversized_finished_payload_is_sent_without_the_artifact_ids(
+    shared_url: str, conn: Conn
+) -> None:
+    """pg_notify refuses payloads of 8000 bytes or more; 250 artifact ids (~10 kB) made the
+    status change itself fail. The trigger sends every key, ids null and a flag instead."""
+    job = insert(conn, "generation_jobs", generation_job())
+    many = [str(uuid.uuid4()) for _ in range(250)]
+    with _listener(shared_url) as listener:
+        conn.execute(
+            "UPDATE app.generation_jobs SET status = 'completed', artifact_ids = %s WHERE id = %s",
+            (psycopg.types.json.Jsonb(many), job["id"]),
+        )
+        [(channel, payload)] = _drain(listener, want=1)
+    assert channel == "generation_job_finished"
+    assert json.loads(payload) == {
+        "id": str(job["id"]),
+        "tenant_id": "t1",
+        "run_id": str(job["run_id"]),
+        "run_step_id": str(job["run_step_id"]),
+        "status": "completed",
+        "artifact_ids": None,
+        "artifact_ids_truncated": True,
+    }
+    stored = conn.execute(
+        "SELECT artifact_ids FROM app.generation_jobs WHERE id = %s", (job["id"],)
+    )
+    assert stored.fetchone() == (many,)
+
+
 # ------------------------------------------------------------------------- SKIP LOCKED
 
 _CLAIM = """

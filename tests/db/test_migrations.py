@@ -7,6 +7,7 @@ import socket
 import subprocess
 import sys
 import threading
+import uuid
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -74,7 +75,7 @@ def test_revisions_mirror_the_seed_timeline_then_the_poller() -> None:
     chain = [rev.revision for rev in reversed(list(script.walk_revisions()))]
     assert tuple(chain) == ALL_REVISIONS
     assert list(seed.SEED_REVISIONS) == sorted(seed.SEED_REVISIONS, key=int)
-    assert head_revision() == "poller_0004"
+    assert head_revision() == "poller_0005"
 
 
 def test_upgrade_downgrade_upgrade_round_trip(empty_db_url: str) -> None:
@@ -161,6 +162,27 @@ def test_downgrade_of_skill_id_widening_truncates(empty_db_url: str) -> None:
     with psycopg.connect(empty_db_url) as conn:
         row = conn.execute("SELECT skill_id FROM app.artifacts WHERE id = %s", (artifact["id"],))
         assert row.fetchone() == ("s" * 64,)
+
+
+def _finish_with_artifacts(url: str, count: int) -> None:
+    with psycopg.connect(url, autocommit=True) as conn:
+        job = insert(conn, "generation_jobs", generation_job())
+        ids = psycopg.types.json.Jsonb([str(uuid.uuid4()) for _ in range(count)])
+        conn.execute(
+            "UPDATE app.generation_jobs SET status = 'completed', artifact_ids = %s WHERE id = %s",
+            (ids, job["id"]),
+        )
+
+
+def test_bounded_finished_notify_downgrades_to_the_unbounded_trigger(empty_db_url: str) -> None:
+    """poller_0005 is what lets a job with hundreds of outputs finish; its downgrade restores
+    poller_0001's trigger, which refuses the same status change."""
+    upgrade_to_head(empty_db_url)
+    _finish_with_artifacts(empty_db_url, 250)
+    migrate.downgrade(empty_db_url, "poller_0004")
+    with pytest.raises(psycopg.errors.InvalidParameterValue, match="payload string too long"):
+        _finish_with_artifacts(empty_db_url, 250)
+    _finish_with_artifacts(empty_db_url, 3)
 
 
 def test_concurrent_migrators_serialise(empty_db_url: str) -> None:

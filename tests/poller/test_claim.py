@@ -6,16 +6,24 @@ import re
 import uuid
 from collections import Counter
 from collections.abc import AsyncIterator
+from dataclasses import replace
 from datetime import UTC, datetime
 from decimal import Decimal
 
 import anyio
+import psycopg
 import pytest
 from psycopg_pool import AsyncConnectionPool
 
 from poller import sql
 from poller.model import ArtifactRecord, ClaimedJob, Complete, Finish, Reschedule
-from poller.repository import PendingWrite, Repository, open_pool, write_back_params
+from poller.repository import (
+    LeaseLost,
+    PendingWrite,
+    Repository,
+    open_pool,
+    write_back_params,
+)
 from tests.poller.helpers import execute, fetch, insert_jobs, job_row
 
 pytestmark = pytest.mark.anyio
@@ -237,6 +245,36 @@ async def test_daemon_sessions_plan_per_call_and_never_jit(pool: AsyncConnection
     assert (jit, mode) == (("off",), ("force_custom_plan",))
 
 
+async def test_daemon_sessions_time_out_statements_and_probe_dead_peers(
+    pool: AsyncConnectionPool,
+) -> None:
+    """Without these, a statement on a half-open TCP connection (host crash, failover
+    without RST) or stuck behind a lock held the claim loop for ~15 minutes."""
+    async with pool.connection() as conn:
+        timeout = await (await conn.execute("SHOW statement_timeout")).fetchone()
+        params = conn.info.get_parameters()
+    assert timeout == ("30s",)
+    assert {k: params.get(k) for k in ("keepalives_idle", "keepalives_interval")} == {
+        "keepalives_idle": "10",
+        "keepalives_interval": "5",
+    }
+    assert (params.get("keepalives_count"), params.get("tcp_user_timeout")) == ("3", "30000")
+
+
+async def test_a_statement_longer_than_the_timeout_is_cancelled_as_an_outage(
+    db_url: str,
+) -> None:
+    """The cancel is an OperationalError: retried by with_db_retry like a lost connection."""
+    short = open_pool(db_url, size=1, statement_timeout_s=0.2)
+    await short.open()
+    try:
+        async with short.connection() as conn:
+            with anyio.fail_after(5), pytest.raises(psycopg.errors.QueryCanceled):
+                await conn.execute("SELECT pg_sleep(3)")
+    finally:
+        await short.close()
+
+
 async def test_a_backlog_of_one_provider_is_claimed_through_the_due_index(
     db_url: str, pool: AsyncConnectionPool
 ) -> None:
@@ -330,3 +368,115 @@ async def test_completion_stores_vendor_metadata_and_filenames_without_nul_chara
     [stored] = fetch(db_url, "SELECT filename, metadata FROM app.artifacts")
     assert stored["filename"] == "song.mp3"
     assert stored["metadata"]["provider_metadata"] == {"title": "ab", "note": "x\\u0000y", "t": 1}
+
+
+def artifact(n: int = 0) -> ArtifactRecord:
+    return ArtifactRecord(
+        id=uuid.uuid4(),
+        type="image/png",
+        uri=f"file:///data/sha256/{n:064x}",
+        content_hash=f"{n:064x}",
+        size_bytes=3,
+        filename=f"out-{n}.png",
+    )
+
+
+def completion(count: int) -> Complete:
+    return Complete(
+        artifacts=[artifact(n) for n in range(count)], result_uri="https://cdn/0", cost_usd=None
+    )
+
+
+async def test_a_job_with_250_outputs_completes_and_notifies_without_the_ids(
+    db_url: str, pool: AsyncConnectionPool
+) -> None:
+    """250 artifact ids do not fit pg_notify's 8000 bytes: the completion used to roll back
+    on every attempt. It completes, and the orchestrator is told to read the row."""
+    import json
+
+    import psycopg
+
+    [job_id] = insert_jobs(db_url, 1)
+    r = repo(pool)
+    [job] = await r.claim(1, excluded=[], per_tenant=4)
+    outcome = completion(250)
+    async with await psycopg.AsyncConnection.connect(db_url, autocommit=True) as listener:
+        await listener.execute("LISTEN generation_job_finished")
+        await r.complete(job, outcome, datetime(2031, 1, 1, tzinfo=UTC))
+        notes = [n async for n in listener.notifies(timeout=2, stop_after=1)]
+    row = job_row(db_url, job_id)
+    assert row["status"] == "completed"
+    assert row["artifact_ids"] == [str(a.id) for a in outcome.artifacts]
+    payload = json.loads(notes[0].payload)
+    assert (payload["id"], payload["status"]) == (str(job_id), "completed")
+    assert payload["artifact_ids"] is None and payload["artifact_ids_truncated"] is True
+
+
+async def test_completion_stores_metadata_and_filenames_with_lone_surrogates_replaced(
+    db_url: str, pool: AsyncConnectionPool
+) -> None:
+    """A vendor title with an unpaired \\ud83d escape made jsonb refuse the completion on
+    every attempt; a proper pair is kept as the character it encodes."""
+    [job_id] = insert_jobs(db_url, 1)
+    r = repo(pool)
+    [job] = await r.claim(1, excluded=[], per_tenant=4)
+    meta = {"provider_metadata": {"title": "a\ud83db", "tags": ["\udc00", "\ud83d\ude00"]}}
+    stored_artifact = replace(artifact(), filename="clip\udc00.mp3", metadata=meta)
+    outcome = Complete(artifacts=[stored_artifact], result_uri="https://cdn/1", cost_usd=None)
+    await r.complete(job, outcome, datetime(2031, 1, 1, tzinfo=UTC))
+    assert job_row(db_url, job_id)["status"] == "completed"
+    [stored] = fetch(db_url, "SELECT filename, metadata FROM app.artifacts")
+    assert stored["filename"] == "clip\ufffd.mp3"
+    assert stored["metadata"]["provider_metadata"] == {
+        "title": "a\ufffdb",
+        "tags": ["\ufffd", "\U0001f600"],
+    }
+
+
+async def test_a_completion_whose_lease_was_lost_rolls_back_its_artifact_rows(
+    db_url: str, pool: AsyncConnectionPool
+) -> None:
+    """Artifacts and completion are one transaction: when the fenced UPDATE matches nothing
+    (another replica owns the job now), no artifact row of this attempt may remain."""
+    [job_id] = insert_jobs(db_url, 1)
+    mine, theirs = repo(pool, "a"), repo(pool, "b")
+    [stale] = await mine.claim(1, excluded=[], per_tenant=4)
+    execute(db_url, "UPDATE app.generation_jobs SET next_poll_at = now()")  # lease expires
+    [fresh] = await theirs.claim(1, excluded=[], per_tenant=4)
+    with pytest.raises(LeaseLost):
+        await mine.complete(stale, completion(2), datetime(2031, 1, 1, tzinfo=UTC))
+    assert fetch(db_url, "SELECT id FROM app.artifacts") == []
+    row = job_row(db_url, job_id)
+    assert (row["status"], row["lease_owner"]) == ("pending", "b")
+    assert row["lease_version"] == fresh.lease_version
+
+
+async def test_the_completion_transaction_runs_as_the_jobs_tenant(
+    db_url: str, pool: AsyncConnectionPool
+) -> None:
+    """§2: a write of a tenant's rows first sets app.current_tenant_id. Triggers record the
+    setting each artifact insert and the completion saw."""
+    execute(
+        db_url,
+        """CREATE TABLE public.seen (what text, tenant text);
+           CREATE FUNCTION public.record_tenant() RETURNS trigger LANGUAGE plpgsql AS $$
+           BEGIN
+               INSERT INTO public.seen
+               VALUES (TG_TABLE_NAME, current_setting('app.current_tenant_id', true));
+               RETURN NULL;
+           END $$;
+           CREATE TRIGGER seen_artifacts AFTER INSERT ON app.artifacts
+               FOR EACH ROW EXECUTE FUNCTION public.record_tenant();
+           CREATE TRIGGER seen_jobs AFTER UPDATE OF status ON app.generation_jobs
+               FOR EACH ROW EXECUTE FUNCTION public.record_tenant();""",
+    )
+    insert_jobs(db_url, 1, tenant="tenant-7")
+    r = repo(pool)
+    [job] = await r.claim(1, excluded=[], per_tenant=4)
+    await r.complete(job, completion(2), datetime(2031, 1, 1, tzinfo=UTC))
+    seen = fetch(db_url, "SELECT what, tenant FROM public.seen ORDER BY what")
+    assert [(s["what"], s["tenant"]) for s in seen] == [
+        ("artifacts", "tenant-7"),
+        ("artifacts", "tenant-7"),
+        ("generation_jobs", "tenant-7"),
+    ]

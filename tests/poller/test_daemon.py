@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+import contextvars
+import uuid
 from collections.abc import AsyncIterator
+from dataclasses import replace
+from decimal import Decimal
 from pathlib import Path
 from typing import Any, ClassVar
 
@@ -11,10 +15,13 @@ import psycopg
 import pytest
 from psycopg_pool import AsyncConnectionPool
 from pydantic_settings import SettingsConfigDict
+from structlog.testing import capture_logs
 
 from poller.daemon import Adapter, Daemon
 from poller.repository import Grant, Repository, open_pool
 from poller.settings import PollerSettings
+from poller.wakeup import Listener
+from poller.writeback import WriteBackBatcher
 from providers.errors import ProviderConnectError, ProviderProtocolError, ProviderUnavailable
 from providers.settings import ProviderSettings
 from providers.types import PollResult, PollState, RemoteOutput
@@ -429,3 +436,121 @@ async def test_cdn_429s_wait_as_told_without_spending_the_error_budget(
     assert row["status"] == "completed"
     assert (row["attempts"], row["error_count"]) == (6, 0)
     assert requests == ["/a.png"] * 6  # no quick retry after a 429
+
+
+async def test_a_completion_the_database_rejects_fails_the_job_at_once_saying_why(
+    db_url: str, pool: AsyncConnectionPool, tmp_path: Path
+) -> None:
+    """A cost beyond numeric(10,4) is refused on every attempt. The completion used to be
+    abandoned to lease expiry: every output downloaded again, five times, then "worker
+    crashed repeatedly". It fails on the first claim, with the reason, and stores no rows."""
+    [job_id] = insert_jobs(db_url, 1)
+    provider = ScriptedProvider(default=replace(succeeded(), cost_usd=Decimal("123456789")))
+    with anyio.fail_after(4):  # far less than one 5 s lease
+        await run_daemon(db_url, pool, tmp_path, provider)
+    row = job_row(db_url, job_id)
+    assert (row["status"], row["claim_count"], row["lease_owner"]) == ("failed", 0, None)
+    assert row["error_message"].startswith("could not store the job's outcome")
+    assert "numeric field overflow" in row["error_message"]
+    assert len(provider.polled) == 1
+    assert fetch(db_url, "SELECT id FROM app.artifacts") == []
+
+
+async def test_a_retried_completion_whose_first_commit_landed_is_reported_completed(
+    db_url: str, pool: AsyncConnectionPool, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The retry hits its own artifact rows (unique violation); that used to be logged as
+    db.complete_abandoned (and would now look like a rejected value): the row says
+    completed, so the daemon reports job.completed."""
+    [job_id] = insert_jobs(db_url, 1)
+    complete = Repository.complete
+    calls: list[int] = []
+
+    async def commit_then_drop(self: Repository, *args: Any) -> None:
+        calls.append(1)
+        await complete(self, *args)
+        if len(calls) == 1:
+            raise psycopg.OperationalError("server closed the connection unexpectedly")
+
+    monkeypatch.setattr(Repository, "complete", commit_then_drop)
+    with capture_logs() as logs:
+        await run_daemon(db_url, pool, tmp_path, ScriptedProvider())
+    events = [e["event"] for e in logs]
+    assert len(calls) == 2
+    assert job_row(db_url, job_id)["status"] == "completed"
+    assert "job.completed" in events
+    assert not {"db.complete_abandoned", "db.complete_rejected", "lease.lost"} & set(events)
+    assert "job.failed" not in events
+
+
+async def test_stop_while_the_flusher_is_mid_write_still_releases_the_jobs(
+    db_url: str, pool: AsyncConnectionPool, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The flusher takes the releases and starts a slow write; the shutdown flush must wait
+    for it rather than return at once and let the services' cancel abort it."""
+    ids = insert_jobs(db_url, 3)
+    write_back = Repository.write_back
+    flusher = contextvars.ContextVar("flusher", default=False)
+    run, flush = WriteBackBatcher.run, WriteBackBatcher.flush
+
+    async def slow_write_back(self: Repository, writes: Any) -> set[uuid.UUID]:
+        await anyio.sleep(0.5)
+        return await write_back(self, writes)
+
+    async def flagged_run(self: WriteBackBatcher) -> None:
+        flusher.set(True)
+        await run(self)
+
+    async def late_shutdown_flush(self: WriteBackBatcher) -> None:
+        if not flusher.get():  # the daemon's own call: the flusher took the rows already
+            await anyio.sleep(0.2)
+        await flush(self)
+
+    monkeypatch.setattr(Repository, "write_back", slow_write_back)
+    monkeypatch.setattr(WriteBackBatcher, "run", flagged_run)
+    monkeypatch.setattr(WriteBackBatcher, "flush", late_shutdown_flush)
+
+    class Slow(ScriptedProvider):
+        async def poll(self, handle: Any) -> PollResult:
+            await anyio.sleep(60)
+            raise AssertionError("unreachable")
+
+    cfg = poller_settings(shutdown_grace_s=0.1, writeback_flush_s=0.01)
+    await run_daemon(db_url, pool, tmp_path, Slow(), settings=cfg, stop_after=1.0)
+    for job_id in ids:
+        row = job_row(db_url, job_id)
+        assert (row["lease_owner"], row["claim_count"]) == (None, 0)
+
+
+async def test_the_listener_backoff_starts_over_after_a_successful_reconnect(
+    db_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Three failed connects wait 0.5, 1 and 2 s; once connected, the next outage starts at
+    0.5 s again. The wait used to keep growing to 30 s across restarts, so after a few
+    PostgreSQL restarts LISTEN recovery took up to 30 s."""
+    delays: list[float] = []
+    real_sleep = anyio.sleep
+    listener = Listener("postgresql://127.0.0.1:1/unreachable", lambda: None, check_s=0.05)
+
+    async def recorded_sleep(seconds: float) -> None:
+        delays.append(seconds)
+        if len(delays) == 3:  # the server is back
+            listener._url = db_url
+        await real_sleep(0)
+
+    monkeypatch.setattr(anyio, "sleep", recorded_sleep)  # the listener's backoff sleeps
+    with anyio.fail_after(10):
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(listener.run)
+            while not listener.connected:
+                await real_sleep(0.01)
+            execute(
+                db_url,
+                """SELECT pg_terminate_backend(pid) FROM pg_stat_activity
+                    WHERE datname = current_database() AND pid <> pg_backend_pid()
+                      AND backend_type = 'client backend'""",
+            )
+            while len(delays) < 4:
+                await real_sleep(0.01)
+            tg.cancel_scope.cancel()
+    assert delays[:4] == [0.5, 1.0, 2.0, 0.5]

@@ -43,6 +43,7 @@ VALID = {
     "POLLER_BUDGET_CHUNK": ("5", 5),
     "POLLER_AUTH_PAUSE_S": ("120", 120.0),
     "POLLER_DB_POOL_SIZE": ("3", 3),
+    "POLLER_DB_STATEMENT_TIMEOUT_S": ("12.5", 12.5),
     "POLLER_WORKER_ID": ("replica-7", "replica-7"),
 }
 
