@@ -43,7 +43,7 @@ from providers.types import (
     RemoteOutput,
     SubmitRequest,
 )
-from storage import Ingestor, StoredBlob
+from storage import StoredBlob
 from storage.errors import DownloadThrottled, DownloadTimeout, DownloadUnavailable, StorageError
 
 log = structlog.get_logger("poller")
@@ -63,6 +63,17 @@ class SubmissionLog(Protocol):
     async def pause_provider(self, provider: str, seconds: float, reason: str) -> None: ...
 
 
+class OutputStore(Protocol):
+    """Where outputs go (implemented by `storage.Ingestor`; a fake in tests)."""
+
+    async def ingest_url(
+        self, url: str, *, expected_kind: str | None, headers: Mapping[str, str] | None = None
+    ) -> StoredBlob: ...
+    async def ingest_bytes(
+        self, data: bytes, *, expected_kind: str | None, filename: str | None = None
+    ) -> StoredBlob: ...
+
+
 @dataclass(frozen=True, slots=True, kw_only=True)
 class Limits:
     """The knobs of the state machine (from `PollerSettings`)."""
@@ -80,7 +91,7 @@ class StepContext:
     provider: Provider | None
     settings: ProviderSettings | None
     budget: ProviderBudget | None
-    ingestor: Ingestor
+    ingestor: OutputStore
     db: SubmissionLog
     limits: Limits
     log: FilteringBoundLogger  # bound once, for the per-poll line (see Daemon._job_log)
@@ -380,7 +391,7 @@ async def _ingest_all(
 
 
 async def _ingest_with_quick_retries(
-    ingestor: Ingestor, output: Output, media_type: str
+    ingestor: OutputStore, output: Output, media_type: str
 ) -> StoredBlob:
     """Up to `DOWNLOAD_TRIES` tries for a download that broke off or met a 5xx.
 
@@ -400,7 +411,7 @@ async def _ingest_with_quick_retries(
     return await _ingest(ingestor, output, media_type)
 
 
-async def _ingest(ingestor: Ingestor, output: Output, media_type: str) -> StoredBlob:
+async def _ingest(ingestor: OutputStore, output: Output, media_type: str) -> StoredBlob:
     if isinstance(output, InlineOutput):
         return await ingestor.ingest_bytes(
             output.data, expected_kind=media_type, filename=output.filename

@@ -2,13 +2,17 @@
 
 from __future__ import annotations
 
+import hashlib
 import io
 from collections import defaultdict, deque
-from collections.abc import Callable, Iterable
-from dataclasses import dataclass, field
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass, field, replace
+from datetime import datetime
 
 from PIL import Image
 
+from poller.model import ClaimedJob
+from poller.repository import Grant
 from providers.types import (
     InlineOutput,
     JobHandle,
@@ -17,6 +21,7 @@ from providers.types import (
     ProviderFailure,
     SubmitRequest,
 )
+from storage import StoredBlob
 
 Step = PollResult | Exception | Callable[[], PollResult]
 
@@ -77,13 +82,7 @@ class ScriptedProvider:
         else:
             result = PollResult(state=PollState.PENDING, raw_status="starting")
         pid = f"sub-{request.job_id}"
-        return PollResult(
-            state=result.state,
-            provider_job_id=result.provider_job_id or pid,
-            outputs=result.outputs,
-            failure=result.failure,
-            raw_status=result.raw_status,
-        )
+        return replace(result, provider_job_id=result.provider_job_id or pid)
 
     async def poll(self, handle: JobHandle) -> PollResult:
         self.polled.append(handle)
@@ -101,3 +100,74 @@ def _resolve(step: Step) -> PollResult:
     if isinstance(step, PollResult):
         return step
     return step()
+
+
+@dataclass
+class SubmissionRecorder:
+    """The step's database port (`poller.steps.SubmissionLog`) in memory: records each write."""
+
+    marked: list[ClaimedJob] = field(default_factory=list)
+    recorded: list[str] = field(default_factory=list)
+    cleared: list[ClaimedJob] = field(default_factory=list)
+    pauses: list[tuple[str, float, str]] = field(default_factory=list)
+
+    async def mark_submit_started(self, job: ClaimedJob, deadline: datetime) -> None:
+        self.marked.append(job)
+
+    async def record_submission(self, job: ClaimedJob, provider_job_id: str) -> None:
+        self.recorded.append(provider_job_id)
+
+    async def clear_submit_mark(self, job: ClaimedJob) -> None:
+        self.cleared.append(job)
+
+    async def pause_provider(self, provider: str, seconds: float, reason: str) -> None:
+        self.pauses.append((provider, seconds, reason))
+
+
+@dataclass
+class MemoryStore:
+    """An output store (`poller.steps.OutputStore`) that keeps blobs in a dict; each entry of
+    ``failures`` is raised by one store call, in order, before any call succeeds."""
+
+    failures: list[Exception] = field(default_factory=list)
+    blobs: dict[str, bytes] = field(default_factory=dict)
+    calls: int = 0
+
+    async def ingest_url(
+        self, url: str, *, expected_kind: str | None, headers: Mapping[str, str] | None = None
+    ) -> StoredBlob:
+        return self._put(url.encode(), None)
+
+    async def ingest_bytes(
+        self, data: bytes, *, expected_kind: str | None, filename: str | None = None
+    ) -> StoredBlob:
+        return self._put(data, filename)
+
+    def _put(self, data: bytes, filename: str | None) -> StoredBlob:
+        self.calls += 1
+        if self.failures:
+            raise self.failures.pop(0)
+        digest = hashlib.sha256(data).hexdigest()
+        created = digest not in self.blobs
+        self.blobs[digest] = data
+        return StoredBlob(
+            content_hash=digest,
+            size_bytes=len(data),
+            media_type="image/png",
+            uri=f"/blobs/{digest}",
+            key=digest,
+            metadata={},
+            created=created,
+            filename=filename,
+        )
+
+
+@dataclass
+class FixedBucket:
+    """A shared token bucket (`poller.budgets.SharedBucket`) that always gives one answer."""
+
+    granted: int = 1_000
+    wait_s: float = 0.0
+
+    async def take_tokens(self, provider: str, want: int) -> Grant:
+        return Grant(granted=min(want, self.granted), wait_s=self.wait_s)

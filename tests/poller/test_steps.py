@@ -1,0 +1,148 @@
+"""The step state machine on its own: a claimed job in, one outcome out, with in-memory fakes
+for the provider, the database port, the token bucket and the output store."""
+
+from __future__ import annotations
+
+from datetime import datetime, timedelta
+from decimal import Decimal
+from typing import Any
+
+import pytest
+import structlog
+
+from poller import steps
+from poller.budgets import ProviderBudget
+from poller.model import ClaimedJob, Finish, Outcome, Reschedule
+from providers.errors import (
+    ProviderAuthError,
+    ProviderRateLimited,
+)
+from providers.types import PollResult, PollState, ProviderFailure
+from tests.poller.fakes import (
+    FixedBucket,
+    MemoryStore,
+    ScriptedProvider,
+    SubmissionRecorder,
+)
+from tests.poller.helpers import claimed_job
+from tests.poller.test_daemon import scripted_settings
+
+pytestmark = pytest.mark.anyio
+
+
+def context(
+    provider: ScriptedProvider | None = None,
+    *,
+    db: SubmissionRecorder | None = None,
+    store: MemoryStore | None = None,
+    budget: ProviderBudget | None = None,
+    **limits: Any,
+) -> steps.StepContext:
+    knobs: dict[str, Any] = {
+        "max_claims": 5,
+        "error_budget": 8,
+        "error_backoff_max_s": 0.05,
+        "auth_pause_s": 300.0,
+    }
+    knobs.update(limits)
+    return steps.StepContext(
+        provider=provider or ScriptedProvider(),
+        settings=scripted_settings(),
+        budget=budget,
+        ingestor=store or MemoryStore(),
+        db=db or SubmissionRecorder(),
+        limits=steps.Limits(**knobs),
+        log=structlog.get_logger("test").bind(),
+    )
+
+
+def polling(**overrides: Any) -> ClaimedJob:
+    """A job its provider already has (the step polls it)."""
+    values: dict[str, Any] = {"provider_job_id": "sub-1", "status": "processing"}
+    values.update(overrides)
+    return claimed_job(**values)
+
+
+def due_in(job: ClaimedJob, seconds: float) -> datetime:
+    return job.db_now + timedelta(seconds=seconds)
+
+
+def failing_poll(exc: Exception) -> ScriptedProvider:
+    return ScriptedProvider(default=lambda: (_ for _ in ()).throw(exc))
+
+
+def canceled(code: str, cost: Decimal | None = None) -> PollResult:
+    failure = ProviderFailure(code=code, message=f"prediction {code} at the provider")
+    return PollResult(state=PollState.CANCELED, failure=failure, cost_usd=cost)
+
+
+def finish(outcome: Outcome) -> Finish:
+    assert isinstance(outcome, Finish), outcome
+    return outcome
+
+
+def reschedule(outcome: Outcome) -> Reschedule:
+    assert isinstance(outcome, Reschedule), outcome
+    return outcome
+
+
+# -- provider failures (steps._finish_failed) -----------------------------------------------
+
+
+async def test_an_aborted_prediction_times_out_with_its_cost() -> None:
+    """Replicate aborts a prediction whose Cancel-After passed before it started."""
+    provider = ScriptedProvider(default=canceled("aborted", Decimal(0)))
+    outcome = finish(await steps.advance(polling(), context(provider)))
+    assert (outcome.status, outcome.cost_usd, outcome.polled) == ("timed_out", Decimal(0), True)
+    assert outcome.error_message == "prediction aborted at the provider"
+
+
+async def test_a_cancel_before_the_deadline_fails_the_job_with_its_cost() -> None:
+    provider = ScriptedProvider(default=canceled("canceled", Decimal("0.0123")))
+    outcome = finish(await steps.advance(polling(), context(provider)))
+    assert (outcome.status, outcome.cost_usd) == ("failed", Decimal("0.0123"))
+    assert outcome.error_message == "prediction canceled at the provider"
+
+
+def test_a_cancel_seen_after_the_deadline_is_a_timeout() -> None:
+    """The provider's own cancel at the deadline (Replicate's Cancel-After) is a timeout.
+
+    Called directly: `advance` judges the deadline by the claim time and times such a job
+    out before polling it, so no poll reaches this branch of `_finish_failed` today."""
+    job = polling()
+    outcome = steps._finish_failed(
+        job, due_in(job, -1), canceled("canceled", Decimal("0.5")), polled=True
+    )
+    assert (outcome.status, outcome.cost_usd) == ("timed_out", Decimal("0.5"))
+    before = steps._finish_failed(job, due_in(job, 1), canceled("canceled"), polled=True)
+    assert before.status == "failed"
+
+
+# -- pauses that spend no error budget ------------------------------------------------------
+
+
+async def test_rejected_credentials_pause_the_provider_without_spending_the_budget() -> None:
+    db = SubmissionRecorder()
+    budget = ProviderBudget(FixedBucket(), "scripted", chunk=10)
+    provider = failing_poll(ProviderAuthError("scripted: HTTP 401: credentials rejected"))
+    job = polling(error_count=3)
+    ctx = context(provider, db=db, budget=budget, error_budget=3, auth_pause_s=20)
+    outcome = reschedule(await steps.advance(job, ctx))
+    assert (outcome.error_count, outcome.status, outcome.polled) == (3, "processing", True)
+    assert outcome.delay_s == 20
+    assert outcome.last_error == "scripted: HTTP 401: credentials rejected"
+    assert [(p, s) for p, s, _ in db.pauses] == [("scripted", 20)]
+    assert db.pauses[0][2].startswith("credentials rejected: ")
+    assert budget.blocked  # this replica stops claiming the provider at once
+
+
+async def test_a_429_pauses_the_provider_without_spending_the_budget() -> None:
+    db = SubmissionRecorder()
+    budget = ProviderBudget(FixedBucket(), "scripted", chunk=10)
+    provider = failing_poll(ProviderRateLimited("scripted: HTTP 429", retry_after_s=7))
+    job = polling(error_count=2)
+    outcome = reschedule(await steps.advance(job, context(provider, db=db, budget=budget)))
+    assert (outcome.error_count, outcome.polled) == (2, True)
+    assert 7 <= outcome.delay_s <= 7.7
+    assert [(p, s) for p, s, _ in db.pauses] == [("scripted", 7)]
+    assert budget.blocked
