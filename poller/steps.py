@@ -117,28 +117,33 @@ async def advance(job: ClaimedJob, ctx: StepContext) -> Outcome:
             "without a write-back",
         )
     deadline = deadline_for(job, ctx)
-    if scheduling.remaining_s(job, deadline) <= 0:
+    remaining = scheduling.remaining_s(job, deadline)
+    if remaining <= 0:
         return await _time_out(job, ctx, deadline)
     wait = await ctx.budget.acquire() if ctx.budget else 0.0
-    if wait > 0:
-        return Reschedule(status=job.status, delay_s=wait, error_count=job.error_count)
+    if wait > 0:  # the budget's wait (a pause may last a day) must not outlast the deadline
+        delay = scheduling.capped(wait, remaining)
+        return Reschedule(status=job.status, delay_s=delay, error_count=job.error_count)
     if job.provider_job_id is None:
         return await _submit(job, ctx, deadline)
     return await _poll(job, ctx, deadline)
 
 
 async def _time_out(job: ClaimedJob, ctx: StepContext, deadline: datetime) -> Finish:
-    assert ctx.provider is not None
+    assert ctx.provider is not None and ctx.settings is not None
     if job.provider_job_id is not None:
         try:
             await ctx.provider.cancel(_handle(job))
         except ProviderError as exc:  # best effort: the deadline stands either way
             log.warning("provider.cancel_failed", error=str(exc))
-    limit_s = (deadline - job.created_at).total_seconds()
+    # Named by the deadline itself: `jobs retry` moves it, so "N s after creation" was wrong.
+    timeout_ms = job.timeout_ms
+    if timeout_ms is None:
+        timeout_ms = ctx.settings.timeout_ms(job.media_type)
     return Finish(
         status="timed_out",
-        error_message=f"timed out: no result within {limit_s:g} s of creation "
-        f"(deadline {deadline.isoformat()})",
+        error_message=f"timed out: no result by the deadline {deadline.isoformat()} "
+        f"(timeout {timeout_ms / 1000:g} s)",
     )
 
 
@@ -291,7 +296,7 @@ async def _transient(
     """Back off inside the error budget; fail once it (or a permanent error) says so."""
     remaining = scheduling.remaining_s(job, deadline)
     if isinstance(exc, ProviderAuthError):
-        return await _auth_failed(job, ctx, exc, polled=polled)
+        return await _auth_failed(job, ctx, exc, remaining, polled=polled)
     if isinstance(exc, ProviderRateLimited):
         return await _rate_limited(job, ctx, exc, remaining, polled=polled)
     if not exc.retryable:
@@ -313,9 +318,10 @@ async def _transient(
 
 
 async def _auth_failed(
-    job: ClaimedJob, ctx: StepContext, exc: ProviderAuthError, *, polled: bool
+    job: ClaimedJob, ctx: StepContext, exc: ProviderAuthError, remaining: float, *, polled: bool
 ) -> Reschedule:
-    """Bad credentials are a configuration problem: pause the provider, keep the job."""
+    """Bad credentials are a configuration problem: pause the provider, keep the job (until
+    its deadline: the job looks again by then, whatever the pause)."""
     pause = ctx.limits.auth_pause_s
     log.error("provider.auth_failed", error=str(exc), paused_s=pause)
     metrics.PROVIDER_PAUSES.labels(job.provider_id, "auth").inc()
@@ -324,7 +330,7 @@ async def _auth_failed(
         ctx.budget.block_for(pause)
     return Reschedule(
         status=job.status,
-        delay_s=pause,
+        delay_s=scheduling.capped(pause, remaining),
         polled=polled,
         error_count=job.error_count,
         last_error=str(exc),

@@ -86,6 +86,41 @@ def reschedule(outcome: Outcome) -> Reschedule:
     return outcome
 
 
+# -- deadlines ----------------------------------------------------------------------------
+
+
+async def test_a_budget_wait_never_outlasts_the_deadline() -> None:
+    """A paused provider's budget answers "wait a day"; the job must look again by its
+    deadline so that it times out on time."""
+    job = polling()
+    job = polling(deadline_at=due_in(job, 2))
+    budget = ProviderBudget(FixedBucket(granted=0, wait_s=86_400), "scripted", chunk=1)
+    outcome = reschedule(await steps.advance(job, context(budget=budget)))
+    assert 0 < outcome.delay_s <= 2.05
+    assert not outcome.polled
+
+
+async def test_an_auth_pause_never_outlasts_the_deadline() -> None:
+    job = polling()
+    job = polling(deadline_at=due_in(job, 2))
+    provider = failing_poll(ProviderAuthError("scripted: HTTP 401: credentials rejected"))
+    outcome = reschedule(await steps.advance(job, context(provider, auth_pause_s=300)))
+    assert 0 < outcome.delay_s <= 2.05
+
+
+async def test_the_timeout_message_names_the_deadline_a_retry_moved() -> None:
+    """After `jobs retry` the deadline is the retry time plus the timeout, not created_at plus
+    it; the message said "no result within 3600 s of creation" for a 60 s timeout."""
+    now = claimed_job().db_now
+    job = polling(created_at=now - timedelta(hours=1), deadline_at=now - timedelta(seconds=1))
+    outcome = finish(await steps.advance(job, context()))
+    assert outcome.status == "timed_out"
+    assert job.deadline_at is not None
+    assert outcome.error_message == (
+        f"timed out: no result by the deadline {job.deadline_at.isoformat()} (timeout 60 s)"
+    )
+
+
 # -- provider failures (steps._finish_failed) -----------------------------------------------
 
 
