@@ -32,6 +32,7 @@ from providers.errors import (
     ProviderError,
     ProviderRateLimited,
     ProviderRejected,
+    ProviderUnavailable,
 )
 from providers.settings import ProviderSettings
 from providers.types import (
@@ -52,6 +53,9 @@ T = TypeVar("T")
 DOWNLOAD_TRIES = 3  # per output and attempt, for dropped connections and CDN 5xx
 QUICK_RETRY_S = 0.5  # such blips are usually gone this much later (times the try number)
 RETRY_AFTER_DEFAULT_S = 5.0  # a 429 (provider or CDN) without a usable Retry-After
+# A provider's 429 pauses it at least this long: "Retry-After: 0" would otherwise pause
+# nothing and send every job straight back to the provider that just refused it.
+MIN_RATE_LIMIT_WAIT_S = 1.0
 
 
 class SubmissionLog(Protocol):
@@ -258,12 +262,8 @@ async def _apply(
     if state is PollState.UNKNOWN:
         log.warning("provider.unknown_status", raw_status=result.raw_status)
     running = state is PollState.RUNNING or job.status == "processing"
-    assert ctx.settings is not None
-    interval_ms = job.poll_interval_ms or 0
-    if interval_ms <= 0:  # NULL means the provider default; zero or negative rows are bogus
-        interval_ms = ctx.settings.poll_interval_ms(job.media_type)
     delay = scheduling.next_poll_delay(
-        interval_s=interval_ms / 1000,
+        interval_s=_interval_s(job, ctx),
         retry_after_s=result.retry_after_s,
         remaining=scheduling.remaining_s(job, deadline),
     )
@@ -273,6 +273,15 @@ async def _apply(
         polled=polled,
         started=running,
     )
+
+
+def _interval_s(job: ClaimedJob, ctx: StepContext) -> float:
+    """The job's poll interval: its own, else the provider's default for its media type."""
+    assert ctx.settings is not None
+    interval_ms = job.poll_interval_ms or 0
+    if interval_ms <= 0:  # NULL means the provider default; zero or negative rows are bogus
+        interval_ms = ctx.settings.poll_interval_ms(job.media_type)
+    return interval_ms / 1000
 
 
 def _finish_failed(
@@ -308,8 +317,12 @@ async def _transient(
             error_message=f"gave up after {count} consecutive errors from {job.provider_id}: {exc}",
             polled=polled,
         )
+    retry_after = exc.retry_after_s if isinstance(exc, ProviderUnavailable) else None
     delay = scheduling.error_backoff(
-        count, retry_after_s=None, max_s=ctx.limits.error_backoff_max_s, remaining=remaining
+        count,
+        retry_after_s=retry_after,
+        max_s=ctx.limits.error_backoff_max_s,
+        remaining=remaining,
     )
     log.info("provider.retry_scheduled", error=str(exc), attempt=count, wait_s=round(delay, 3))
     return Reschedule(
@@ -345,16 +358,20 @@ async def _rate_limited(
     *,
     polled: bool,
 ) -> Reschedule:
-    """A 429 pauses the provider for every replica for its Retry-After (or lockout).
+    """A 429 pauses the provider for every replica for its Retry-After (or lockout), at least
+    `MIN_RATE_LIMIT_WAIT_S`; the job waits that long and at least its poll interval.
 
     It does not spend the job's error budget: the provider is alive and said when to return.
     """
     wait = exc.retry_after_s if exc.retry_after_s is not None else RETRY_AFTER_DEFAULT_S
+    wait = max(wait, MIN_RATE_LIMIT_WAIT_S)
     metrics.PROVIDER_PAUSES.labels(job.provider_id, "rate_limit").inc()
     await ctx.db.pause_provider(job.provider_id, wait, f"rate limited: {exc}")
     if ctx.budget:
         ctx.budget.block_for(wait)
-    delay = scheduling.next_poll_delay(interval_s=wait, retry_after_s=wait, remaining=remaining)
+    delay = scheduling.next_poll_delay(
+        interval_s=max(wait, _interval_s(job, ctx)), retry_after_s=wait, remaining=remaining
+    )
     log.info("provider.rate_limited", retry_after_s=wait)
     return Reschedule(
         status=job.status,

@@ -16,6 +16,7 @@ from poller.model import ClaimedJob, Finish, Outcome, Reschedule
 from providers.errors import (
     ProviderAuthError,
     ProviderRateLimited,
+    ProviderUnavailable,
 )
 from providers.types import PollResult, PollState, ProviderFailure
 from tests.poller.fakes import (
@@ -181,3 +182,30 @@ async def test_a_429_pauses_the_provider_without_spending_the_budget() -> None:
     assert 7 <= outcome.delay_s <= 7.7
     assert [(p, s) for p, s, _ in db.pauses] == [("scripted", 7)]
     assert budget.blocked
+
+
+async def test_a_429_with_retry_after_zero_still_waits() -> None:
+    """ "Retry-After: 0" paused nothing and rescheduled with no delay: every job went straight
+    back to the provider that had just refused it."""
+    db = SubmissionRecorder()
+    provider = failing_poll(ProviderRateLimited("scripted: HTTP 429", retry_after_s=0.0))
+    outcome = reschedule(await steps.advance(polling(), context(provider, db=db)))
+    assert [s for _, s, _ in db.pauses] == [steps.MIN_RATE_LIMIT_WAIT_S]
+    assert outcome.delay_s >= steps.MIN_RATE_LIMIT_WAIT_S
+
+
+async def test_a_429_waits_at_least_the_jobs_poll_interval() -> None:
+    provider = failing_poll(ProviderRateLimited("scripted: HTTP 429", retry_after_s=0.0))
+    job = polling(poll_interval_ms=5_000)
+    outcome = reschedule(await steps.advance(job, context(provider)))
+    assert outcome.delay_s >= 4.5  # the interval, jittered
+
+
+# -- transient errors -----------------------------------------------------------------------
+
+
+async def test_a_503s_retry_after_is_the_least_backoff() -> None:
+    provider = failing_poll(ProviderUnavailable("scripted: HTTP 503", retry_after_s=30))
+    outcome = reschedule(await steps.advance(polling(), context(provider)))
+    assert outcome.error_count == 1
+    assert outcome.delay_s >= 30  # error_backoff_max_s is 0.05 here
