@@ -13,6 +13,7 @@ import uuid
 from collections.abc import Awaitable, Mapping
 from dataclasses import dataclass
 from datetime import datetime
+from decimal import Decimal
 from time import perf_counter
 from typing import Protocol, TypeVar
 from urllib.parse import urlsplit
@@ -28,8 +29,10 @@ from poller.repository import DuplicateProviderJob
 from providers.base import Provider
 from providers.errors import (
     ProviderAuthError,
+    ProviderBusy,
     ProviderConnectError,
     ProviderError,
+    ProviderModerated,
     ProviderRateLimited,
     ProviderRejected,
     ProviderUnavailable,
@@ -56,6 +59,8 @@ RETRY_AFTER_DEFAULT_S = 5.0  # a 429 (provider or CDN) without a usable Retry-Af
 # A provider's 429 pauses it at least this long: "Retry-After: 0" would otherwise pause
 # nothing and send every job straight back to the provider that just refused it.
 MIN_RATE_LIMIT_WAIT_S = 1.0
+# Submit errors that mean nothing was created: the mark is cleared and the submit tried again.
+_SAFE_TO_RESUBMIT = (ProviderConnectError, ProviderBusy, ProviderRateLimited, ProviderAuthError)
 
 
 class SubmissionLog(Protocol):
@@ -199,9 +204,12 @@ async def _submit_failed(
     job: ClaimedJob, ctx: StepContext, deadline: datetime, exc: ProviderError
 ) -> Outcome:
     """A refused submit created nothing and may be retried; an ambiguous one must not be."""
+    if isinstance(exc, ProviderModerated):  # DESIGN §10 "moderation: …"; refusals cost nothing
+        return Finish(status="failed", error_message=str(exc), cost_usd=Decimal(0))
     if isinstance(exc, ProviderRejected):
-        return Finish(status="failed", error_message=f"{job.provider_id} rejected the job: {exc}")
-    if isinstance(exc, ProviderConnectError | ProviderRateLimited | ProviderAuthError):
+        message = f"{job.provider_id} rejected the job: {_reason(job, exc)}"
+        return Finish(status="failed", error_message=message)
+    if isinstance(exc, _SAFE_TO_RESUBMIT):
         await ctx.db.clear_submit_mark(job)
         return await _transient(job, ctx, deadline, exc, polled=False)
     return Finish(
@@ -209,6 +217,14 @@ async def _submit_failed(
         error_message=f"submit outcome unknown: {exc}. The provider may have created a job; "
         "resubmit deliberately with `main.py jobs retry --resubmit`",
     )
+
+
+def _reason(job: ClaimedJob, exc: ProviderError) -> str:
+    """The error's text without the provider's name, with which adapters begin it: the job's
+    message names the provider once ("replicate: replicate: HTTP 402" read like a bug)."""
+    text = str(exc)
+    prefix = f"{job.provider_id}: "
+    return text.removeprefix(prefix)
 
 
 def _handle(job: ClaimedJob) -> JobHandle:
@@ -308,13 +324,17 @@ async def _transient(
         return await _auth_failed(job, ctx, exc, remaining, polled=polled)
     if isinstance(exc, ProviderRateLimited):
         return await _rate_limited(job, ctx, exc, remaining, polled=polled)
+    if isinstance(exc, ProviderModerated):
+        return Finish(status="failed", error_message=str(exc), polled=polled, cost_usd=Decimal(0))
     if not exc.retryable:
-        return Finish(status="failed", error_message=f"{job.provider_id}: {exc}", polled=polled)
+        message = f"{job.provider_id}: {_reason(job, exc)}"
+        return Finish(status="failed", error_message=message, polled=polled)
     count = job.error_count + 1
     if count > ctx.limits.error_budget:
         return Finish(
             status="failed",
-            error_message=f"gave up after {count} consecutive errors from {job.provider_id}: {exc}",
+            error_message=f"gave up after {count} consecutive errors from {job.provider_id}: "
+            f"{_reason(job, exc)}",
             polled=polled,
         )
     retry_after = exc.retry_after_s if isinstance(exc, ProviderUnavailable) else None

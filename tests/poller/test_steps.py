@@ -15,7 +15,10 @@ from poller.budgets import ProviderBudget
 from poller.model import ClaimedJob, Finish, Outcome, Reschedule
 from providers.errors import (
     ProviderAuthError,
+    ProviderBusy,
+    ProviderModerated,
     ProviderRateLimited,
+    ProviderRejected,
     ProviderUnavailable,
 )
 from providers.types import PollResult, PollState, ProviderFailure
@@ -209,3 +212,41 @@ async def test_a_503s_retry_after_is_the_least_backoff() -> None:
     outcome = reschedule(await steps.advance(polling(), context(provider)))
     assert outcome.error_count == 1
     assert outcome.delay_s >= 30  # error_backoff_max_s is 0.05 here
+
+
+async def test_a_permanent_poll_error_names_the_provider_once() -> None:
+    provider = failing_poll(ProviderRejected("scripted: HTTP 402: payment required"))
+    outcome = finish(await steps.advance(polling(), context(provider)))
+    assert outcome.error_message == "scripted: HTTP 402: payment required"
+
+
+# -- submits --------------------------------------------------------------------------------
+
+
+async def test_a_moderation_refusal_at_submit_is_stored_as_is_and_costs_nothing() -> None:
+    provider = ScriptedProvider(submit_step=ProviderModerated("moderation: nsfw prompt"))
+    outcome = finish(await steps.advance(claimed_job(), context(provider)))
+    assert (outcome.status, outcome.error_message) == ("failed", "moderation: nsfw prompt")
+    assert outcome.cost_usd == Decimal(0)
+
+
+async def test_a_moderation_refusal_at_poll_is_stored_as_is_and_costs_nothing() -> None:
+    provider = failing_poll(ProviderModerated("moderation: nsfw output"))
+    outcome = finish(await steps.advance(polling(), context(provider)))
+    assert (outcome.error_message, outcome.cost_usd) == ("moderation: nsfw output", Decimal(0))
+
+
+async def test_a_rejected_submit_names_the_provider_once() -> None:
+    provider = ScriptedProvider(submit_step=ProviderRejected("scripted: HTTP 400: bad prompt"))
+    outcome = finish(await steps.advance(claimed_job(), context(provider)))
+    assert outcome.error_message == "scripted rejected the job: HTTP 400: bad prompt"
+
+
+async def test_a_busy_provider_at_submit_is_retried_like_a_connect_error() -> None:
+    """Suno's 455 (maintenance) says nothing was created: the submit may be tried again."""
+    db = SubmissionRecorder()
+    provider = ScriptedProvider(submit_step=ProviderBusy("scripted: maintenance"))
+    job = claimed_job()
+    outcome = reschedule(await steps.advance(job, context(provider, db=db)))
+    assert (outcome.status, outcome.error_count) == ("pending", 1)
+    assert db.cleared == [job]
