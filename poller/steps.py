@@ -59,6 +59,9 @@ RETRY_AFTER_DEFAULT_S = 5.0  # a 429 (provider or CDN) without a usable Retry-Af
 # A provider's 429 pauses it at least this long: "Retry-After: 0" would otherwise pause
 # nothing and send every job straight back to the provider that just refused it.
 MIN_RATE_LIMIT_WAIT_S = 1.0
+# DESIGN §10: a 404 this soon after the submit is the vendor's eventual consistency and is
+# retried (the adapters raise a transient error for it; their own constant is the same 30 s).
+JUST_SUBMITTED_S = 30.0
 # Submit errors that mean nothing was created: the mark is cleared and the submit tried again.
 _SAFE_TO_RESUBMIT = (ProviderConnectError, ProviderBusy, ProviderRateLimited, ProviderAuthError)
 
@@ -329,6 +332,9 @@ async def _transient(
     if not exc.retryable:
         message = f"{job.provider_id}: {_reason(job, exc)}"
         return Finish(status="failed", error_message=message, polled=polled)
+    retry_after = exc.retry_after_s if isinstance(exc, ProviderUnavailable) else None
+    if polled and isinstance(exc, ProviderUnavailable) and _just_submitted(job):
+        return _not_visible_yet(job, ctx, exc, retry_after, remaining)
     count = job.error_count + 1
     if count > ctx.limits.error_budget:
         return Finish(
@@ -337,7 +343,6 @@ async def _transient(
             f"{_reason(job, exc)}",
             polled=polled,
         )
-    retry_after = exc.retry_after_s if isinstance(exc, ProviderUnavailable) else None
     delay = scheduling.error_backoff(
         count,
         retry_after_s=retry_after,
@@ -347,6 +352,38 @@ async def _transient(
     log.info("provider.retry_scheduled", error=str(exc), attempt=count, wait_s=round(delay, 3))
     return Reschedule(
         status=job.status, delay_s=delay, polled=polled, error_count=count, last_error=str(exc)
+    )
+
+
+def _just_submitted(job: ClaimedJob) -> bool:
+    if job.submit_started_at is None:
+        return False
+    return (job.db_now - job.submit_started_at).total_seconds() < JUST_SUBMITTED_S
+
+
+def _not_visible_yet(
+    job: ClaimedJob,
+    ctx: StepContext,
+    exc: ProviderUnavailable,
+    retry_after_s: float | None,
+    remaining: float,
+) -> Reschedule:
+    """A transient error of a poll in the first 30 s after the submit: mostly the early 404
+    of a job the vendor does not show yet (DESIGN §10: retried). The window bounds these
+    retries, so they do not spend the error budget; a small budget would otherwise fail a
+    job the vendor is about to show. They come at the poll interval (at least a second)."""
+    delay = scheduling.next_poll_delay(
+        interval_s=max(MIN_RATE_LIMIT_WAIT_S, _interval_s(job, ctx)),
+        retry_after_s=retry_after_s,
+        remaining=remaining,
+    )
+    log.info("provider.retry_scheduled", error=str(exc), attempt=0, wait_s=round(delay, 3))
+    return Reschedule(
+        status=job.status,
+        delay_s=delay,
+        polled=True,
+        error_count=job.error_count,
+        last_error=str(exc),
     )
 
 

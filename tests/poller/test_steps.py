@@ -214,6 +214,26 @@ async def test_a_503s_retry_after_is_the_least_backoff() -> None:
     assert outcome.delay_s >= 30  # error_backoff_max_s is 0.05 here
 
 
+async def test_a_404_just_after_the_submit_spends_no_error_budget() -> None:
+    """Within 30 s of the submit a 404 is the vendor not showing the job yet (DESIGN §10);
+    with a small budget those retries used to fail the job."""
+    job = polling()
+    job = polling(submit_started_at=job.db_now - timedelta(seconds=5), status="pending")
+    error = ProviderUnavailable("scripted: job not found 5 s after submit (will retry)")
+    outcome = reschedule(await steps.advance(job, context(failing_poll(error), error_budget=0)))
+    assert (outcome.error_count, outcome.polled) == (0, True)
+    assert outcome.last_error == str(error)
+    assert outcome.delay_s >= 0.9  # at least a second (jittered), not a busy loop
+
+
+async def test_errors_after_the_first_30_s_spend_the_budget() -> None:
+    job = polling()
+    job = polling(submit_started_at=job.db_now - timedelta(seconds=31))
+    error = ProviderUnavailable("scripted: HTTP 503")
+    outcome = finish(await steps.advance(job, context(failing_poll(error), error_budget=0)))
+    assert outcome.error_message == "gave up after 1 consecutive errors from scripted: HTTP 503"
+
+
 async def test_a_permanent_poll_error_names_the_provider_once() -> None:
     provider = failing_poll(ProviderRejected("scripted: HTTP 402: payment required"))
     outcome = finish(await steps.advance(polling(), context(provider)))
