@@ -315,7 +315,13 @@ def _finish_failed(
     status = "failed"
     if result.state is PollState.CANCELED and (failure.code == "aborted" or past_deadline):
         status = "timed_out"
-    return Finish(status=status, error_message=message, polled=polled, cost_usd=result.cost_usd)
+    return Finish(
+        status=status,
+        error_message=message,
+        polled=polled,
+        cost_usd=result.cost_usd,
+        started=True,  # first seen finished: DESIGN §10 counts that moment as the start
+    )
 
 
 async def _transient(
@@ -514,8 +520,8 @@ def _storage_failed(
     metrics.STORAGE_ERRORS.labels(type(exc).__name__).inc()
     where = f"output {index + 1} of {total}"
     count = job.error_count + 1
-    if not exc.retryable or count > ctx.limits.error_budget:
-        return Finish(status="failed", error_message=f"{where}: {exc}", polled=polled)
+    if not exc.retryable or count > ctx.limits.error_budget:  # the provider did finish the job
+        return Finish(status="failed", error_message=f"{where}: {exc}", polled=polled, started=True)
     delay = scheduling.error_backoff(
         count,
         retry_after_s=None,

@@ -3,6 +3,7 @@ for the provider, the database port, the token bucket and the output store."""
 
 from __future__ import annotations
 
+from dataclasses import replace
 from datetime import datetime, timedelta
 from decimal import Decimal
 from typing import Any
@@ -270,3 +271,27 @@ async def test_a_busy_provider_at_submit_is_retried_like_a_connect_error() -> No
     outcome = reschedule(await steps.advance(job, context(provider, db=db)))
     assert (outcome.status, outcome.error_count) == ("pending", 1)
     assert db.cleared == [job]
+
+
+# -- started_at -----------------------------------------------------------------------------
+
+
+async def test_only_a_provider_that_ran_the_job_gives_it_a_start() -> None:
+    """started_at was set by every Finish: a refused submit or a job timed out while queued
+    looked as if the provider had started it."""
+    now = claimed_job().db_now
+    cases: list[tuple[ClaimedJob, steps.StepContext]] = [
+        (claimed_job(provider_id="nobody"), replace(context(), provider=None, settings=None)),
+        (claimed_job(claim_count=6), context()),
+        (claimed_job(submit_started_at=now), context()),
+        (
+            claimed_job(),
+            context(ScriptedProvider(submit_step=ProviderRejected("scripted: HTTP 400"))),
+        ),
+        (polling(status="pending", deadline_at=now - timedelta(seconds=1)), context()),
+    ]
+    for job, ctx in cases:
+        outcome = finish(await steps.advance(job, ctx))
+        assert not outcome.started, outcome.error_message
+    provider = ScriptedProvider(default=canceled("canceled"))
+    assert finish(await steps.advance(polling(status="pending"), context(provider))).started
