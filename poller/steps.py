@@ -452,11 +452,14 @@ async def _ingest_all(
     total = len(result.outputs)
     for index, output in enumerate(result.outputs):
         try:
-            blob = await _ingest_with_quick_retries(ctx.ingestor, output, job.media_type)
+            if _only_copy(result, output):
+                blob = await _store_only_copy(job, ctx, deadline, output)
+            else:
+                blob = await _ingest_with_quick_retries(ctx.ingestor, output, job.media_type)
         except DownloadThrottled as exc:
             return _download_throttled(job, deadline, exc, index, total, polled=polled)
         except StorageError as exc:
-            return _storage_failed(job, ctx, deadline, exc, index, total, polled=polled)
+            return _storage_failed(job, ctx, deadline, result, exc, index, polled=polled)
         records.append(_record(job, result, index, output, blob))
         metrics.ARTIFACTS.labels("false" if blob.created else "true").inc()
         metrics.DOWNLOAD_BYTES.inc(blob.size_bytes)
@@ -474,6 +477,41 @@ async def _ingest_all(
         cost_usd=result.cost_usd,
         polled=polled,
     )
+
+
+def _only_copy(result: PollResult, output: Output) -> bool:
+    """Bytes that exist nowhere else: inline, with no address to fetch them again (Stability's
+    synchronous results; a poll of such a job can only say the result is gone)."""
+    return isinstance(output, InlineOutput) and result.result_uri is None
+
+
+async def _store_only_copy(
+    job: ClaimedJob, ctx: StepContext, deadline: datetime, output: Output
+) -> StoredBlob:
+    """Store bytes that cannot be fetched again, retrying a storage outage right here.
+
+    Rescheduling (as for other outputs) would drop the bytes and lose a paid-for result, so
+    retryable storage errors are retried in place with the usual backoff, inside the job's
+    error budget and deadline (the heartbeat keeps the lease meanwhile). Each attempt is
+    shielded: a shutdown waits for a store under way instead of cutting it.
+    """
+    count = job.error_count
+    began = anyio.current_time()
+    while True:
+        try:
+            with anyio.CancelScope(shield=True):
+                return await _ingest(ctx.ingestor, output, job.media_type)
+        except StorageError as exc:
+            count += 1
+            left = scheduling.remaining_s(job, deadline) - (anyio.current_time() - began)
+            wait = scheduling.error_backoff(
+                count, retry_after_s=None, max_s=ctx.limits.error_backoff_max_s, remaining=left
+            )
+            if not exc.retryable or count > ctx.limits.error_budget or wait >= left:
+                raise
+            metrics.STORAGE_ERRORS.labels(type(exc).__name__).inc()
+            log.warning("artifact.store_retry", error=str(exc), attempt=count, wait_s=wait)
+        await anyio.sleep(wait)
 
 
 async def _ingest_with_quick_retries(
@@ -511,17 +549,30 @@ def _storage_failed(
     job: ClaimedJob,
     ctx: StepContext,
     deadline: datetime,
+    result: PollResult,
     exc: StorageError,
     index: int,
-    total: int,
     *,
     polled: bool,
 ) -> Outcome:
+    """A later poll tries the output again, unless the error is permanent, the budget is
+    spent, or the provider cannot hand the output out again (its retries happened in
+    `_store_only_copy`). A failure carries the provider's price: the generation succeeded,
+    and was billed, even though its output could not be stored."""
     metrics.STORAGE_ERRORS.labels(type(exc).__name__).inc()
+    output, total = result.outputs[index], len(result.outputs)
     where = f"output {index + 1} of {total}"
     count = job.error_count + 1
-    if not exc.retryable or count > ctx.limits.error_budget:  # the provider did finish the job
-        return Finish(status="failed", error_message=f"{where}: {exc}", polled=polled, started=True)
+    only_copy = _only_copy(result, output)
+    if not exc.retryable or count > ctx.limits.error_budget or only_copy:
+        note = " (the provider's only copy: it cannot be fetched again)" if only_copy else ""
+        return Finish(
+            status="failed",
+            error_message=f"{where}: {exc}{note}",
+            polled=polled,
+            cost_usd=result.cost_usd,
+            started=True,
+        )
     delay = scheduling.error_backoff(
         count,
         retry_after_s=None,

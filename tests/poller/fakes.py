@@ -9,6 +9,7 @@ from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field, replace
 from datetime import datetime
 
+import anyio
 from PIL import Image
 
 from poller.model import ClaimedJob
@@ -132,19 +133,21 @@ class MemoryStore:
     failures: list[Exception] = field(default_factory=list)
     blobs: dict[str, bytes] = field(default_factory=dict)
     calls: int = 0
+    delay_s: float = 0.0  # a slow store (a big upload)
 
     async def ingest_url(
         self, url: str, *, expected_kind: str | None, headers: Mapping[str, str] | None = None
     ) -> StoredBlob:
-        return self._put(url.encode(), None)
+        return await self._put(url.encode(), None)
 
     async def ingest_bytes(
         self, data: bytes, *, expected_kind: str | None, filename: str | None = None
     ) -> StoredBlob:
-        return self._put(data, filename)
+        return await self._put(data, filename)
 
-    def _put(self, data: bytes, filename: str | None) -> StoredBlob:
+    async def _put(self, data: bytes, filename: str | None) -> StoredBlob:
         self.calls += 1
+        await anyio.sleep(self.delay_s)
         if self.failures:
             raise self.failures.pop(0)
         digest = hashlib.sha256(data).hexdigest()

@@ -8,12 +8,13 @@ from datetime import datetime, timedelta
 from decimal import Decimal
 from typing import Any
 
+import anyio
 import pytest
 import structlog
 
 from poller import steps
 from poller.budgets import ProviderBudget
-from poller.model import ClaimedJob, Finish, Outcome, Reschedule
+from poller.model import ClaimedJob, Complete, Finish, Outcome, Reschedule
 from providers.errors import (
     ProviderAuthError,
     ProviderBusy,
@@ -23,11 +24,14 @@ from providers.errors import (
     ProviderUnavailable,
 )
 from providers.types import PollResult, PollState, ProviderFailure
+from storage.errors import DiskFull
 from tests.poller.fakes import (
     FixedBucket,
     MemoryStore,
     ScriptedProvider,
     SubmissionRecorder,
+    png_bytes,
+    succeeded,
 )
 from tests.poller.helpers import claimed_job
 from tests.poller.test_daemon import scripted_settings
@@ -89,6 +93,24 @@ def finish(outcome: Outcome) -> Finish:
 def reschedule(outcome: Outcome) -> Reschedule:
     assert isinstance(outcome, Reschedule), outcome
     return outcome
+
+
+async def advance_cancelled_after(
+    seconds: float, job: ClaimedJob, ctx: steps.StepContext
+) -> Outcome | None:
+    """Step ``job`` and cancel the step ``seconds`` in (as shutdown or a lost lease would)."""
+    outcome: Outcome | None = None
+    with anyio.CancelScope() as scope:
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(_cancel_later, scope, seconds)
+            outcome = await steps.advance(job, ctx)
+            tg.cancel_scope.cancel()
+    return outcome
+
+
+async def _cancel_later(scope: anyio.CancelScope, seconds: float) -> None:
+    await anyio.sleep(seconds)
+    scope.cancel()
 
 
 # -- deadlines ----------------------------------------------------------------------------
@@ -295,3 +317,60 @@ async def test_only_a_provider_that_ran_the_job_gives_it_a_start() -> None:
         assert not outcome.started, outcome.error_message
     provider = ScriptedProvider(default=canceled("canceled"))
     assert finish(await steps.advance(polling(status="pending"), context(provider))).started
+
+
+# -- results that exist only once -----------------------------------------------------------
+
+
+def sync_result(cost: Decimal | None = Decimal("0.08")) -> PollResult:
+    """What Stability's synchronous endpoints answer: the file itself, no result URL."""
+    done = succeeded(png_bytes())
+    return PollResult(
+        state=PollState.SUCCEEDED, outputs=done.outputs, cost_usd=cost, raw_status="succeeded"
+    )
+
+
+async def test_a_sync_result_survives_a_storage_blip() -> None:
+    """Rescheduling dropped the bytes; the next poll of the sync id could only say the result
+    was lost, and the job failed with that instead of the storage error."""
+    store = MemoryStore(failures=[DiskFull("no space left on device")])
+    provider = ScriptedProvider(submit_step=sync_result())
+    outcome = await steps.advance(claimed_job(), context(provider, store=store))
+    assert isinstance(outcome, Complete), outcome
+    assert store.calls == 2 and len(outcome.artifacts) == 1
+    assert outcome.cost_usd == Decimal("0.08")
+
+
+async def test_a_sync_result_that_cannot_be_stored_fails_with_the_storage_error() -> None:
+    store = MemoryStore(failures=[DiskFull("no space left on device")] * 10)
+    provider = ScriptedProvider(submit_step=sync_result())
+    ctx = context(provider, store=store, error_budget=2)
+    outcome = finish(await steps.advance(claimed_job(), ctx))
+    assert store.calls == 3  # the first try and two retries: an error budget of 2
+    assert outcome.error_message == (
+        "output 1 of 1: no space left on device (the provider's only copy: it cannot be "
+        "fetched again)"
+    )
+    assert (outcome.cost_usd, outcome.started) == (Decimal("0.08"), True)
+
+
+async def test_a_cancel_does_not_cut_the_store_of_an_only_copy() -> None:
+    """A shutdown after its grace cancels the step; the store of bytes nothing can fetch
+    again is finished first (and the completion then written), not thrown away."""
+    store = MemoryStore(delay_s=0.2)
+    provider = ScriptedProvider(submit_step=sync_result())
+    outcome = await advance_cancelled_after(0.05, claimed_job(), context(provider, store=store))
+    assert isinstance(outcome, Complete), outcome
+    assert len(store.blobs) == 1
+
+
+async def test_an_output_that_can_be_fetched_again_waits_for_a_later_poll() -> None:
+    store = MemoryStore(failures=[DiskFull("no space left on device")])
+    result = PollResult(
+        state=PollState.SUCCEEDED,
+        outputs=succeeded().outputs,
+        result_uri="https://scripted.invalid/results/1",
+    )
+    outcome = await steps.advance(polling(), context(ScriptedProvider(default=result), store=store))
+    assert reschedule(outcome).error_count == 1
+    assert store.calls == 1
