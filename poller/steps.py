@@ -62,6 +62,7 @@ MIN_RATE_LIMIT_WAIT_S = 1.0
 # DESIGN §10: a 404 this soon after the submit is the vendor's eventual consistency and is
 # retried (the adapters raise a transient error for it; their own constant is the same 30 s).
 JUST_SUBMITTED_S = 30.0
+CANCEL_TIMEOUT_S = 10.0  # a best-effort provider cancel of an orphaned job waits this long
 # Submit errors that mean nothing was created: the mark is cleared and the submit tried again.
 _SAFE_TO_RESUBMIT = (ProviderConnectError, ProviderBusy, ProviderRateLimited, ProviderAuthError)
 
@@ -192,7 +193,7 @@ async def _submit(job: ClaimedJob, ctx: StepContext, deadline: datetime) -> Outc
             "returned no job id",
         )
     try:
-        await ctx.db.record_submission(job, result.provider_job_id)
+        await _record_submission(job, ctx, result.provider_job_id)
     except DuplicateProviderJob:
         return Finish(
             status="failed",
@@ -201,6 +202,25 @@ async def _submit(job: ClaimedJob, ctx: StepContext, deadline: datetime) -> Outc
         )
     log.info("provider.submitted", provider_job_id=result.provider_job_id)
     return await _apply(job, ctx, deadline, result, polled=False)
+
+
+async def _record_submission(job: ClaimedJob, ctx: StepContext, provider_job_id: str) -> None:
+    """Persist the provider's id. If it cannot be recorded (the lease went to an operator's
+    cancel or another replica, the database stayed down), the provider job is orphaned: it
+    runs and bills with nothing pointing at it. Say so loudly and try to cancel it."""
+    assert ctx.provider is not None
+    try:
+        await ctx.db.record_submission(job, provider_job_id)
+    except DuplicateProviderJob:
+        raise
+    except Exception as exc:
+        log.error("provider.orphaned", provider_job_id=provider_job_id, error=repr(exc))
+        with anyio.move_on_after(CANCEL_TIMEOUT_S, shield=True):
+            try:
+                await ctx.provider.cancel(_handle(job, provider_job_id))
+            except ProviderError as cancel_exc:
+                log.warning("provider.cancel_failed", error=str(cancel_exc))
+        raise
 
 
 async def _submit_failed(
@@ -230,14 +250,16 @@ def _reason(job: ClaimedJob, exc: ProviderError) -> str:
     return text.removeprefix(prefix)
 
 
-def _handle(job: ClaimedJob) -> JobHandle:
+def _handle(job: ClaimedJob, provider_job_id: str | None = None) -> JobHandle:
+    """The job as the adapter knows it (``provider_job_id``: one not recorded on the row)."""
     since = None
     if job.submit_started_at is not None:
         since = (job.db_now - job.submit_started_at).total_seconds()
-    assert job.provider_job_id is not None
+    pid = provider_job_id or job.provider_job_id
+    assert pid is not None
     return JobHandle(
         job_id=job.id,
-        provider_job_id=job.provider_job_id,
+        provider_job_id=pid,
         media_type=job.media_type,
         params=job.input_params,
         since_submit_s=since,

@@ -105,17 +105,21 @@ def _resolve(step: Step) -> PollResult:
 
 @dataclass
 class SubmissionRecorder:
-    """The step's database port (`poller.steps.SubmissionLog`) in memory: records each write."""
+    """The step's database port (`poller.steps.SubmissionLog`) in memory: records each write;
+    ``record_error`` makes recording the provider's id fail as the database would."""
 
     marked: list[ClaimedJob] = field(default_factory=list)
     recorded: list[str] = field(default_factory=list)
     cleared: list[ClaimedJob] = field(default_factory=list)
     pauses: list[tuple[str, float, str]] = field(default_factory=list)
+    record_error: Exception | None = None
 
     async def mark_submit_started(self, job: ClaimedJob, deadline: datetime) -> None:
         self.marked.append(job)
 
     async def record_submission(self, job: ClaimedJob, provider_job_id: str) -> None:
+        if self.record_error is not None:
+            raise self.record_error
         self.recorded.append(provider_job_id)
 
     async def clear_submit_mark(self, job: ClaimedJob) -> None:

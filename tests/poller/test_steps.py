@@ -9,12 +9,15 @@ from decimal import Decimal
 from typing import Any
 
 import anyio
+import psycopg
 import pytest
 import structlog
+from structlog.testing import capture_logs
 
 from poller import steps
 from poller.budgets import ProviderBudget
 from poller.model import ClaimedJob, Complete, Finish, Outcome, Reschedule
+from poller.repository import LeaseLost
 from providers.errors import (
     ProviderAuthError,
     ProviderBusy,
@@ -374,3 +377,27 @@ async def test_an_output_that_can_be_fetched_again_waits_for_a_later_poll() -> N
     outcome = await steps.advance(polling(), context(ScriptedProvider(default=result), store=store))
     assert reschedule(outcome).error_count == 1
     assert store.calls == 1
+
+
+# -- a created job whose id cannot be recorded -----------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "error",
+    [LeaseLost("an operator's cancel"), psycopg.OperationalError("server closed the connection")],
+    ids=["lease-lost", "database-down"],
+)
+async def test_a_provider_job_whose_id_cannot_be_recorded_is_logged_and_canceled(
+    error: Exception,
+) -> None:
+    """It ran and billed with nothing pointing at it: only `lease.lost` or
+    `job.step_crashed` was logged, without the provider's id, and nobody cancelled it."""
+    db = SubmissionRecorder(record_error=error)
+    provider = ScriptedProvider()
+    job = claimed_job()
+    with capture_logs() as logs, pytest.raises(type(error)):
+        await steps.advance(job, context(provider, db=db))
+    orphaned = [e for e in logs if e["event"] == "provider.orphaned"]
+    assert orphaned and orphaned[0]["log_level"] == "error"
+    assert orphaned[0]["provider_job_id"] == f"sub-{job.id}"
+    assert [h.provider_job_id for h in provider.canceled] == [f"sub-{job.id}"]
