@@ -95,6 +95,9 @@ class Limits:
     error_budget: int
     error_backoff_max_s: float
     auth_pause_s: float
+    # How long a create call already under way may still finish once its step is cancelled
+    # (shutdown, lost lease), so that its answer is recorded rather than left ambiguous.
+    submit_cancel_grace_s: float = 5.0
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -183,7 +186,7 @@ async def _submit(job: ClaimedJob, ctx: StepContext, deadline: datetime) -> Outc
         timeout_s=max(1.0, scheduling.remaining_s(job, deadline)),
     )
     try:
-        result = await _timed(ctx, "submit", ctx.provider.submit(request))
+        result = await _create(ctx, request)
     except ProviderError as exc:
         return await _submit_failed(job, ctx, deadline, exc)
     if not result.provider_job_id:
@@ -204,13 +207,51 @@ async def _submit(job: ClaimedJob, ctx: StepContext, deadline: datetime) -> Outc
     return await _apply(job, ctx, deadline, result, polled=False)
 
 
+async def _create(ctx: StepContext, request: SubmitRequest) -> PollResult:
+    """The create call, allowed to finish within a grace when its step is cancelled.
+
+    A cancel (shutdown after its grace, a lost lease) that cut the call would leave the submit
+    mark without an id, and the job would end as "submit outcome unknown" although the call
+    may not even have been sent yet (Stability first downloads the input files). Given a few
+    seconds more, the call usually answers: its id is recorded, or its refusal clears the mark.
+    Only a call still running after the grace stays ambiguous. The cancel then takes effect
+    at the step's next unshielded wait.
+    """
+    assert ctx.provider is not None
+    call = anyio.CancelScope(shield=True)
+    answer: PollResult | Exception | None = None
+
+    async def cut_after_grace() -> None:
+        try:
+            await anyio.sleep_forever()
+        finally:  # the step is cancelled, or the call is over and this watcher is not needed
+            call.deadline = anyio.current_time() + ctx.limits.submit_cancel_grace_s
+
+    async with anyio.create_task_group() as watch:
+        watch.start_soon(cut_after_grace)
+        with call:
+            try:
+                answer = await _timed(ctx, "submit", ctx.provider.submit(request))
+            except Exception as exc:  # re-raised below, not as an exception group
+                answer = exc
+        watch.cancel_scope.cancel()
+    if isinstance(answer, Exception):
+        raise answer
+    if answer is None:  # cut after the grace: the step's cancellation is pending
+        await anyio.lowlevel.checkpoint()
+        raise ProviderUnavailable(f"{ctx.provider.name}: the create call was cut off")
+    return answer
+
+
 async def _record_submission(job: ClaimedJob, ctx: StepContext, provider_job_id: str) -> None:
-    """Persist the provider's id. If it cannot be recorded (the lease went to an operator's
+    """Persist the provider's id: shielded, as it is short and fenced and a cancel here would
+    lose an id already in hand. If it cannot be recorded (the lease went to an operator's
     cancel or another replica, the database stayed down), the provider job is orphaned: it
     runs and bills with nothing pointing at it. Say so loudly and try to cancel it."""
     assert ctx.provider is not None
     try:
-        await ctx.db.record_submission(job, provider_job_id)
+        with anyio.CancelScope(shield=True):
+            await ctx.db.record_submission(job, provider_job_id)
     except DuplicateProviderJob:
         raise
     except Exception as exc:
@@ -233,7 +274,8 @@ async def _submit_failed(
         message = f"{job.provider_id} rejected the job: {_reason(job, exc)}"
         return Finish(status="failed", error_message=message)
     if isinstance(exc, _SAFE_TO_RESUBMIT):
-        await ctx.db.clear_submit_mark(job)
+        with anyio.CancelScope(shield=True):  # the answer is in: record it even when cancelled
+            await ctx.db.clear_submit_mark(job)
         return await _transient(job, ctx, deadline, exc, polled=False)
     return Finish(
         status="failed",

@@ -68,6 +68,7 @@ class ScriptedProvider:
     name: str = "scripted"
     default: Step = field(default_factory=lambda: succeeded)
     submit_step: Step | None = None
+    submit_delay_s: float = 0.0  # a slow create call (or input download before it)
     scripts: dict[str, deque[Step]] = field(default_factory=lambda: defaultdict(deque))
     submitted: list[SubmitRequest] = field(default_factory=list)
     polled: list[JobHandle] = field(default_factory=list)
@@ -78,6 +79,8 @@ class ScriptedProvider:
 
     async def submit(self, request: SubmitRequest) -> PollResult:
         self.submitted.append(request)
+        if self.submit_delay_s:
+            await anyio.sleep(self.submit_delay_s)
         if self.submit_step is not None:
             result = _resolve(self.submit_step)
         else:
@@ -113,16 +116,20 @@ class SubmissionRecorder:
     cleared: list[ClaimedJob] = field(default_factory=list)
     pauses: list[tuple[str, float, str]] = field(default_factory=list)
     record_error: Exception | None = None
+    record_delay_s: float = 0.0
 
     async def mark_submit_started(self, job: ClaimedJob, deadline: datetime) -> None:
         self.marked.append(job)
 
     async def record_submission(self, job: ClaimedJob, provider_job_id: str) -> None:
+        if self.record_delay_s:
+            await anyio.sleep(self.record_delay_s)
         if self.record_error is not None:
             raise self.record_error
         self.recorded.append(provider_job_id)
 
     async def clear_submit_mark(self, job: ClaimedJob) -> None:
+        await anyio.lowlevel.checkpoint()  # a real write waits: a cancel could land here
         self.cleared.append(job)
 
     async def pause_provider(self, provider: str, seconds: float, reason: str) -> None:

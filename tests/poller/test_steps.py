@@ -34,6 +34,7 @@ from tests.poller.fakes import (
     ScriptedProvider,
     SubmissionRecorder,
     png_bytes,
+    running,
     succeeded,
 )
 from tests.poller.helpers import claimed_job
@@ -401,3 +402,44 @@ async def test_a_provider_job_whose_id_cannot_be_recorded_is_logged_and_canceled
     assert orphaned and orphaned[0]["log_level"] == "error"
     assert orphaned[0]["provider_job_id"] == f"sub-{job.id}"
     assert [h.provider_job_id for h in provider.canceled] == [f"sub-{job.id}"]
+
+
+# -- cancellation during a submit -----------------------------------------------------------
+
+
+async def test_a_cancel_while_recording_the_id_still_records_it() -> None:
+    db = SubmissionRecorder(record_delay_s=0.2)
+    job = claimed_job()
+    await advance_cancelled_after(0.05, job, context(db=db))
+    assert db.recorded == [f"sub-{job.id}"]
+
+
+async def test_a_cancel_during_a_create_call_lets_it_answer_within_the_grace() -> None:
+    """Cut at once, the call left the mark and no id: "submit outcome unknown", even when
+    the call had not been sent yet (Stability downloads the input files first)."""
+    db = SubmissionRecorder()
+    provider = ScriptedProvider(default=running(), submit_delay_s=0.2)
+    job = claimed_job()
+    await advance_cancelled_after(0.05, job, context(provider, db=db, submit_cancel_grace_s=2))
+    assert db.recorded == [f"sub-{job.id}"]
+
+
+async def test_a_refusal_during_the_grace_clears_the_submit_mark() -> None:
+    db = SubmissionRecorder()
+    provider = ScriptedProvider(
+        submit_step=ProviderBusy("scripted: maintenance"), submit_delay_s=0.2
+    )
+    job = claimed_job()
+    await advance_cancelled_after(0.05, job, context(provider, db=db, submit_cancel_grace_s=2))
+    assert db.cleared == [job]
+
+
+async def test_a_create_call_still_running_after_the_grace_is_cut() -> None:
+    db = SubmissionRecorder()
+    provider = ScriptedProvider(submit_delay_s=30)
+    with anyio.fail_after(2):
+        outcome = await advance_cancelled_after(
+            0.05, claimed_job(), context(provider, db=db, submit_cancel_grace_s=0.1)
+        )
+    assert outcome is None
+    assert db.recorded == [] and db.cleared == []  # ambiguous: the mark stays
