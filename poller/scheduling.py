@@ -13,6 +13,7 @@ from poller.model import ClaimedJob
 
 JITTER = 0.1  # ±10 %: spreads polls of jobs inserted together so they do not stampede
 DEADLINE_SLACK_S = 0.05  # a delay ends this long past the deadline at most
+RETRY_AFTER_DEFAULT_S = 5.0  # a 429 (provider or CDN) without a usable Retry-After
 
 
 def deadline_of(job: ClaimedJob, default_timeout_ms: int) -> datetime:

@@ -2,29 +2,28 @@
 
 ``pending`` without a ``provider_job_id`` → submit (the id is persisted with a fenced write
 before anything else); otherwise → poll. A normalised `PollResult` maps to reschedule,
-complete (after every output is stored) or finish. Provider exceptions mean "state unknown":
-transient ones back off inside the job's error budget, permanent ones fail the job with a
-message a human understands. The only SQL here goes through the `Repository` callbacks.
+complete (after every output is stored, by `poller.outputs`) or finish. Provider exceptions
+mean "state unknown": transient ones back off inside the job's error budget, permanent ones
+fail the job with a message a human understands. The only SQL here goes through the
+`Repository` callbacks.
 """
 
 from __future__ import annotations
 
-import uuid
 from collections.abc import Awaitable, Mapping
 from dataclasses import dataclass
 from datetime import datetime
 from decimal import Decimal
 from time import perf_counter
 from typing import Protocol, TypeVar
-from urllib.parse import urlsplit
 
 import anyio
 import structlog
 from structlog.typing import FilteringBoundLogger
 
-from poller import metrics, scheduling
+from poller import metrics, outputs, scheduling
 from poller.budgets import ProviderBudget
-from poller.model import ArtifactRecord, ClaimedJob, Complete, Finish, Outcome, Reschedule
+from poller.model import ClaimedJob, Finish, Outcome, Reschedule
 from poller.repository import DuplicateProviderJob
 from providers.base import Provider
 from providers.errors import (
@@ -38,24 +37,11 @@ from providers.errors import (
     ProviderUnavailable,
 )
 from providers.settings import ProviderSettings
-from providers.types import (
-    InlineOutput,
-    JobHandle,
-    Output,
-    PollResult,
-    PollState,
-    RemoteOutput,
-    SubmitRequest,
-)
-from storage import StoredBlob
-from storage.errors import DownloadThrottled, DownloadTimeout, DownloadUnavailable, StorageError
+from providers.types import JobHandle, PollResult, PollState, SubmitRequest
 
 log = structlog.get_logger("poller")
 T = TypeVar("T")
 
-DOWNLOAD_TRIES = 3  # per output and attempt, for dropped connections and CDN 5xx
-QUICK_RETRY_S = 0.5  # such blips are usually gone this much later (times the try number)
-RETRY_AFTER_DEFAULT_S = 5.0  # a 429 (provider or CDN) without a usable Retry-After
 # A provider's 429 pauses it at least this long: "Retry-After: 0" would otherwise pause
 # nothing and send every job straight back to the provider that just refused it.
 MIN_RATE_LIMIT_WAIT_S = 1.0
@@ -74,17 +60,6 @@ class SubmissionLog(Protocol):
     async def record_submission(self, job: ClaimedJob, provider_job_id: str) -> None: ...
     async def clear_submit_mark(self, job: ClaimedJob) -> None: ...
     async def pause_provider(self, provider: str, seconds: float, reason: str) -> None: ...
-
-
-class OutputStore(Protocol):
-    """Where outputs go (implemented by `storage.Ingestor`; a fake in tests)."""
-
-    async def ingest_url(
-        self, url: str, *, expected_kind: str | None, headers: Mapping[str, str] | None = None
-    ) -> StoredBlob: ...
-    async def ingest_bytes(
-        self, data: bytes, *, expected_kind: str | None, filename: str | None = None
-    ) -> StoredBlob: ...
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -107,7 +82,7 @@ class StepContext:
     provider: Provider | None
     settings: ProviderSettings | None
     budget: ProviderBudget | None
-    ingestor: OutputStore
+    ingestor: outputs.OutputStore
     db: SubmissionLog
     limits: Limits
     log: FilteringBoundLogger  # bound once, for the per-poll line (see Daemon._job_log)
@@ -339,7 +314,9 @@ async def _apply(
 ) -> Outcome:
     state = result.state
     if state is PollState.SUCCEEDED:
-        return await _ingest_all(job, ctx, deadline, result, polled=polled)
+        return await outputs.ingest_all(
+            job, ctx.ingestor, ctx.limits, deadline, result, polled=polled
+        )
     if state in (PollState.FAILED, PollState.CANCELED):
         return _finish_failed(job, deadline, result, polled=polled)
     if state is PollState.UNKNOWN:
@@ -490,7 +467,7 @@ async def _rate_limited(
 
     It does not spend the job's error budget: the provider is alive and said when to return.
     """
-    wait = exc.retry_after_s if exc.retry_after_s is not None else RETRY_AFTER_DEFAULT_S
+    wait = exc.retry_after_s if exc.retry_after_s is not None else scheduling.RETRY_AFTER_DEFAULT_S
     wait = max(wait, MIN_RATE_LIMIT_WAIT_S)
     metrics.PROVIDER_PAUSES.labels(job.provider_id, "rate_limit").inc()
     await ctx.db.pause_provider(job.provider_id, wait, f"rate limited: {exc}")
@@ -507,218 +484,3 @@ async def _rate_limited(
         error_count=job.error_count,
         last_error=str(exc),
     )
-
-
-async def _ingest_all(
-    job: ClaimedJob, ctx: StepContext, deadline: datetime, result: PollResult, *, polled: bool
-) -> Outcome:
-    records: list[ArtifactRecord] = []
-    total = len(result.outputs)
-    for index, output in enumerate(result.outputs):
-        try:
-            if _only_copy(result, output):
-                blob = await _store_only_copy(job, ctx, deadline, output)
-            else:
-                blob = await _ingest_with_quick_retries(ctx.ingestor, output, job.media_type)
-        except DownloadThrottled as exc:
-            return _download_throttled(job, deadline, exc, index, total, polled=polled)
-        except StorageError as exc:
-            return _storage_failed(job, ctx, deadline, result, exc, index, polled=polled)
-        records.append(_record(job, result, index, output, blob))
-        metrics.ARTIFACTS.labels("false" if blob.created else "true").inc()
-        metrics.DOWNLOAD_BYTES.inc(blob.size_bytes)
-        log.info(
-            "artifact.stored",
-            index=index,
-            content_hash=blob.content_hash,
-            size_bytes=blob.size_bytes,
-            type=blob.media_type,
-            dedup=not blob.created,
-        )
-    return Complete(
-        artifacts=records,
-        result_uri=_result_uri(result, records),
-        cost_usd=result.cost_usd,
-        polled=polled,
-    )
-
-
-def _only_copy(result: PollResult, output: Output) -> bool:
-    """Bytes that exist nowhere else: inline, with no address to fetch them again (Stability's
-    synchronous results; a poll of such a job can only say the result is gone)."""
-    return isinstance(output, InlineOutput) and result.result_uri is None
-
-
-async def _store_only_copy(
-    job: ClaimedJob, ctx: StepContext, deadline: datetime, output: Output
-) -> StoredBlob:
-    """Store bytes that cannot be fetched again, retrying a storage outage right here.
-
-    Rescheduling (as for other outputs) would drop the bytes and lose a paid-for result, so
-    retryable storage errors are retried in place with the usual backoff, inside the job's
-    error budget and deadline (the heartbeat keeps the lease meanwhile). Each attempt is
-    shielded: a shutdown waits for a store under way instead of cutting it.
-    """
-    count = job.error_count
-    began = anyio.current_time()
-    while True:
-        try:
-            with anyio.CancelScope(shield=True):
-                return await _ingest(ctx.ingestor, output, job.media_type)
-        except StorageError as exc:
-            count += 1
-            left = scheduling.remaining_s(job, deadline) - (anyio.current_time() - began)
-            wait = scheduling.error_backoff(
-                count, retry_after_s=None, max_s=ctx.limits.error_backoff_max_s, remaining=left
-            )
-            if not exc.retryable or count > ctx.limits.error_budget or wait >= left:
-                raise
-            metrics.STORAGE_ERRORS.labels(type(exc).__name__).inc()
-            log.warning("artifact.store_retry", error=str(exc), attempt=count, wait_s=wait)
-        await anyio.sleep(wait)
-
-
-async def _ingest_with_quick_retries(
-    ingestor: OutputStore, output: Output, media_type: str
-) -> StoredBlob:
-    """Up to `DOWNLOAD_TRIES` tries for a download that broke off or met a 5xx.
-
-    Without them a job with several outputs succeeds only when every download of one attempt
-    does, so a flaky CDN spends the job's error budget although each file arrives eventually.
-    Timeouts (already slow) and 429s (the server said when) are not tried again here.
-    """
-    for attempt in range(1, DOWNLOAD_TRIES):
-        try:
-            return await _ingest(ingestor, output, media_type)
-        except (DownloadTimeout, DownloadThrottled):
-            raise
-        except DownloadUnavailable as exc:
-            log.info("artifact.download_retry", error=str(exc), attempt=attempt)
-            metrics.STORAGE_ERRORS.labels(type(exc).__name__).inc()
-        await anyio.sleep(scheduling.jittered(QUICK_RETRY_S * attempt))
-    return await _ingest(ingestor, output, media_type)
-
-
-async def _ingest(ingestor: OutputStore, output: Output, media_type: str) -> StoredBlob:
-    if isinstance(output, InlineOutput):
-        return await ingestor.ingest_bytes(
-            output.data, expected_kind=media_type, filename=output.filename
-        )
-    return await ingestor.ingest_url(
-        output.url, expected_kind=media_type, headers=dict(output.headers) or None
-    )
-
-
-def _storage_failed(
-    job: ClaimedJob,
-    ctx: StepContext,
-    deadline: datetime,
-    result: PollResult,
-    exc: StorageError,
-    index: int,
-    *,
-    polled: bool,
-) -> Outcome:
-    """A later poll tries the output again, unless the error is permanent, the budget is
-    spent, or the provider cannot hand the output out again (its retries happened in
-    `_store_only_copy`). A failure carries the provider's price: the generation succeeded,
-    and was billed, even though its output could not be stored."""
-    metrics.STORAGE_ERRORS.labels(type(exc).__name__).inc()
-    output, total = result.outputs[index], len(result.outputs)
-    where = f"output {index + 1} of {total}"
-    count = job.error_count + 1
-    only_copy = _only_copy(result, output)
-    if not exc.retryable or count > ctx.limits.error_budget or only_copy:
-        note = " (the provider's only copy: it cannot be fetched again)" if only_copy else ""
-        return Finish(
-            status="failed",
-            error_message=f"{where}: {exc}{note}",
-            polled=polled,
-            cost_usd=result.cost_usd,
-            started=True,
-        )
-    delay = scheduling.error_backoff(
-        count,
-        retry_after_s=None,
-        max_s=ctx.limits.error_backoff_max_s,
-        remaining=scheduling.remaining_s(job, deadline),
-    )
-    log.warning("artifact.retry_scheduled", error=str(exc), attempt=count)
-    return _outputs_pending(delay, polled=polled, error_count=count, error=f"{where}: {exc}")
-
-
-def _download_throttled(
-    job: ClaimedJob,
-    deadline: datetime,
-    exc: DownloadThrottled,
-    index: int,
-    total: int,
-    *,
-    polled: bool,
-) -> Reschedule:
-    """A CDN's 429 means "later", not "broken": like a provider 429 it spends no error budget
-    (the deadline still bounds the job)."""
-    metrics.STORAGE_ERRORS.labels(type(exc).__name__).inc()
-    wait = exc.retry_after_s if exc.retry_after_s is not None else RETRY_AFTER_DEFAULT_S
-    remaining = scheduling.remaining_s(job, deadline)
-    delay = scheduling.next_poll_delay(interval_s=wait, retry_after_s=wait, remaining=remaining)
-    log.info("artifact.throttled", error=str(exc), retry_after_s=wait)
-    where = f"output {index + 1} of {total}"
-    return _outputs_pending(
-        delay, polled=polled, error_count=job.error_count, error=f"{where}: {exc}"
-    )
-
-
-def _outputs_pending(delay_s: float, *, polled: bool, error_count: int, error: str) -> Reschedule:
-    """The provider is done but an output is not stored yet: the job stays processing."""
-    return Reschedule(
-        status="processing",
-        delay_s=delay_s,
-        polled=polled,
-        started=True,
-        error_count=error_count,
-        last_error=error,
-    )
-
-
-def _record(
-    job: ClaimedJob, result: PollResult, index: int, output: Output, blob: StoredBlob
-) -> ArtifactRecord:
-    metadata: dict[str, object] = {
-        **dict(blob.metadata),
-        "provider": job.provider_id,
-        # A job that finishes within its submit has no id on the claimed row yet.
-        "provider_job_id": result.provider_job_id or job.provider_job_id,
-        "output_index": index,
-        "media_type": blob.media_type,
-    }
-    if isinstance(output, RemoteOutput):
-        metadata["source_host"] = urlsplit(output.url).hostname
-    if output.media_type:
-        metadata["provider_media_type"] = output.media_type
-    if output.metadata:
-        metadata["provider_metadata"] = dict(output.metadata)
-    filename = blob.filename or output.filename or _generated_name(job, index, blob)
-    return ArtifactRecord(
-        id=uuid.uuid4(),
-        type=blob.media_type,
-        uri=blob.uri,
-        content_hash=blob.content_hash,
-        size_bytes=blob.size_bytes,
-        filename=filename[:255],
-        metadata=metadata,
-    )
-
-
-def _generated_name(job: ClaimedJob, index: int, blob: StoredBlob) -> str:
-    ext = blob.media_type.rsplit("/", 1)[-1] if "/" in blob.media_type else "bin"
-    return f"{job.id}-{index}.{ext}"
-
-
-def _result_uri(result: PollResult, records: list[ArtifactRecord]) -> str | None:
-    if result.result_uri:
-        return result.result_uri
-    first = result.outputs[0]
-    if isinstance(first, RemoteOutput) and not first.url.startswith("data:"):
-        return first.url
-    return records[0].uri if records else None

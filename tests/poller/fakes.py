@@ -138,7 +138,7 @@ class SubmissionRecorder:
 
 @dataclass
 class MemoryStore:
-    """An output store (`poller.steps.OutputStore`) that keeps blobs in a dict; each entry of
+    """An output store (`poller.outputs.OutputStore`) that keeps blobs in a dict; each entry of
     ``failures`` is raised by one store call, in order, before any call succeeds."""
 
     failures: list[Exception] = field(default_factory=list)
