@@ -67,6 +67,9 @@ class Finish:
     error_message: str
     polled: bool = False
     cost_usd: Decimal | None = None
+    # The provider reported the job running or finished (sets started_at once). A job that
+    # never got that far (refused, unknown provider, timed out while queued) has no start.
+    started: bool = False
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

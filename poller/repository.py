@@ -362,7 +362,7 @@ def _write_back_row(w: PendingWrite) -> dict[str, Any]:
     else:
         row.update(
             delay_s=0.0,
-            started=True,
+            started=o.started,
             error_count=0,
             error_message=_storable(o.error_message),
             cost_usd=None if o.cost_usd is None else str(o.cost_usd),

@@ -12,6 +12,8 @@ from datetime import datetime, timedelta
 from poller.model import ClaimedJob
 
 JITTER = 0.1  # ±10 %: spreads polls of jobs inserted together so they do not stampede
+DEADLINE_SLACK_S = 0.05  # a delay ends this long past the deadline at most
+RETRY_AFTER_DEFAULT_S = 5.0  # a 429 (provider or CDN) without a usable Retry-After
 
 
 def deadline_of(job: ClaimedJob, default_timeout_ms: int) -> datetime:
@@ -24,6 +26,12 @@ def deadline_of(job: ClaimedJob, default_timeout_ms: int) -> datetime:
 
 def remaining_s(job: ClaimedJob, deadline: datetime) -> float:
     return (deadline - job.db_now).total_seconds()
+
+
+def capped(delay_s: float, remaining: float) -> float:
+    """``delay_s``, but never more than a moment past the deadline: a wait the job cannot use
+    (a paused provider, an empty budget) must not hide that its deadline passed."""
+    return max(0.0, min(delay_s, remaining + DEADLINE_SLACK_S))
 
 
 def jittered(seconds: float, rng: random.Random | None = None) -> float:
@@ -43,7 +51,7 @@ def next_poll_delay(
     delay = jittered(interval_s, rng)
     if retry_after_s is not None:
         delay = max(delay, retry_after_s)
-    return max(0.0, min(delay, remaining + 0.05))
+    return capped(delay, remaining)
 
 
 def error_backoff(
@@ -59,4 +67,4 @@ def error_backoff(
     delay = jittered(base, rng)
     if retry_after_s is not None:
         delay = max(delay, retry_after_s)
-    return max(0.0, min(delay, remaining + 0.05))
+    return capped(delay, remaining)

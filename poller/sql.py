@@ -114,7 +114,9 @@ UPDATE app.generation_jobs j
                             ELSE r.error_message END,
        cost_usd = coalesce(r.cost_usd, j.cost_usd),
        deadline_at = coalesce(j.deadline_at, r.deadline_at),
-       started_at = CASE WHEN j.started_at IS NULL AND (r.started OR r.status NOT IN {ACTIVE})
+       -- Only when the provider reported the job running or finished (the step's flag): a
+       -- refused submit or a job timed out while queued never started.
+       started_at = CASE WHEN j.started_at IS NULL AND r.started
                          THEN now() ELSE j.started_at END,
        completed_at = CASE WHEN r.status IN {ACTIVE} THEN NULL ELSE now() END
   FROM r

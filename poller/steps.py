@@ -2,56 +2,55 @@
 
 ``pending`` without a ``provider_job_id`` → submit (the id is persisted with a fenced write
 before anything else); otherwise → poll. A normalised `PollResult` maps to reschedule,
-complete (after every output is stored) or finish. Provider exceptions mean "state unknown":
-transient ones back off inside the job's error budget, permanent ones fail the job with a
-message a human understands. The only SQL here goes through the `Repository` callbacks.
+complete (after every output is stored, by `poller.outputs`) or finish. Provider exceptions
+mean "state unknown": transient ones back off inside the job's error budget, permanent ones
+fail the job with a message a human understands. The only SQL here goes through the
+`Repository` callbacks.
 """
 
 from __future__ import annotations
 
-import uuid
 from collections.abc import Awaitable, Mapping
 from dataclasses import dataclass
 from datetime import datetime
+from decimal import Decimal
 from time import perf_counter
 from typing import Protocol, TypeVar
-from urllib.parse import urlsplit
 
 import anyio
 import structlog
 from structlog.typing import FilteringBoundLogger
 
-from poller import metrics, scheduling
+from poller import metrics, outputs, scheduling
 from poller.budgets import ProviderBudget
-from poller.model import ArtifactRecord, ClaimedJob, Complete, Finish, Outcome, Reschedule
+from poller.model import ClaimedJob, Finish, Outcome, Reschedule
 from poller.repository import DuplicateProviderJob
 from providers.base import Provider
 from providers.errors import (
     ProviderAuthError,
+    ProviderBusy,
     ProviderConnectError,
     ProviderError,
+    ProviderModerated,
     ProviderRateLimited,
     ProviderRejected,
+    ProviderUnavailable,
 )
 from providers.settings import ProviderSettings
-from providers.types import (
-    InlineOutput,
-    JobHandle,
-    Output,
-    PollResult,
-    PollState,
-    RemoteOutput,
-    SubmitRequest,
-)
-from storage import Ingestor, StoredBlob
-from storage.errors import DownloadThrottled, DownloadTimeout, DownloadUnavailable, StorageError
+from providers.types import JobHandle, PollResult, PollState, SubmitRequest
 
 log = structlog.get_logger("poller")
 T = TypeVar("T")
 
-DOWNLOAD_TRIES = 3  # per output and attempt, for dropped connections and CDN 5xx
-QUICK_RETRY_S = 0.5  # such blips are usually gone this much later (times the try number)
-RETRY_AFTER_DEFAULT_S = 5.0  # a 429 (provider or CDN) without a usable Retry-After
+# A provider's 429 pauses it at least this long: "Retry-After: 0" would otherwise pause
+# nothing and send every job straight back to the provider that just refused it.
+MIN_RATE_LIMIT_WAIT_S = 1.0
+# DESIGN §10: a 404 this soon after the submit is the vendor's eventual consistency and is
+# retried (the adapters raise a transient error for it; their own constant is the same 30 s).
+JUST_SUBMITTED_S = 30.0
+CANCEL_TIMEOUT_S = 10.0  # a best-effort provider cancel of an orphaned job waits this long
+# Submit errors that mean nothing was created: the mark is cleared and the submit tried again.
+_SAFE_TO_RESUBMIT = (ProviderConnectError, ProviderBusy, ProviderRateLimited, ProviderAuthError)
 
 
 class SubmissionLog(Protocol):
@@ -71,6 +70,9 @@ class Limits:
     error_budget: int
     error_backoff_max_s: float
     auth_pause_s: float
+    # How long a create call already under way may still finish once its step is cancelled
+    # (shutdown, lost lease), so that its answer is recorded rather than left ambiguous.
+    submit_cancel_grace_s: float = 5.0
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -80,7 +82,7 @@ class StepContext:
     provider: Provider | None
     settings: ProviderSettings | None
     budget: ProviderBudget | None
-    ingestor: Ingestor
+    ingestor: outputs.OutputStore
     db: SubmissionLog
     limits: Limits
     log: FilteringBoundLogger  # bound once, for the per-poll line (see Daemon._job_log)
@@ -106,28 +108,33 @@ async def advance(job: ClaimedJob, ctx: StepContext) -> Outcome:
             "without a write-back",
         )
     deadline = deadline_for(job, ctx)
-    if scheduling.remaining_s(job, deadline) <= 0:
+    remaining = scheduling.remaining_s(job, deadline)
+    if remaining <= 0:
         return await _time_out(job, ctx, deadline)
     wait = await ctx.budget.acquire() if ctx.budget else 0.0
-    if wait > 0:
-        return Reschedule(status=job.status, delay_s=wait, error_count=job.error_count)
+    if wait > 0:  # the budget's wait (a pause may last a day) must not outlast the deadline
+        delay = scheduling.capped(wait, remaining)
+        return Reschedule(status=job.status, delay_s=delay, error_count=job.error_count)
     if job.provider_job_id is None:
         return await _submit(job, ctx, deadline)
     return await _poll(job, ctx, deadline)
 
 
 async def _time_out(job: ClaimedJob, ctx: StepContext, deadline: datetime) -> Finish:
-    assert ctx.provider is not None
+    assert ctx.provider is not None and ctx.settings is not None
     if job.provider_job_id is not None:
         try:
             await ctx.provider.cancel(_handle(job))
         except ProviderError as exc:  # best effort: the deadline stands either way
             log.warning("provider.cancel_failed", error=str(exc))
-    limit_s = (deadline - job.created_at).total_seconds()
+    # Named by the deadline itself: `jobs retry` moves it, so "N s after creation" was wrong.
+    timeout_ms = job.timeout_ms
+    if timeout_ms is None:
+        timeout_ms = ctx.settings.timeout_ms(job.media_type)
     return Finish(
         status="timed_out",
-        error_message=f"timed out: no result within {limit_s:g} s of creation "
-        f"(deadline {deadline.isoformat()})",
+        error_message=f"timed out: no result by the deadline {deadline.isoformat()} "
+        f"(timeout {timeout_ms / 1000:g} s)",
     )
 
 
@@ -154,7 +161,7 @@ async def _submit(job: ClaimedJob, ctx: StepContext, deadline: datetime) -> Outc
         timeout_s=max(1.0, scheduling.remaining_s(job, deadline)),
     )
     try:
-        result = await _timed(ctx, "submit", ctx.provider.submit(request))
+        result = await _create(ctx, request)
     except ProviderError as exc:
         return await _submit_failed(job, ctx, deadline, exc)
     if not result.provider_job_id:
@@ -164,7 +171,7 @@ async def _submit(job: ClaimedJob, ctx: StepContext, deadline: datetime) -> Outc
             "returned no job id",
         )
     try:
-        await ctx.db.record_submission(job, result.provider_job_id)
+        await _record_submission(job, ctx, result.provider_job_id)
     except DuplicateProviderJob:
         return Finish(
             status="failed",
@@ -175,14 +182,76 @@ async def _submit(job: ClaimedJob, ctx: StepContext, deadline: datetime) -> Outc
     return await _apply(job, ctx, deadline, result, polled=False)
 
 
+async def _create(ctx: StepContext, request: SubmitRequest) -> PollResult:
+    """The create call, allowed to finish within a grace when its step is cancelled.
+
+    A cancel (shutdown after its grace, a lost lease) that cut the call would leave the submit
+    mark without an id, and the job would end as "submit outcome unknown" although the call
+    may not even have been sent yet (Stability first downloads the input files). Given a few
+    seconds more, the call usually answers: its id is recorded, or its refusal clears the mark.
+    Only a call still running after the grace stays ambiguous. The cancel then takes effect
+    at the step's next unshielded wait. The watcher task costs about 60 µs per submit, next
+    to two database writes and the create call itself; polls do not pay it.
+    """
+    assert ctx.provider is not None
+    call = anyio.CancelScope(shield=True)
+    answer: PollResult | Exception | None = None
+
+    async def cut_after_grace() -> None:
+        try:
+            await anyio.sleep_forever()
+        finally:  # the step is cancelled, or the call is over and this watcher is not needed
+            call.deadline = anyio.current_time() + ctx.limits.submit_cancel_grace_s
+
+    async with anyio.create_task_group() as watch:
+        watch.start_soon(cut_after_grace)
+        with call:
+            try:
+                answer = await _timed(ctx, "submit", ctx.provider.submit(request))
+            except Exception as exc:  # re-raised below, not as an exception group
+                answer = exc
+        watch.cancel_scope.cancel()
+    if isinstance(answer, Exception):
+        raise answer
+    if answer is None:  # cut after the grace: the step's cancellation is pending
+        await anyio.lowlevel.checkpoint()
+        raise ProviderUnavailable(f"{ctx.provider.name}: the create call was cut off")
+    return answer
+
+
+async def _record_submission(job: ClaimedJob, ctx: StepContext, provider_job_id: str) -> None:
+    """Persist the provider's id: shielded, as it is short and fenced and a cancel here would
+    lose an id already in hand. If it cannot be recorded (the lease went to an operator's
+    cancel or another replica, the database stayed down), the provider job is orphaned: it
+    runs and bills with nothing pointing at it. Say so loudly and try to cancel it."""
+    assert ctx.provider is not None
+    try:
+        with anyio.CancelScope(shield=True):
+            await ctx.db.record_submission(job, provider_job_id)
+    except DuplicateProviderJob:
+        raise
+    except Exception as exc:
+        log.error("provider.orphaned", provider_job_id=provider_job_id, error=repr(exc))
+        with anyio.move_on_after(CANCEL_TIMEOUT_S, shield=True):
+            try:
+                await ctx.provider.cancel(_handle(job, provider_job_id))
+            except ProviderError as cancel_exc:
+                log.warning("provider.cancel_failed", error=str(cancel_exc))
+        raise
+
+
 async def _submit_failed(
     job: ClaimedJob, ctx: StepContext, deadline: datetime, exc: ProviderError
 ) -> Outcome:
     """A refused submit created nothing and may be retried; an ambiguous one must not be."""
+    if isinstance(exc, ProviderModerated):  # DESIGN §10 "moderation: …"; refusals cost nothing
+        return Finish(status="failed", error_message=str(exc), cost_usd=Decimal(0))
     if isinstance(exc, ProviderRejected):
-        return Finish(status="failed", error_message=f"{job.provider_id} rejected the job: {exc}")
-    if isinstance(exc, ProviderConnectError | ProviderRateLimited | ProviderAuthError):
-        await ctx.db.clear_submit_mark(job)
+        message = f"{job.provider_id} rejected the job: {_reason(job, exc)}"
+        return Finish(status="failed", error_message=message)
+    if isinstance(exc, _SAFE_TO_RESUBMIT):
+        with anyio.CancelScope(shield=True):  # the answer is in: record it even when cancelled
+            await ctx.db.clear_submit_mark(job)
         return await _transient(job, ctx, deadline, exc, polled=False)
     return Finish(
         status="failed",
@@ -191,14 +260,24 @@ async def _submit_failed(
     )
 
 
-def _handle(job: ClaimedJob) -> JobHandle:
+def _reason(job: ClaimedJob, exc: ProviderError) -> str:
+    """The error's text without the provider's name, with which adapters begin it: the job's
+    message names the provider once ("replicate: replicate: HTTP 402" read like a bug)."""
+    text = str(exc)
+    prefix = f"{job.provider_id}: "
+    return text.removeprefix(prefix)
+
+
+def _handle(job: ClaimedJob, provider_job_id: str | None = None) -> JobHandle:
+    """The job as the adapter knows it (``provider_job_id``: one not recorded on the row)."""
     since = None
     if job.submit_started_at is not None:
         since = (job.db_now - job.submit_started_at).total_seconds()
-    assert job.provider_job_id is not None
+    pid = provider_job_id or job.provider_job_id
+    assert pid is not None
     return JobHandle(
         job_id=job.id,
-        provider_job_id=job.provider_job_id,
+        provider_job_id=pid,
         media_type=job.media_type,
         params=job.input_params,
         since_submit_s=since,
@@ -236,18 +315,16 @@ async def _apply(
 ) -> Outcome:
     state = result.state
     if state is PollState.SUCCEEDED:
-        return await _ingest_all(job, ctx, deadline, result, polled=polled)
+        return await outputs.ingest_all(
+            job, ctx.ingestor, ctx.limits, deadline, result, polled=polled
+        )
     if state in (PollState.FAILED, PollState.CANCELED):
         return _finish_failed(job, deadline, result, polled=polled)
     if state is PollState.UNKNOWN:
         log.warning("provider.unknown_status", raw_status=result.raw_status)
     running = state is PollState.RUNNING or job.status == "processing"
-    assert ctx.settings is not None
-    interval_ms = job.poll_interval_ms or 0
-    if interval_ms <= 0:  # NULL means the provider default; zero or negative rows are bogus
-        interval_ms = ctx.settings.poll_interval_ms(job.media_type)
     delay = scheduling.next_poll_delay(
-        interval_s=interval_ms / 1000,
+        interval_s=_interval_s(job, ctx),
         retry_after_s=result.retry_after_s,
         remaining=scheduling.remaining_s(job, deadline),
     )
@@ -257,6 +334,15 @@ async def _apply(
         polled=polled,
         started=running,
     )
+
+
+def _interval_s(job: ClaimedJob, ctx: StepContext) -> float:
+    """The job's poll interval: its own, else the provider's default for its media type."""
+    assert ctx.settings is not None
+    interval_ms = job.poll_interval_ms or 0
+    if interval_ms <= 0:  # NULL means the provider default; zero or negative rows are bogus
+        interval_ms = ctx.settings.poll_interval_ms(job.media_type)
+    return interval_ms / 1000
 
 
 def _finish_failed(
@@ -271,7 +357,13 @@ def _finish_failed(
     status = "failed"
     if result.state is PollState.CANCELED and (failure.code == "aborted" or past_deadline):
         status = "timed_out"
-    return Finish(status=status, error_message=message, polled=polled, cost_usd=result.cost_usd)
+    return Finish(
+        status=status,
+        error_message=message,
+        polled=polled,
+        cost_usd=result.cost_usd,
+        started=True,  # first seen finished: DESIGN §10 counts that moment as the start
+    )
 
 
 async def _transient(
@@ -280,20 +372,30 @@ async def _transient(
     """Back off inside the error budget; fail once it (or a permanent error) says so."""
     remaining = scheduling.remaining_s(job, deadline)
     if isinstance(exc, ProviderAuthError):
-        return await _auth_failed(job, ctx, exc, polled=polled)
+        return await _auth_failed(job, ctx, exc, remaining, polled=polled)
     if isinstance(exc, ProviderRateLimited):
         return await _rate_limited(job, ctx, exc, remaining, polled=polled)
+    if isinstance(exc, ProviderModerated):
+        return Finish(status="failed", error_message=str(exc), polled=polled, cost_usd=Decimal(0))
     if not exc.retryable:
-        return Finish(status="failed", error_message=f"{job.provider_id}: {exc}", polled=polled)
+        message = f"{job.provider_id}: {_reason(job, exc)}"
+        return Finish(status="failed", error_message=message, polled=polled)
+    retry_after = exc.retry_after_s if isinstance(exc, ProviderUnavailable) else None
+    if polled and isinstance(exc, ProviderUnavailable) and _just_submitted(job):
+        return _not_visible_yet(job, ctx, exc, retry_after, remaining)
     count = job.error_count + 1
     if count > ctx.limits.error_budget:
         return Finish(
             status="failed",
-            error_message=f"gave up after {count} consecutive errors from {job.provider_id}: {exc}",
+            error_message=f"gave up after {count} consecutive errors from {job.provider_id}: "
+            f"{_reason(job, exc)}",
             polled=polled,
         )
     delay = scheduling.error_backoff(
-        count, retry_after_s=None, max_s=ctx.limits.error_backoff_max_s, remaining=remaining
+        count,
+        retry_after_s=retry_after,
+        max_s=ctx.limits.error_backoff_max_s,
+        remaining=remaining,
     )
     log.info("provider.retry_scheduled", error=str(exc), attempt=count, wait_s=round(delay, 3))
     return Reschedule(
@@ -301,10 +403,43 @@ async def _transient(
     )
 
 
-async def _auth_failed(
-    job: ClaimedJob, ctx: StepContext, exc: ProviderAuthError, *, polled: bool
+def _just_submitted(job: ClaimedJob) -> bool:
+    if job.submit_started_at is None:
+        return False
+    return (job.db_now - job.submit_started_at).total_seconds() < JUST_SUBMITTED_S
+
+
+def _not_visible_yet(
+    job: ClaimedJob,
+    ctx: StepContext,
+    exc: ProviderUnavailable,
+    retry_after_s: float | None,
+    remaining: float,
 ) -> Reschedule:
-    """Bad credentials are a configuration problem: pause the provider, keep the job."""
+    """A transient error of a poll in the first 30 s after the submit: mostly the early 404
+    of a job the vendor does not show yet (DESIGN §10: retried). The window bounds these
+    retries, so they do not spend the error budget; a small budget would otherwise fail a
+    job the vendor is about to show. They come at the poll interval (at least a second)."""
+    delay = scheduling.next_poll_delay(
+        interval_s=max(MIN_RATE_LIMIT_WAIT_S, _interval_s(job, ctx)),
+        retry_after_s=retry_after_s,
+        remaining=remaining,
+    )
+    log.info("provider.retry_scheduled", error=str(exc), attempt=0, wait_s=round(delay, 3))
+    return Reschedule(
+        status=job.status,
+        delay_s=delay,
+        polled=True,
+        error_count=job.error_count,
+        last_error=str(exc),
+    )
+
+
+async def _auth_failed(
+    job: ClaimedJob, ctx: StepContext, exc: ProviderAuthError, remaining: float, *, polled: bool
+) -> Reschedule:
+    """Bad credentials are a configuration problem: pause the provider, keep the job (until
+    its deadline: the job looks again by then, whatever the pause)."""
     pause = ctx.limits.auth_pause_s
     log.error("provider.auth_failed", error=str(exc), paused_s=pause)
     metrics.PROVIDER_PAUSES.labels(job.provider_id, "auth").inc()
@@ -313,7 +448,7 @@ async def _auth_failed(
         ctx.budget.block_for(pause)
     return Reschedule(
         status=job.status,
-        delay_s=pause,
+        delay_s=scheduling.capped(pause, remaining),
         polled=polled,
         error_count=job.error_count,
         last_error=str(exc),
@@ -328,16 +463,20 @@ async def _rate_limited(
     *,
     polled: bool,
 ) -> Reschedule:
-    """A 429 pauses the provider for every replica for its Retry-After (or lockout).
+    """A 429 pauses the provider for every replica for its Retry-After (or lockout), at least
+    `MIN_RATE_LIMIT_WAIT_S`; the job waits that long and at least its poll interval.
 
     It does not spend the job's error budget: the provider is alive and said when to return.
     """
-    wait = exc.retry_after_s if exc.retry_after_s is not None else RETRY_AFTER_DEFAULT_S
+    wait = exc.retry_after_s if exc.retry_after_s is not None else scheduling.RETRY_AFTER_DEFAULT_S
+    wait = max(wait, MIN_RATE_LIMIT_WAIT_S)
     metrics.PROVIDER_PAUSES.labels(job.provider_id, "rate_limit").inc()
     await ctx.db.pause_provider(job.provider_id, wait, f"rate limited: {exc}")
     if ctx.budget:
         ctx.budget.block_for(wait)
-    delay = scheduling.next_poll_delay(interval_s=wait, retry_after_s=wait, remaining=remaining)
+    delay = scheduling.next_poll_delay(
+        interval_s=max(wait, _interval_s(job, ctx)), retry_after_s=wait, remaining=remaining
+    )
     log.info("provider.rate_limited", retry_after_s=wait)
     return Reschedule(
         status=job.status,
@@ -346,167 +485,3 @@ async def _rate_limited(
         error_count=job.error_count,
         last_error=str(exc),
     )
-
-
-async def _ingest_all(
-    job: ClaimedJob, ctx: StepContext, deadline: datetime, result: PollResult, *, polled: bool
-) -> Outcome:
-    records: list[ArtifactRecord] = []
-    total = len(result.outputs)
-    for index, output in enumerate(result.outputs):
-        try:
-            blob = await _ingest_with_quick_retries(ctx.ingestor, output, job.media_type)
-        except DownloadThrottled as exc:
-            return _download_throttled(job, deadline, exc, index, total, polled=polled)
-        except StorageError as exc:
-            return _storage_failed(job, ctx, deadline, exc, index, total, polled=polled)
-        records.append(_record(job, result, index, output, blob))
-        metrics.ARTIFACTS.labels("false" if blob.created else "true").inc()
-        metrics.DOWNLOAD_BYTES.inc(blob.size_bytes)
-        log.info(
-            "artifact.stored",
-            index=index,
-            content_hash=blob.content_hash,
-            size_bytes=blob.size_bytes,
-            type=blob.media_type,
-            dedup=not blob.created,
-        )
-    return Complete(
-        artifacts=records,
-        result_uri=_result_uri(result, records),
-        cost_usd=result.cost_usd,
-        polled=polled,
-    )
-
-
-async def _ingest_with_quick_retries(
-    ingestor: Ingestor, output: Output, media_type: str
-) -> StoredBlob:
-    """Up to `DOWNLOAD_TRIES` tries for a download that broke off or met a 5xx.
-
-    Without them a job with several outputs succeeds only when every download of one attempt
-    does, so a flaky CDN spends the job's error budget although each file arrives eventually.
-    Timeouts (already slow) and 429s (the server said when) are not tried again here.
-    """
-    for attempt in range(1, DOWNLOAD_TRIES):
-        try:
-            return await _ingest(ingestor, output, media_type)
-        except (DownloadTimeout, DownloadThrottled):
-            raise
-        except DownloadUnavailable as exc:
-            log.info("artifact.download_retry", error=str(exc), attempt=attempt)
-            metrics.STORAGE_ERRORS.labels(type(exc).__name__).inc()
-        await anyio.sleep(scheduling.jittered(QUICK_RETRY_S * attempt))
-    return await _ingest(ingestor, output, media_type)
-
-
-async def _ingest(ingestor: Ingestor, output: Output, media_type: str) -> StoredBlob:
-    if isinstance(output, InlineOutput):
-        return await ingestor.ingest_bytes(
-            output.data, expected_kind=media_type, filename=output.filename
-        )
-    return await ingestor.ingest_url(
-        output.url, expected_kind=media_type, headers=dict(output.headers) or None
-    )
-
-
-def _storage_failed(
-    job: ClaimedJob,
-    ctx: StepContext,
-    deadline: datetime,
-    exc: StorageError,
-    index: int,
-    total: int,
-    *,
-    polled: bool,
-) -> Outcome:
-    metrics.STORAGE_ERRORS.labels(type(exc).__name__).inc()
-    where = f"output {index + 1} of {total}"
-    count = job.error_count + 1
-    if not exc.retryable or count > ctx.limits.error_budget:
-        return Finish(status="failed", error_message=f"{where}: {exc}", polled=polled)
-    delay = scheduling.error_backoff(
-        count,
-        retry_after_s=None,
-        max_s=ctx.limits.error_backoff_max_s,
-        remaining=scheduling.remaining_s(job, deadline),
-    )
-    log.warning("artifact.retry_scheduled", error=str(exc), attempt=count)
-    return _outputs_pending(delay, polled=polled, error_count=count, error=f"{where}: {exc}")
-
-
-def _download_throttled(
-    job: ClaimedJob,
-    deadline: datetime,
-    exc: DownloadThrottled,
-    index: int,
-    total: int,
-    *,
-    polled: bool,
-) -> Reschedule:
-    """A CDN's 429 means "later", not "broken": like a provider 429 it spends no error budget
-    (the deadline still bounds the job)."""
-    metrics.STORAGE_ERRORS.labels(type(exc).__name__).inc()
-    wait = exc.retry_after_s if exc.retry_after_s is not None else RETRY_AFTER_DEFAULT_S
-    remaining = scheduling.remaining_s(job, deadline)
-    delay = scheduling.next_poll_delay(interval_s=wait, retry_after_s=wait, remaining=remaining)
-    log.info("artifact.throttled", error=str(exc), retry_after_s=wait)
-    where = f"output {index + 1} of {total}"
-    return _outputs_pending(
-        delay, polled=polled, error_count=job.error_count, error=f"{where}: {exc}"
-    )
-
-
-def _outputs_pending(delay_s: float, *, polled: bool, error_count: int, error: str) -> Reschedule:
-    """The provider is done but an output is not stored yet: the job stays processing."""
-    return Reschedule(
-        status="processing",
-        delay_s=delay_s,
-        polled=polled,
-        started=True,
-        error_count=error_count,
-        last_error=error,
-    )
-
-
-def _record(
-    job: ClaimedJob, result: PollResult, index: int, output: Output, blob: StoredBlob
-) -> ArtifactRecord:
-    metadata: dict[str, object] = {
-        **dict(blob.metadata),
-        "provider": job.provider_id,
-        # A job that finishes within its submit has no id on the claimed row yet.
-        "provider_job_id": result.provider_job_id or job.provider_job_id,
-        "output_index": index,
-        "media_type": blob.media_type,
-    }
-    if isinstance(output, RemoteOutput):
-        metadata["source_host"] = urlsplit(output.url).hostname
-    if output.media_type:
-        metadata["provider_media_type"] = output.media_type
-    if output.metadata:
-        metadata["provider_metadata"] = dict(output.metadata)
-    filename = blob.filename or output.filename or _generated_name(job, index, blob)
-    return ArtifactRecord(
-        id=uuid.uuid4(),
-        type=blob.media_type,
-        uri=blob.uri,
-        content_hash=blob.content_hash,
-        size_bytes=blob.size_bytes,
-        filename=filename[:255],
-        metadata=metadata,
-    )
-
-
-def _generated_name(job: ClaimedJob, index: int, blob: StoredBlob) -> str:
-    ext = blob.media_type.rsplit("/", 1)[-1] if "/" in blob.media_type else "bin"
-    return f"{job.id}-{index}.{ext}"
-
-
-def _result_uri(result: PollResult, records: list[ArtifactRecord]) -> str | None:
-    if result.result_uri:
-        return result.result_uri
-    first = result.outputs[0]
-    if isinstance(first, RemoteOutput) and not first.url.startswith("data:"):
-        return first.url
-    return records[0].uri if records else None

@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 import uuid
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import psycopg
 from psycopg.rows import dict_row
 from psycopg.types.json import Jsonb
+
+from poller.model import ClaimedJob
 
 
 def insert_jobs(
@@ -58,3 +61,34 @@ def fetch(url: str, query: str, params: tuple[Any, ...] = ()) -> list[dict[str, 
 def execute(url: str, query: str, params: tuple[Any, ...] = ()) -> None:
     with psycopg.connect(url, autocommit=True) as conn:
         conn.execute(query, params)
+
+
+def claimed_job(**overrides: Any) -> ClaimedJob:
+    """A job as the claim returns it, created 10 s before the claim and due at it; a step
+    test sets only what it is about (``deadline_at``, ``provider_job_id``, counters)."""
+    now = datetime.now(UTC)
+    values: dict[str, Any] = {
+        "id": uuid.uuid4(),
+        "tenant_id": "t1",
+        "run_id": uuid.uuid4(),
+        "run_step_id": uuid.uuid4(),
+        "provider_id": "scripted",
+        "provider_job_id": None,
+        "media_type": "image",
+        "status": "pending",
+        "poll_interval_ms": 100,
+        "timeout_ms": 60_000,
+        "attempts": 0,
+        "input_params": {},
+        "created_at": now - timedelta(seconds=10),
+        "started_at": None,
+        "deadline_at": None,
+        "submit_started_at": None,
+        "lease_version": 1,
+        "claim_count": 1,
+        "error_count": 0,
+        "due_at": now,
+        "db_now": now,
+    }
+    values.update(overrides)
+    return ClaimedJob(**values)

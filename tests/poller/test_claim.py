@@ -138,7 +138,11 @@ async def test_write_back_stores_every_field_of_both_outcome_kinds(
     )
     # A NUL character (rejected by PostgreSQL's text and jsonb) must not sink the batch.
     fail = Finish(
-        status="failed", error_message="bad\x00 output", polled=True, cost_usd=Decimal("0.0123")
+        status="failed",
+        error_message="bad\x00 output",
+        polled=True,
+        cost_usd=Decimal("0.0123"),
+        started=True,
     )
     applied = await r.write_back(
         [
@@ -156,6 +160,20 @@ async def test_write_back_stores_every_field_of_both_outcome_kinds(
     assert failed["cost_usd"] == Decimal("0.0123")
     assert failed["attempts"] == kept["attempts"] == 1
     assert failed["started_at"] is not None and failed["completed_at"] is not None
+
+
+async def test_a_job_that_never_started_ends_without_a_start_time(
+    db_url: str, pool: AsyncConnectionPool
+) -> None:
+    """A refused submit, an unknown provider or a timeout while still queued: the provider
+    never ran the job, so started_at stays NULL (DESIGN §10: first seen processing)."""
+    [job_id] = insert_jobs(db_url, 1)
+    [job] = await repo(pool).claim(1, excluded=[], per_tenant=4)
+    never = Finish(status="timed_out", error_message="timed out")
+    await repo(pool).write_back([PendingWrite(job=job, outcome=never, deadline_at=None)])
+    row = job_row(db_url, job_id)
+    assert row["status"] == "timed_out" and row["completed_at"] is not None
+    assert row["started_at"] is None
 
 
 async def test_release_undoes_the_claim_count_and_makes_the_job_due(
