@@ -154,7 +154,7 @@ def mark_canceled(url: str, job_id: uuid.UUID, *, tenant: str) -> bool:
         row = conn.execute(
             """UPDATE app.generation_jobs
                   SET status = 'failed', error_message = 'canceled by operator',
-                      completed_at = now(), started_at = coalesce(started_at, now()),
+                      completed_at = now(),
                       lease_owner = NULL, lease_version = lease_version + 1
                 WHERE id = %s AND status IN ('pending', 'processing') RETURNING id""",
             (job_id,),

@@ -23,7 +23,7 @@ import anyio
 import psycopg
 import structlog
 
-from poller import metrics, steps
+from poller import metrics, scheduling, steps
 from poller.budgets import ProviderBudget
 from poller.model import ClaimedJob, Complete, Finish, Outcome, Reschedule
 from poller.repository import REJECTED, LeaseLost, PendingWrite, Repository, rejected_outcome
@@ -48,6 +48,24 @@ class _InFlight:
     scope: anyio.CancelScope = field(default_factory=anyio.CancelScope)
     lease_lost: bool = False
     writing: bool = False  # the outcome is being written: the lease ends with that write
+
+
+@dataclass(slots=True)
+class _OutageHold:
+    """How long a completion holding the only copy of an output waits out an outage: until
+    the deadline, with backoff up to 10 s between attempts."""
+
+    job: ClaimedJob
+    deadline: datetime
+    started: float = field(default_factory=time.monotonic)
+    attempts: int = 0
+
+    def next_wait(self) -> float | None:
+        left = scheduling.remaining_s(self.job, self.deadline) - (time.monotonic() - self.started)
+        if left <= 0:
+            return None
+        self.attempts += 1
+        return min(left, 10.0, 0.5 * 2.0**self.attempts)
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -138,7 +156,9 @@ class Daemon:
             for entry in workers.unstarted:  # cancelled before any worker picked them up
                 self._forget(entry)
                 self._release(entry)
-            with anyio.CancelScope(shield=True):
+            # Shielded, but bounded: with the database gone the flush would retry for longer
+            # than an orchestrator waits after SIGTERM; unwritten releases expire as leases.
+            with anyio.move_on_after(max(5.0, self._cfg.shutdown_grace_s), shield=True):
                 await self._batcher.flush()
             services.cancel_scope.cancel()
         log.info("daemon.stopped")
@@ -414,18 +434,41 @@ class Daemon:
 
     async def _complete(self, job: ClaimedJob, outcome: Complete, deadline: datetime) -> None:
         calls = 0
+        hold = _OutageHold(job, deadline) if not outcome.refetchable else None
 
         async def attempt() -> None:
             nonlocal calls
             calls += 1
             await self._repo.complete(job, outcome, deadline)
 
+        while True:
+            try:
+                await with_db_retry("complete", attempt)
+            except psycopg.OperationalError as exc:
+                if hold is not None and await self._hold_lease(hold):
+                    continue
+                if not await self._completion_failed(job, outcome, deadline, exc, calls > 1):
+                    return
+            except (LeaseLost, psycopg.Error) as exc:
+                if not await self._completion_failed(job, outcome, deadline, exc, calls > 1):
+                    return
+            self._finished(job, "completed", outcome.cost_usd, artifacts=len(outcome.artifacts))
+            return
+
+    async def _hold_lease(self, hold: _OutageHold) -> bool:
+        """The database is unreachable and this completion holds the only copy of an output:
+        wait, keep the lease, and try again until the deadline (or shutdown). A later poll
+        could only report the result lost. False: give up (the caller logs why)."""
+        wait = hold.next_wait()
+        if wait is None or self._stopping.is_set():
+            return False
+        log.warning("db.retry_scheduled", operation="complete_only_copy", wait_s=round(wait, 3))
+        await anyio.sleep(wait)
         try:
-            await with_db_retry("complete", attempt)
-        except (LeaseLost, psycopg.Error) as exc:
-            if not await self._completion_failed(job, outcome, deadline, exc, calls > 1):
-                return
-        self._finished(job, "completed", outcome.cost_usd, artifacts=len(outcome.artifacts))
+            kept = await self._repo.extend_leases([hold.job])
+        except psycopg.Error:
+            return True  # still down: the fenced completion tells whether the lease held
+        return hold.job.id in kept
 
     async def _completion_failed(
         self,

@@ -93,6 +93,9 @@ class Complete:
     result_uri: str | None
     cost_usd: Decimal | None
     polled: bool = True
+    # False when an output exists nowhere but in this completion (Stability's synchronous
+    # results): a database outage must then be waited out, not left to a later poll.
+    refetchable: bool = True
 
 
 Outcome = Reschedule | Finish | Complete

@@ -88,6 +88,7 @@ async def ingest_all(
         result_uri=_result_uri(result, records),
         cost_usd=result.cost_usd,
         polled=polled,
+        refetchable=not any(_only_copy(result, output) for output in result.outputs),
     )
 
 
@@ -208,6 +209,7 @@ def _download_throttled(
     (the deadline still bounds the job)."""
     metrics.STORAGE_ERRORS.labels(type(exc).__name__).inc()
     wait = exc.retry_after_s if exc.retry_after_s is not None else scheduling.RETRY_AFTER_DEFAULT_S
+    wait = max(wait, scheduling.MIN_RATE_LIMIT_WAIT_S)
     remaining = scheduling.remaining_s(job, deadline)
     delay = scheduling.next_poll_delay(interval_s=wait, retry_after_s=wait, remaining=remaining)
     log.info("artifact.throttled", error=str(exc), retry_after_s=wait)

@@ -14,6 +14,9 @@ from poller.model import ClaimedJob
 JITTER = 0.1  # ±10 %: spreads polls of jobs inserted together so they do not stampede
 DEADLINE_SLACK_S = 0.05  # a delay ends this long past the deadline at most
 RETRY_AFTER_DEFAULT_S = 5.0  # a 429 (provider or CDN) without a usable Retry-After
+# A 429 (provider or CDN) makes the job wait at least this long: "Retry-After: 0" would
+# otherwise send it straight back to the host that just refused it.
+MIN_RATE_LIMIT_WAIT_S = 1.0
 
 
 def deadline_of(job: ClaimedJob, default_timeout_ms: int) -> datetime:

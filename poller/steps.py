@@ -42,9 +42,6 @@ from providers.types import JobHandle, PollResult, PollState, SubmitRequest
 log = structlog.get_logger("poller")
 T = TypeVar("T")
 
-# A provider's 429 pauses it at least this long: "Retry-After: 0" would otherwise pause
-# nothing and send every job straight back to the provider that just refused it.
-MIN_RATE_LIMIT_WAIT_S = 1.0
 # DESIGN §10: a 404 this soon after the submit is the vendor's eventual consistency and is
 # retried (the adapters raise a transient error for it; their own constant is the same 30 s).
 JUST_SUBMITTED_S = 30.0
@@ -421,7 +418,7 @@ def _not_visible_yet(
     retries, so they do not spend the error budget; a small budget would otherwise fail a
     job the vendor is about to show. They come at the poll interval (at least a second)."""
     delay = scheduling.next_poll_delay(
-        interval_s=max(MIN_RATE_LIMIT_WAIT_S, _interval_s(job, ctx)),
+        interval_s=max(scheduling.MIN_RATE_LIMIT_WAIT_S, _interval_s(job, ctx)),
         retry_after_s=retry_after_s,
         remaining=remaining,
     )
@@ -464,12 +461,12 @@ async def _rate_limited(
     polled: bool,
 ) -> Reschedule:
     """A 429 pauses the provider for every replica for its Retry-After (or lockout), at least
-    `MIN_RATE_LIMIT_WAIT_S`; the job waits that long and at least its poll interval.
+    `scheduling.MIN_RATE_LIMIT_WAIT_S`; the job waits that long and at least its poll interval.
 
     It does not spend the job's error budget: the provider is alive and said when to return.
     """
     wait = exc.retry_after_s if exc.retry_after_s is not None else scheduling.RETRY_AFTER_DEFAULT_S
-    wait = max(wait, MIN_RATE_LIMIT_WAIT_S)
+    wait = max(wait, scheduling.MIN_RATE_LIMIT_WAIT_S)
     metrics.PROVIDER_PAUSES.labels(job.provider_id, "rate_limit").inc()
     await ctx.db.pause_provider(job.provider_id, wait, f"rate limited: {exc}")
     if ctx.budget:

@@ -187,6 +187,8 @@ def test_cancel_marks_failed_and_fences_out_a_lease_holder(db_url: str) -> None:
     assert row["status"] == "failed"
     assert row["error_message"] == "canceled by operator"
     assert row["lease_version"] == 4 and row["lease_owner"] is None
+    assert row["completed_at"] is not None
+    assert row["started_at"] is None  # the provider never ran it: no start time is invented
     refused(cli(db_url, "jobs", "cancel", str(job_id)), "already failed")
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextvars
+import time
 import uuid
 from collections.abc import AsyncIterator
 from dataclasses import replace
@@ -17,6 +18,7 @@ from psycopg_pool import AsyncConnectionPool
 from pydantic_settings import SettingsConfigDict
 from structlog.testing import capture_logs
 
+from poller import scheduling
 from poller.daemon import Adapter, Daemon
 from poller.repository import Grant, Repository, open_pool
 from poller.settings import PollerSettings
@@ -425,17 +427,22 @@ async def test_quick_retries_are_bounded_then_the_error_budget_counts(
 async def test_cdn_429s_wait_as_told_without_spending_the_error_budget(
     db_url: str, pool: AsyncConnectionPool, tmp_path: Path
 ) -> None:
+    """Three 429s against an error budget of two; each says "Retry-After: 0", which must
+    still mean at least a second (scheduling.MIN_RATE_LIMIT_WAIT_S), not a tight loop."""
     [job_id] = insert_jobs(db_url, 1)
     with serve() as cdn:
-        flaky_cdn(cdn, "/a.png", png_bytes(), [429] * 5)
+        flaky_cdn(cdn, "/a.png", png_bytes(), [429] * 3)
         provider = ScriptedProvider(default=remote_outputs(cdn, "/a.png"))
         settings = poller_settings(error_budget=2)
+        started = time.monotonic()
         await run_daemon(db_url, pool, tmp_path / "store", provider, settings=settings)
+        elapsed = time.monotonic() - started
         requests = cdn.paths()
     row = job_row(db_url, job_id)
     assert row["status"] == "completed"
-    assert (row["attempts"], row["error_count"]) == (6, 0)
-    assert requests == ["/a.png"] * 6  # no quick retry after a 429
+    assert (row["attempts"], row["error_count"]) == (4, 0)
+    assert requests == ["/a.png"] * 4  # no quick retry after a 429
+    assert elapsed >= 3 * 0.9 * scheduling.MIN_RATE_LIMIT_WAIT_S  # the floor, less jitter
 
 
 async def test_a_completion_the_database_rejects_fails_the_job_at_once_saying_why(

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import time
 from pathlib import Path
+from typing import Any
 
 import anyio
 import psycopg
@@ -13,7 +14,7 @@ from psycopg_pool import AsyncConnectionPool
 from poller.repository import Repository
 from providers.errors import ProviderRateLimited, ProviderUnavailable
 from providers.types import JobHandle, PollResult
-from tests.poller.fakes import ScriptedProvider, png_bytes, running, succeeded
+from tests.poller.fakes import ScriptedProvider, failed, png_bytes, running, succeeded
 from tests.poller.helpers import execute, fetch, insert_jobs
 from tests.poller.test_daemon import poller_settings, pool, run_daemon, scripted_settings
 
@@ -216,3 +217,28 @@ async def test_a_step_whose_lease_was_taken_is_cancelled_by_the_heartbeat(
     assert cancelled_at is not None and cancelled_at - started < 4
     [row] = fetch(db_url, "SELECT status, lease_owner FROM app.generation_jobs")
     assert (row["status"], row["lease_owner"]) == ("pending", "someone-else")
+
+
+async def test_a_completion_holding_the_only_copy_waits_out_a_database_outage(
+    db_url: str, pool: AsyncConnectionPool, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """An inline result without a URL (Stability's synchronous answers) exists nowhere else:
+    the completion keeps its lease and retries past with_db_retry's four attempts, instead
+    of leaving the job to a poll that can only say the result is lost."""
+    original = Repository.complete
+    calls: list[int] = []
+
+    async def outage_then_back(self: Repository, *args: Any, **kwargs: Any) -> None:
+        calls.append(1)
+        if len(calls) <= 5:
+            raise psycopg.OperationalError("server closed the connection unexpectedly")
+        await original(self, *args, **kwargs)
+
+    monkeypatch.setattr(Repository, "complete", outage_then_back)
+    [job_id] = insert_jobs(db_url, 1)
+    provider = ScriptedProvider(default=failed("the synchronous result was not stored"))
+    provider.script(f"sub-{job_id}", [succeeded(png_bytes(9, 9))])
+    await run_daemon(db_url, pool, tmp_path, provider)
+    [row] = fetch(db_url, "SELECT status, error_message FROM app.generation_jobs")
+    assert (row["status"], row["error_message"]) == ("completed", None)
+    assert len(calls) == 6

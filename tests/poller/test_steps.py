@@ -14,7 +14,7 @@ import pytest
 import structlog
 from structlog.testing import capture_logs
 
-from poller import steps
+from poller import scheduling, steps
 from poller.budgets import ProviderBudget
 from poller.model import ClaimedJob, Complete, Finish, Outcome, Reschedule
 from poller.repository import LeaseLost
@@ -220,8 +220,8 @@ async def test_a_429_with_retry_after_zero_still_waits() -> None:
     db = SubmissionRecorder()
     provider = failing_poll(ProviderRateLimited("scripted: HTTP 429", retry_after_s=0.0))
     outcome = reschedule(await steps.advance(polling(), context(provider, db=db)))
-    assert [s for _, s, _ in db.pauses] == [steps.MIN_RATE_LIMIT_WAIT_S]
-    assert outcome.delay_s >= steps.MIN_RATE_LIMIT_WAIT_S
+    assert [s for _, s, _ in db.pauses] == [scheduling.MIN_RATE_LIMIT_WAIT_S]
+    assert outcome.delay_s >= scheduling.MIN_RATE_LIMIT_WAIT_S
 
 
 async def test_a_429_waits_at_least_the_jobs_poll_interval() -> None:
