@@ -125,11 +125,21 @@ class LocalBlobStore:
             staged.unlink(missing_ok=True)
 
     def _stage_copy(self, source: Path) -> Path:
+        """A synced copy of ``source`` in the store's own temp dir, or nothing at all.
+
+        A copy that fails midway (ENOSPC, EIO, EDQUOT) is removed here: the callers only
+        take ownership of a complete copy, and a partial one would hold space exactly when
+        the disk is full.
+        """
         staged = self.tmp_dir / f"{TEMP_PREFIXES[1]}{uuid4().hex}"
-        shutil.copyfile(source, staged)
-        os.chmod(staged, BLOB_MODE)
-        with staged.open("rb") as copy:
-            os.fsync(copy.fileno())
+        try:
+            shutil.copyfile(source, staged)
+            os.chmod(staged, BLOB_MODE)
+            with staged.open("rb") as copy:
+                os.fsync(copy.fileno())
+        except BaseException:
+            staged.unlink(missing_ok=True)
+            raise
         return staged
 
     def _refresh(self, final: Path, source: Path) -> None:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import errno
 import os
+import shutil
 import stat
 import time
 from pathlib import Path
@@ -85,6 +86,58 @@ async def test_publish_falls_back_when_hard_links_fail(
     assert await anyio.Path(first.uri).read_bytes() == data
     assert os.listdir(tmp_path / "tmpdir") == []
     assert os.listdir(tmp_path / "root" / ".tmp") == []
+
+
+def refuse_cross_device_links(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Links out of ``tmpdir`` fail with EXDEV, as when POLLER_TMP_DIR is another filesystem."""
+    real_link = os.link
+
+    def link(source: str | Path, target: str | Path) -> None:
+        if "/tmpdir/" in str(source):
+            raise OSError(errno.EXDEV, os.strerror(errno.EXDEV))
+        real_link(source, target)
+
+    monkeypatch.setattr(os, "link", link)
+
+
+@pytest.mark.parametrize(
+    ("failure", "error"), [(errno.ENOSPC, DiskFull), (errno.EIO, StorageUnavailable)]
+)
+async def test_a_copy_fallback_failing_midway_leaves_no_staged_file(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, failure: int, error: type[Exception]
+) -> None:
+    """The disk fills up halfway through the copy: the half-written stage-* file goes too."""
+    refuse_cross_device_links(monkeypatch)
+
+    def copy_half_then_fail(source: Path, target: Path) -> None:
+        data = Path(source).read_bytes()
+        Path(target).write_bytes(data[: len(data) // 2])
+        raise OSError(failure, os.strerror(failure), str(target))
+
+    monkeypatch.setattr(shutil, "copyfile", copy_half_then_fail)
+    config = local_config(tmp_path / "root", tmp_dir=tmp_path / "tmpdir")
+    async with open_storage(config) as ingestor:
+        with pytest.raises(error):
+            await ingestor.ingest_bytes(png(13, 13), expected_kind="image")
+        assert [blob async for blob in ingestor.store.iter_blobs()] == []
+    assert os.listdir(tmp_path / "root" / ".tmp") == []
+    assert os.listdir(tmp_path / "tmpdir") == []
+
+
+async def test_stale_staged_copies_are_swept_even_with_a_separate_tmp_dir(
+    tmp_path: Path,
+) -> None:
+    """A crash mid-copy leaves stage-* in <root>/.tmp, which POLLER_TMP_DIR does not cover."""
+    staging = tmp_path / "root" / ".tmp"
+    staging.mkdir(parents=True)
+    stale, fresh = staging / "stage-old", staging / "stage-new"
+    for path in (stale, fresh):
+        path.write_bytes(b"half a copy")
+    long_ago = time.time() - 7 * 3600
+    os.utime(stale, (long_ago, long_ago))
+    async with open_storage(local_config(tmp_path / "root", tmp_dir=tmp_path / "tmpdir")):
+        pass
+    assert os.listdir(staging) == ["stage-new"]
 
 
 async def test_unusable_root_fails_at_start_up(tmp_path: Path) -> None:
