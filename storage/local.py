@@ -50,8 +50,10 @@ class LocalBlobStore:
     @classmethod
     async def open(cls, root: Path, *, limiter: anyio.CapacityLimiter) -> LocalBlobStore:
         """Create the tree if needed and prove it is writable (fails loudly at start-up)."""
-        absolute = await anyio.to_thread.run_sync(root.absolute)
-        store = cls(absolute, limiter=limiter)
+        # Lexically normalised, not just absolute: ``file://../store`` and ``file:///a/./b``
+        # must not put ``..`` or ``.`` into artifacts.uri (identical content, same uri).
+        absolute = await anyio.to_thread.run_sync(os.path.abspath, root)
+        store = cls(Path(absolute), limiter=limiter)
         try:
             await anyio.to_thread.run_sync(store._prepare, limiter=limiter)
         except OSError as exc:
@@ -94,6 +96,7 @@ class LocalBlobStore:
             os.link(source, final)
         except FileExistsError:
             self._refresh(final, source)
+            _sync_existing(final)
             return False
         except OSError as exc:
             if exc.errno not in _LINK_UNAVAILABLE:
@@ -111,12 +114,14 @@ class LocalBlobStore:
                 os.link(staged, final)
             except FileExistsError:
                 self._refresh(final, source)
+                _sync_existing(final)
                 return False
             except OSError as exc:
                 if exc.errno not in _LINK_UNAVAILABLE:
                     raise
                 if final.exists():  # no hard links at all: rename, racing writers are harmless
                     self._refresh(final, source)
+                    _sync_existing(final)
                     return False
                 os.replace(staged, final)
             fsync_dir(final.parent)
@@ -196,6 +201,13 @@ class LocalBlobStore:
 
     async def aclose(self) -> None:
         """Nothing to release; present so both backends close the same way."""
+
+
+def _sync_existing(final: Path) -> None:
+    """A dedup hit relies on a name another writer may not have made durable yet (it can be
+    between its link and its own directory fsync): sync it before our artifact row points at
+    it."""
+    fsync_dir(final.parent)
 
 
 def _list_dirs(base: Path) -> list[Path]:

@@ -8,13 +8,16 @@ import shutil
 import stat
 import time
 from pathlib import Path
+from typing import Any
 
 import anyio
 import pytest
 
+import storage.fs
+import storage.local
 from storage import key_for, open_storage
 from storage.errors import BackendMisconfigured, DiskFull, StorageUnavailable
-from storage.fs import os_error
+from storage.fs import make_dirs, os_error
 from tests.storage.helpers import local_config, png, sha256
 
 pytestmark = pytest.mark.anyio
@@ -37,6 +40,55 @@ async def test_relative_file_url_resolves_against_the_working_directory(
         blob = await ing.ingest_bytes(b"hello", expected_kind=None)
     assert blob.uri == str(tmp_path / "rel" / "dir" / blob.key)
     assert blob.media_type == "text/plain"
+
+
+async def test_a_root_spelled_with_dot_dot_gives_the_normalised_uri(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Identical content, same uri: however the root is spelled, or whatever the cwd is."""
+    (tmp_path / "elsewhere").mkdir()
+    monkeypatch.chdir(tmp_path / "elsewhere")
+    spellings = ("file://../store", f"file://{tmp_path}/x/../store/.", f"file://{tmp_path}/store")
+    uris = set()
+    for url in spellings:
+        async with open_storage(local_config(Path("unused"), storage_url=url)) as ingestor:
+            blob = await ingestor.ingest_bytes(b"same bytes", expected_kind=None)
+            uris.add(blob.uri)
+    assert uris == {str(tmp_path / "store" / blob.key)}
+
+
+async def test_a_dedup_hit_syncs_the_directory_holding_the_name(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The first writer may be between its link and its directory fsync: the second syncs."""
+    data = png(8, 8)
+    async with open_storage(local_config(tmp_path / "root")) as ingestor:
+        await ingestor.ingest_bytes(data, expected_kind="image")
+        synced: list[Path] = []
+        monkeypatch.setattr(storage.local, "fsync_dir", synced.append)
+        again = await ingestor.ingest_bytes(data, expected_kind="image")
+    assert not again.created
+    assert synced == [Path(again.uri).parent]
+
+
+def test_a_writer_losing_the_mkdir_race_syncs_the_parent(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Another writer created the shard between our exists() and mkdir(), not yet synced."""
+    shard = tmp_path / "sha256" / "ab"
+    (tmp_path / "sha256").mkdir()
+    real_mkdir = Path.mkdir
+
+    def lose_the_race(self: Path, *args: Any, **kwargs: Any) -> None:
+        real_mkdir(self, *args, **kwargs)  # the other writer's mkdir
+        raise FileExistsError(errno.EEXIST, os.strerror(errno.EEXIST), str(self))
+
+    synced: list[Path] = []
+    monkeypatch.setattr(Path, "mkdir", lose_the_race)
+    monkeypatch.setattr(storage.fs, "fsync_dir", synced.append)
+    make_dirs(shard)
+    assert shard.is_dir()
+    assert synced == [tmp_path / "sha256"]
 
 
 async def test_dedup_refreshes_mtime_for_the_gc_grace_period(tmp_path: Path) -> None:
