@@ -174,20 +174,21 @@ class LocalBlobStore:
         with os.scandir(shard) as entries:
             for entry in entries:
                 key = f"sha256/{shard.name}/{entry.name}"
-                digest = content_hash_of(key)
-                if digest is None or not entry.is_file(follow_symlinks=False):
+                if content_hash_of(key) is None or not entry.is_file(follow_symlinks=False):
                     continue
-                stat = entry.stat(follow_symlinks=False)
-                infos.append(
-                    BlobInfo(
-                        key=key,
-                        uri=entry.path,
-                        content_hash=digest,
-                        size_bytes=stat.st_size,
-                        modified_at=datetime.fromtimestamp(stat.st_mtime, UTC),
-                    )
-                )
+                infos.append(_info(key, entry.path, entry.stat(follow_symlinks=False)))
         return infos
+
+    async def stat(self, key: str) -> BlobInfo | None:
+        """The blob's size and mtime now (a dedup hit may have refreshed it), or None."""
+        path = self.path_for(key)
+        try:
+            found = await anyio.to_thread.run_sync(path.lstat, limiter=self._limiter)
+        except FileNotFoundError:
+            return None
+        except OSError as exc:
+            raise os_error(exc, f"checking blob {key}") from exc
+        return _info(key, str(path), found)
 
     async def delete(self, key: str) -> None:
         """Remove one blob (garbage collection only); a missing blob is not an error."""
@@ -201,6 +202,16 @@ class LocalBlobStore:
 
     async def aclose(self) -> None:
         """Nothing to release; present so both backends close the same way."""
+
+
+def _info(key: str, path: str, found: os.stat_result) -> BlobInfo:
+    return BlobInfo(
+        key=key,
+        uri=path,
+        content_hash=checked_key(key).rsplit("/", 1)[-1],
+        size_bytes=found.st_size,
+        modified_at=datetime.fromtimestamp(found.st_mtime, UTC),
+    )
 
 
 def _sync_existing(final: Path) -> None:

@@ -21,7 +21,7 @@ import base64
 import hashlib
 from collections.abc import AsyncIterator, Callable, Mapping
 from contextlib import asynccontextmanager
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 from functools import partial
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
@@ -32,7 +32,13 @@ import botocore.exceptions
 import structlog
 from botocore.config import Config
 
-from storage.base import BlobInfo, StoredObject, checked_key, content_hash_of
+from storage.base import (
+    DEDUP_REFRESH_AFTER,
+    BlobInfo,
+    StoredObject,
+    checked_key,
+    content_hash_of,
+)
 from storage.config import S3Location, StorageConfig
 from storage.errors import (
     BackendMisconfigured,
@@ -56,7 +62,7 @@ CACHE_CONTROL = "public, max-age=31536000, immutable"
 MAX_PARTS = 10_000
 PART_CONCURRENCY = 4  # memory bound: each in-flight part is held in memory once
 # A dedup hit on an older object rewrites its LastModified so GC's grace period restarts.
-REFRESH_AFTER = timedelta(hours=1)
+REFRESH_AFTER = DEDUP_REFRESH_AFTER
 _RETRYABLE_STATUS = frozenset({408, 409, 429})
 _RETRYABLE_CODES = frozenset(
     {
@@ -188,8 +194,7 @@ class S3BlobStore:
         object_key = self.object_key(key)
         async with self._writing.hold(object_key):
             head = await self._head(object_key)
-            if head is not None:
-                await self._refresh_if_old(object_key, head)
+            if head is not None and await self._refresh_if_old(object_key, head):
                 return StoredObject(key=key, uri=self.uri_for(key), created=False)
             created = await self._upload(object_key, path, media_type, content_hash)
         return StoredObject(key=key, uri=self.uri_for(key), created=created)
@@ -312,24 +317,37 @@ class S3BlobStore:
             "checking for an existing blob", partial(self._head_sync, object_key)
         )
 
-    async def _refresh_if_old(self, object_key: str, head: HeadObjectOutputTypeDef) -> None:
-        """Best effort: a self-copy resets LastModified so GC does not reap a re-used blob."""
+    async def _refresh_if_old(self, object_key: str, head: HeadObjectOutputTypeDef) -> bool:
+        """Best effort: a self-copy resets LastModified so GC does not reap a re-used blob.
+
+        False when the object vanished since the HEAD (garbage collection deleted it in
+        between): the caller must upload it again rather than reference a missing blob.
+        """
         if datetime.now(UTC) - head["LastModified"] < REFRESH_AFTER:
-            return
-        copy = partial(
-            self._client.copy_object,
-            Bucket=self.bucket,
-            Key=object_key,
-            CopySource={"Bucket": self.bucket, "Key": object_key},
-            MetadataDirective="REPLACE",
-            Metadata=head.get("Metadata", {}),
-            ContentType=head.get("ContentType", "application/octet-stream"),
-            CacheControl=CACHE_CONTROL,
-        )
+            return True
+        copy = partial(self._copy_onto_itself, object_key, head)
         try:
-            await self._run("refreshing a re-used blob", copy)
+            return await self._run("refreshing a re-used blob", copy)
         except StorageError as exc:
             log.warning("storage.s3_refresh_failed", key=object_key, error=str(exc))
+            return True
+
+    def _copy_onto_itself(self, object_key: str, head: HeadObjectOutputTypeDef) -> bool:
+        try:
+            self._client.copy_object(
+                Bucket=self.bucket,
+                Key=object_key,
+                CopySource={"Bucket": self.bucket, "Key": object_key},
+                MetadataDirective="REPLACE",
+                Metadata=head.get("Metadata", {}),
+                ContentType=head.get("ContentType", "application/octet-stream"),
+                CacheControl=CACHE_CONTROL,
+            )
+        except botocore.exceptions.ClientError as exc:
+            if _code(exc) == "NoSuchKey" or (_status(exc) == 404 and _code(exc) != "NoSuchBucket"):
+                return False
+            raise
+        return True
 
     async def _put_multipart(
         self, object_key: str, path: Path, size: int, headers: Mapping[str, Any]
@@ -446,6 +464,16 @@ class S3BlobStore:
             content_hash=digest,
             size_bytes=int(item.get("Size", 0)),
             modified_at=item["LastModified"],
+        )
+
+    async def stat(self, key: str) -> BlobInfo | None:
+        """The object's size and LastModified now (a dedup hit may have refreshed it)."""
+        object_key = self.object_key(key)
+        head = await self._head(object_key)
+        if head is None:
+            return None
+        return self._blob_info(
+            object_key, {"Size": head["ContentLength"], "LastModified": head["LastModified"]}
         )
 
     async def delete(self, key: str) -> None:

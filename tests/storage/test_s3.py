@@ -205,6 +205,35 @@ async def test_dedup_refreshes_an_old_objects_last_modified(
     assert head["ContentType"] == "image/png"
 
 
+async def test_a_blob_deleted_between_head_and_refresh_is_uploaded_again(
+    s3_endpoint: str,
+    s3_client: S3Client,
+    bucket: str,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """GC deleted the object after our HEAD found it: the refresh copy gets 404, and a dedup
+    answer would leave the new artifact row pointing at nothing."""
+    data = png(6, 6)
+    async with open_storage(s3_config(s3_endpoint, bucket, tmp_path)) as ingestor:
+        blob = await ingestor.ingest_bytes(data, expected_kind="image")
+        key = f"media/{blob.key}"
+        store = ingestor.store
+        assert isinstance(store, S3BlobStore)
+        real_head = store._head
+
+        async def head_then_gc(object_key: str) -> Any:
+            found = await real_head(object_key)
+            s3_client.delete_object(Bucket=bucket, Key=object_key)
+            return found
+
+        monkeypatch.setattr(storage.s3, "REFRESH_AFTER", timedelta(0))
+        monkeypatch.setattr(store, "_head", head_then_gc)
+        again = await ingestor.ingest_bytes(data, expected_kind="image")
+    assert again.created
+    assert s3_client.get_object(Bucket=bucket, Key=key)["Body"].read() == data
+
+
 async def test_iter_blobs_ignores_foreign_objects(
     s3_endpoint: str, s3_client: S3Client, bucket: str, tmp_path: Path
 ) -> None:
