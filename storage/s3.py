@@ -10,9 +10,12 @@ because s3transfer refuses ``IfNoneMatch``, and the condition goes on
 ``CompleteMultipartUpload``. The content SHA-256 is in the object metadata (``sha256``) since a
 multipart SHA-256 checksum is a checksum of part checksums, not of the file. Checksums are
 only sent when asked (``request_checksum_calculation="when_required"``): botocore's default
-CRC32 headers break many S3-compatible servers. A server without conditional writes (501) is
-detected once and the HEAD check alone is relied on; for content-addressed keys an overwrite
-rewrites identical bytes.
+CRC32 headers break many S3-compatible servers. The SHA-256 checksum the uploads do send can
+be switched off (``StorageConfig.s3_send_checksum``, ``POLLER_S3_SEND_CHECKSUM``) for servers
+that reject it. A server without conditional writes (501) is detected once and the HEAD check
+alone is relied on; for content-addressed keys an overwrite rewrites identical bytes. Any
+other 400/501 to an upload is `BackendMisconfigured` (retryable, naming the setting): the
+server lacks a feature, and the job's output is still good.
 """
 
 from __future__ import annotations
@@ -74,6 +77,8 @@ _RETRYABLE_CODES = frozenset(
         "InternalError",
     }
 )
+# On an upload, the answers of S3-compatible servers to a feature they lack.
+_UNSUPPORTED_STATUS = frozenset({400, 501})
 _DENIED_CODES = frozenset({"AccessDenied", "InvalidAccessKeyId", "SignatureDoesNotMatch"})
 _NO_CREDENTIALS = (
     botocore.exceptions.NoCredentialsError,
@@ -216,7 +221,9 @@ class S3BlobStore:
         if self._send_checksum:
             headers["ChecksumSHA256"] = _b64(bytes.fromhex(content_hash))
         put = partial(self._put_object, object_key, path, headers)
-        return await self._run(f"uploading {object_key}", partial(self._create_if_absent, put))
+        return await self._run(
+            f"uploading {object_key}", partial(self._create_if_absent, put), writes=True
+        )
 
     # -- blocking bodies, run in worker threads ------------------------------------------------
 
@@ -238,9 +245,9 @@ class S3BlobStore:
                 return False
             if _status(exc) != 501 or not condition:
                 raise
+            write({})  # still failing: the condition was not (only) what the server lacks
             log.warning("storage.s3_conditional_writes_unsupported", endpoint=self._endpoint)
             self._conditional = False
-            write({})
         return True
 
     def _head_sync(self, object_key: str) -> HeadObjectOutputTypeDef | None:
@@ -275,20 +282,24 @@ class S3BlobStore:
 
     # -- async plumbing ------------------------------------------------------------------------
 
-    async def _run(self, doing: str, call: Callable[[], T]) -> T:
-        """Run one boto3 call in a worker thread, translating its errors in that thread."""
+    async def _run(self, doing: str, call: Callable[[], T], *, writes: bool = False) -> T:
+        """Run one boto3 call in a worker thread, translating its errors in that thread.
+
+        ``writes`` marks the upload calls, whose 400/501 answers mean a feature the server
+        lacks rather than a bad blob (see `_unsupported`).
+        """
 
         def guarded() -> T:
             try:
                 return call()
             except (botocore.exceptions.ClientError, botocore.exceptions.BotoCoreError) as exc:
-                raise self._translate(exc, doing) from exc
+                raise self._translate(exc, doing, writes=writes) from exc
             except OSError as exc:
                 raise os_error(exc, doing) from exc
 
         return await anyio.to_thread.run_sync(guarded, limiter=self._limiter)
 
-    def _translate(self, exc: Exception, doing: str) -> StorageError:
+    def _translate(self, exc: Exception, doing: str, *, writes: bool = False) -> StorageError:
         where = f"{doing} (s3://{self.bucket}, endpoint {self._endpoint})"
         if isinstance(exc, _NO_CREDENTIALS):
             return BackendMisconfigured(
@@ -308,9 +319,29 @@ class S3BlobStore:
                 f"{where}: access denied ({code or status}); check the AWS credentials and the "
                 "bucket policy"
             )
-        if status >= 500 or status in _RETRYABLE_STATUS or code in _RETRYABLE_CODES:
+        if code in _RETRYABLE_CODES or status in _RETRYABLE_STATUS:
+            return StorageUnavailable(f"{where}: S3 answered {code or status} (HTTP {status})")
+        if writes and status in _UNSUPPORTED_STATUS:
+            return self._unsupported(where, code, status)
+        if status >= 500:
             return StorageUnavailable(f"{where}: S3 answered {code or status} (HTTP {status})")
         return StorageError(f"{where}: S3 answered {code or status} (HTTP {status}): {exc}")
+
+    def _unsupported(self, where: str, code: str, status: int) -> BackendMisconfigured:
+        """An S3-compatible server refusing an upload feature (the SHA-256 checksum header,
+        conditional writes): an operator fixes the store or the setting, the job waits.
+
+        Failing the job instead would throw away a finished, paid generation.
+        """
+        hint = (
+            "set POLLER_S3_SEND_CHECKSUM=false if this server does not support the "
+            "x-amz-checksum-sha256 header"
+            if self._send_checksum
+            else "this server may not support conditional writes (If-None-Match)"
+        )
+        return BackendMisconfigured(
+            f"{where}: S3 answered {code or status} (HTTP {status}) to an upload: {hint}"
+        )
 
     async def _head(self, object_key: str) -> HeadObjectOutputTypeDef | None:
         return await self._run(
@@ -360,12 +391,15 @@ class S3BlobStore:
             **headers,
             **extra,
         )
-        upload_id = (await self._run("starting a multipart upload", start))["UploadId"]
+        started = await self._run("starting a multipart upload", start, writes=True)
+        upload_id = started["UploadId"]
         try:
             parts = await self._upload_parts(object_key, upload_id, path, size)
             complete = partial(self._complete, object_key, upload_id, parts)
             created = await self._run(
-                "completing a multipart upload", partial(self._create_if_absent, complete)
+                "completing a multipart upload",
+                partial(self._create_if_absent, complete),
+                writes=True,
             )
         except BaseException:
             with anyio.CancelScope(shield=True):
@@ -403,7 +437,7 @@ class S3BlobStore:
             length = min(part_bytes, size - offset)
             call = partial(self._upload_part, object_key, upload_id, path, number, offset, length)
             try:
-                done[number] = await self._run(f"uploading part {number}", call)
+                done[number] = await self._run(f"uploading part {number}", call, writes=True)
             except StorageError as exc:
                 failures.append(exc)
             finally:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+from collections.abc import Iterator
 from datetime import timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -11,6 +12,7 @@ from typing import TYPE_CHECKING, Any
 import anyio
 import botocore.exceptions
 import pytest
+from botocore.awsrequest import AWSPreparedRequest, AWSResponse, HTTPHeaders
 
 import storage.s3
 from storage import StorageConfig, key_for, open_storage
@@ -247,6 +249,87 @@ async def test_iter_blobs_ignores_foreign_objects(
     assert [(i.key, i.size_bytes, i.uri) for i in listed] == [
         (f"sha256/aa/{digest}", 3, f"s3://{bucket}/media/sha256/aa/{digest}")
     ]
+
+
+class _Body:
+    def __init__(self, data: bytes) -> None:
+        self._data = data
+
+    def stream(self, **_: Any) -> Iterator[bytes]:
+        yield self._data
+
+
+def reject_checksums(store: S3BlobStore, status: int, code: str, seen: list[str]) -> None:
+    """Act like an S3-compatible server without x-amz-checksum-sha256 support: answer every
+    request that carries the header (or asks for the algorithm) with ``status``/``code``."""
+
+    def handler(request: AWSPreparedRequest, **_: Any) -> AWSResponse | None:
+        headers = {k.lower() for k in request.headers}
+        if not headers & {"x-amz-checksum-sha256", "x-amz-checksum-algorithm"}:
+            return None
+        seen.append(f"{request.method} {request.url}")
+        body = f"<Error><Code>{code}</Code><Message>unsupported header</Message></Error>"
+        return AWSResponse(request.url, status, HTTPHeaders(), _Body(body.encode()))
+
+    events: Any = store._client.meta.events  # typed for handlers returning None only
+    events.register("before-send.s3", handler)
+
+
+@pytest.mark.parametrize(("status", "code"), [(400, "InvalidArgument"), (501, "NotImplemented")])
+@pytest.mark.parametrize("size", [1000, 6 * MiB])
+async def test_a_server_rejecting_the_checksum_header_is_a_retryable_misconfiguration(
+    s3_endpoint: str,
+    s3_client: S3Client,
+    bucket: str,
+    tmp_path: Path,
+    status: int,
+    code: str,
+    size: int,
+) -> None:
+    """Failing the job would throw away a finished, paid generation: retry, name the fix."""
+    data = os.urandom(size)
+    config = s3_config(
+        s3_endpoint,
+        bucket,
+        tmp_path,
+        s3_multipart_threshold_bytes=5 * MiB,
+        s3_multipart_part_bytes=5 * MiB,
+    )
+    seen: list[str] = []
+    async with open_storage(config) as ingestor:
+        assert isinstance(ingestor.store, S3BlobStore)
+        reject_checksums(ingestor.store, status, code, seen)
+        with pytest.raises(BackendMisconfigured) as caught:
+            await ingestor.ingest_bytes(data, expected_kind=None)
+    assert seen
+    assert caught.value.retryable
+    assert "set POLLER_S3_SEND_CHECKSUM=false" in str(caught.value)
+    assert ingestor.store._conditional  # a 501 to the checksum is not "no conditional writes"
+    assert s3_client.list_objects_v2(Bucket=bucket).get("KeyCount") == 0
+    assert s3_client.list_multipart_uploads(Bucket=bucket).get("Uploads", []) == []
+
+
+@pytest.mark.parametrize("size", [1000, 6 * MiB])
+async def test_checksums_switched_off_reach_a_server_that_rejects_them(
+    s3_endpoint: str, s3_client: S3Client, bucket: str, tmp_path: Path, size: int
+) -> None:
+    data = os.urandom(size)
+    config = s3_config(
+        s3_endpoint,
+        bucket,
+        tmp_path,
+        s3_multipart_threshold_bytes=5 * MiB,
+        s3_multipart_part_bytes=5 * MiB,
+        s3_send_checksum=False,
+    )
+    seen: list[str] = []
+    async with open_storage(config) as ingestor:
+        assert isinstance(ingestor.store, S3BlobStore)
+        reject_checksums(ingestor.store, 400, "InvalidArgument", seen)
+        blob = await ingestor.ingest_bytes(data, expected_kind=None)
+    assert seen == []
+    assert blob.created
+    assert s3_client.get_object(Bucket=bucket, Key=f"media/{blob.key}")["Body"].read() == data
 
 
 def client_error(status: int, code: str) -> botocore.exceptions.ClientError:
