@@ -332,6 +332,112 @@ async def test_checksums_switched_off_reach_a_server_that_rejects_them(
     assert s3_client.get_object(Bucket=bucket, Key=f"media/{blob.key}")["Body"].read() == data
 
 
+def reject_conditional_writes(store: S3BlobStore, seen: list[str]) -> None:
+    """Act like a server without conditional writes: 501 to any If-None-Match request."""
+
+    def handler(request: AWSPreparedRequest, **_: Any) -> AWSResponse | None:
+        if "If-None-Match" not in request.headers:
+            return None
+        seen.append(request.method)
+        body = b"<Error><Code>NotImplemented</Code><Message>no conditions</Message></Error>"
+        return AWSResponse(request.url, 501, HTTPHeaders(), _Body(body))
+
+    events: Any = store._client.meta.events
+    events.register("before-send.s3", handler)
+
+
+@pytest.mark.parametrize("size", [1000, 6 * MiB])
+async def test_without_conditional_writes_the_head_check_alone_is_used(
+    s3_endpoint: str, s3_client: S3Client, bucket: str, tmp_path: Path, size: int
+) -> None:
+    """A 501 to If-None-Match is detected once; the write is repeated without it."""
+    first, second = os.urandom(size), os.urandom(size)
+    config = s3_config(
+        s3_endpoint,
+        bucket,
+        tmp_path,
+        s3_multipart_threshold_bytes=5 * MiB,
+        s3_multipart_part_bytes=5 * MiB,
+    )
+    seen: list[str] = []
+    async with open_storage(config) as ingestor:
+        assert isinstance(ingestor.store, S3BlobStore)
+        reject_conditional_writes(ingestor.store, seen)
+        stored = [await ingestor.ingest_bytes(d, expected_kind=None) for d in (first, second)]
+        again = await ingestor.ingest_bytes(first, expected_kind=None)
+    assert len(seen) == 1  # detected once, never asked again
+    assert [blob.created for blob in (*stored, again)] == [True, True, False]
+    for blob, data in zip(stored, (first, second), strict=True):
+        assert s3_client.get_object(Bucket=bucket, Key=f"media/{blob.key}")["Body"].read() == data
+    assert s3_client.list_multipart_uploads(Bucket=bucket).get("Uploads", []) == []
+
+
+def multipart_config(endpoint: str, bucket: str, tmp_path: Path) -> StorageConfig:
+    return s3_config(
+        endpoint,
+        bucket,
+        tmp_path,
+        s3_multipart_threshold_bytes=5 * MiB,
+        s3_multipart_part_bytes=5 * MiB,
+    )
+
+
+async def test_a_failed_part_aborts_the_multipart_upload(
+    s3_endpoint: str,
+    s3_client: S3Client,
+    bucket: str,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Open uploads are billed storage: a part answered 503 must not leave one behind."""
+    async with open_storage(multipart_config(s3_endpoint, bucket, tmp_path)) as ingestor:
+        store = ingestor.store
+        assert isinstance(store, S3BlobStore)
+        real_part = store._upload_part
+
+        def part(key: str, upload: str, path: Path, number: int, offset: int, size: int) -> Any:
+            if number == 2:
+                raise client_error(503, "SlowDown")
+            return real_part(key, upload, path, number, offset, size)
+
+        monkeypatch.setattr(store, "_upload_part", part)
+        with pytest.raises(StorageUnavailable, match="uploading part 2"):
+            await ingestor.ingest_bytes(os.urandom(12 * MiB), expected_kind=None)
+    assert s3_client.list_multipart_uploads(Bucket=bucket).get("Uploads", []) == []
+    assert s3_client.list_objects_v2(Bucket=bucket).get("KeyCount") == 0
+    assert os.listdir(tmp_path / "tmp") == []
+
+
+async def test_cancellation_mid_parts_aborts_the_multipart_upload(
+    s3_endpoint: str,
+    s3_client: S3Client,
+    bucket: str,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A shutdown cancelling the job mid-upload: the abort still runs (shielded)."""
+    parts: list[int] = []
+    async with open_storage(multipart_config(s3_endpoint, bucket, tmp_path)) as ingestor:
+        store = ingestor.store
+        assert isinstance(store, S3BlobStore)
+        real_part = store._upload_part
+        with anyio.CancelScope() as scope:
+
+            def part(key: str, upload: str, path: Path, number: int, offset: int, size: int) -> Any:
+                parts.append(number)
+                if number == 2:
+                    anyio.from_thread.run_sync(scope.cancel)
+                return real_part(key, upload, path, number, offset, size)
+
+            monkeypatch.setattr(store, "_upload_part", part)
+            await ingestor.ingest_bytes(os.urandom(16 * MiB), expected_kind=None)
+    assert scope.cancelled_caught
+    assert 2 in parts
+    assert s3_client.list_multipart_uploads(Bucket=bucket).get("Uploads", []) == []
+    assert s3_client.list_objects_v2(Bucket=bucket).get("KeyCount") == 0
+    assert os.listdir(tmp_path / "tmp") == []
+
+
 def client_error(status: int, code: str) -> botocore.exceptions.ClientError:
     metadata: Any = {
         "HTTPStatusCode": status,
