@@ -79,7 +79,10 @@ class StoredBlob:
 
     ``created`` is False when identical bytes were already stored (dedup); ``metadata`` holds
     only facts read from the bytes (width, height, format, duration_s, sample_rate, channels,
-    codec…); ``filename`` is a sanitised name from the URL path or the caller, if any.
+    codec…); ``filename`` is a sanitised name from the URL path or the caller, if any, with
+    an extension that agrees with the sniffed type; ``extension`` is the sniffed type's usual
+    extension (``mp3`` for ``audio/mpeg``, ``mov`` for ``video/quicktime``), None when the
+    bytes are of no known type, for callers that make up a name of their own.
     """
 
     content_hash: str
@@ -90,6 +93,7 @@ class StoredBlob:
     metadata: Mapping[str, Any]
     created: bool
     filename: str | None
+    extension: str | None = None
 
 
 class BlobStore(Protocol):

@@ -173,6 +173,7 @@ class Ingestor:
             metadata=metadata,
             created=stored.created,
             filename=safe_filename(name, sniffed.extension),
+            extension=sniffed.extension,
         )
 
 

@@ -116,6 +116,24 @@ def test_sniffing(head: bytes, media_type: str) -> None:
 
 
 @pytest.mark.parametrize(
+    ("data", "name", "filename", "extension"),
+    [
+        ("tone.mp3", "track.mpeg", "track.mp3", "mp3"),
+        ("tone.mp3", None, None, "mp3"),
+        ("png", "out-0.webp", "out-0.png", "png"),
+    ],
+)
+async def test_the_stored_name_agrees_with_the_sniffed_type(
+    ingestor: Ingestor, data: str, name: str | None, filename: str | None, extension: str
+) -> None:
+    """A provider's name never carries another type's extension into the artifact row, and
+    callers making up a name get the type's usual extension (mp3, not the subtype mpeg)."""
+    body = png() if data == "png" else fixture(data)
+    blob = await ingestor.ingest_bytes(body, expected_kind=None, filename=name)
+    assert (blob.filename, blob.extension) == (filename, extension)
+
+
+@pytest.mark.parametrize(
     ("name", "extension", "expected"),
     [
         ("out-0.png", "png", "out-0.png"),
@@ -126,6 +144,16 @@ def test_sniffing(head: bytes, media_type: str) -> None:
         ("", "png", None),
         (None, "png", None),
         ("a" * 300 + ".webp", "webp", "a" * 115 + ".webp"),
+        ("out-0.webp", "png", "out-0.png"),
+        ("x.html", "png", "x.png"),
+        ("x.html", None, "x.bin"),
+        ("track.mpeg", "mp3", "track.mp3"),
+        ("clip.quicktime", "mov", "clip.mov"),
+        ("photo.JPEG", "jpg", "photo.JPEG"),
+        ("scan.tiff", "tif", "scan.tiff"),
+        ("clip.mp4", "m4v", "clip.mp4"),
+        ("v1.2_final", "png", "v1.2_final.png"),
+        ("blob.bin", None, "blob.bin"),
     ],
 )
 def test_safe_filenames(name: str | None, extension: str | None, expected: str | None) -> None:
