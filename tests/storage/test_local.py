@@ -91,6 +91,38 @@ def test_a_writer_losing_the_mkdir_race_syncs_the_parent(
     assert synced == [tmp_path / "sha256"]
 
 
+async def test_bytes_are_synced_before_the_link_and_the_name_after_it(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A published name must survive a crash with its bytes: fsync(temp) → link → fsync(dir)."""
+    events: list[tuple[str, str]] = []
+    real_fsync, real_link, real_sync_dir = os.fsync, os.link, storage.fs.fsync_dir
+
+    def fsync(fd: int) -> None:
+        events.append(("fsync", os.readlink(f"/proc/self/fd/{fd}")))
+        real_fsync(fd)
+
+    def link(source: str | Path, target: str | Path) -> None:
+        events.append(("link", str(target)))
+        real_link(source, target)
+
+    def sync_dir(directory: Path) -> None:
+        events.append(("fsync_dir", str(directory)))
+        real_sync_dir(directory)
+
+    async with open_storage(local_config(tmp_path / "root")) as ingestor:
+        monkeypatch.setattr(os, "fsync", fsync)
+        monkeypatch.setattr(os, "link", link)
+        monkeypatch.setattr(storage.local, "fsync_dir", sync_dir)
+        blob = await ingestor.ingest_bytes(png(15, 15), expected_kind="image")
+    temp_synced = [
+        i for i, (what, path) in enumerate(events) if what == "fsync" and "/.tmp/ingest-" in path
+    ]
+    linked = events.index(("link", blob.uri))
+    shard_synced = events.index(("fsync_dir", str(Path(blob.uri).parent)))
+    assert temp_synced and temp_synced[0] < linked < shard_synced
+
+
 async def test_dedup_refreshes_mtime_for_the_gc_grace_period(tmp_path: Path) -> None:
     data = png(7, 7)
     async with open_storage(local_config(tmp_path / "root")) as ingestor:
