@@ -12,6 +12,7 @@ from storage.config import LocalLocation, S3Location
 from storage.errors import ContentRejected, StorageConfigError
 from storage.sniff import safe_filename, sniff
 from tests.storage.helpers import fixture, image_bytes, local_config, png, wav
+from tests.storage.media_bytes import flac, ogg_opus, webm
 
 pytestmark = pytest.mark.anyio
 
@@ -75,6 +76,40 @@ async def test_wav_and_m4a_audio_metadata(ingestor: Ingestor) -> None:
     assert m4a_blob.media_type == "audio/mp4"
     assert m4a_blob.metadata["codec"] == "aac"
     assert m4a_blob.metadata["duration_s"] == pytest.approx(1.0, abs=0.1)
+
+
+async def test_webm_video_metadata(ingestor: Ingestor) -> None:
+    blob = await ingestor.ingest_bytes(webm(), expected_kind="video")
+    assert blob.media_type == "video/webm"
+    assert dict(blob.metadata) == {
+        "duration_s": 1.0,
+        "container": "WebM",
+        "has_audio": False,
+        "width": 64,
+        "height": 48,
+        "codec": "vp8",
+    }
+
+
+@pytest.mark.parametrize(
+    ("data", "media_type", "facts"),
+    [
+        (
+            flac(),
+            "audio/flac",
+            {"codec": "flac", "sample_rate": 44100, "channels": 2, "bits_per_sample": 16},
+        ),
+        (ogg_opus(), "audio/ogg", {"codec": "opus", "channels": 2}),
+    ],
+    ids=["flac", "opus"],
+)
+async def test_flac_and_opus_audio_metadata(
+    ingestor: Ingestor, data: bytes, media_type: str, facts: dict[str, object]
+) -> None:
+    blob = await ingestor.ingest_bytes(data, expected_kind="audio")
+    assert blob.media_type == media_type
+    assert {name: blob.metadata.get(name) for name in facts} == facts
+    assert blob.metadata["duration_s"] == pytest.approx(1.0, abs=0.2)
 
 
 async def test_audio_only_mp4_is_not_a_video(ingestor: Ingestor) -> None:
