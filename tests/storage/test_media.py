@@ -12,7 +12,7 @@ from storage.config import LocalLocation, S3Location
 from storage.errors import ContentRejected, StorageConfigError
 from storage.sniff import safe_filename, sniff
 from tests.storage.helpers import fixture, image_bytes, local_config, png, wav
-from tests.storage.media_bytes import flac, ogg_opus, webm
+from tests.storage.media_bytes import adts_aac, flac, ogg_opus, webm
 
 pytestmark = pytest.mark.anyio
 
@@ -110,6 +110,20 @@ async def test_flac_and_opus_audio_metadata(
     assert blob.media_type == media_type
     assert {name: blob.metadata.get(name) for name in facts} == facts
     assert blob.metadata["duration_s"] == pytest.approx(1.0, abs=0.2)
+
+
+async def test_raw_adts_aac_is_read_despite_the_extension_less_temp_file(
+    ingestor: Ingestor,
+) -> None:
+    """mutagen recognises ADTS only by a .aac name; the sniffed type must pick the parser."""
+    blob = await ingestor.ingest_bytes(adts_aac(), expected_kind="audio")
+    assert blob.media_type == "audio/aac"
+    assert {k: blob.metadata[k] for k in ("codec", "sample_rate", "channels")} == {
+        "codec": "aac",
+        "sample_rate": 44100,
+        "channels": 2,
+    }
+    assert blob.metadata["duration_s"] == pytest.approx(1.16, abs=0.05)
 
 
 async def test_audio_only_mp4_is_not_a_video(ingestor: Ingestor) -> None:
