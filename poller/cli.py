@@ -42,7 +42,7 @@ def _parser() -> argparse.ArgumentParser:
     storage = sub.add_parser("storage", help="storage maintenance")
     ssub = storage.add_subparsers(dest="storage_command", required=True, metavar="ACTION")
     gc = ssub.add_parser("gc", help="delete blobs no artifact references (dry run by default)")
-    gc.add_argument("--older-than", default="72h", help="grace period, e.g. 72h, 30m, 7d")
+    gc.add_argument("--older-than", default="72h", help="grace period, at least 2h; e.g. 72h, 7d")
     gc.add_argument("--apply", action="store_true", help="really delete")
     gc.add_argument("--json", action="store_true")
     return p

@@ -189,8 +189,11 @@ def parse_duration(text: str) -> timedelta:
 
 
 def storage(args: argparse.Namespace, settings: Settings) -> int:
+    from poller.gc import check_grace
+
     grace = parse_duration(args.older_than)
-    url = _database_url(settings)  # before the store opens (and creates its root)
+    check_grace(grace)  # these two before the store opens (and creates its root)
+    url = _database_url(settings)
     report = anyio.run(lambda: _gc(settings, url, grace, apply=args.apply))
     emit(args, report)
     return 0

@@ -261,8 +261,9 @@ def _record(
 
 
 def _generated_name(job: ClaimedJob, index: int, blob: StoredBlob) -> str:
-    ext = blob.media_type.rsplit("/", 1)[-1] if "/" in blob.media_type else "bin"
-    return f"{job.id}-{index}.{ext}"
+    """``<job id>-<index>.<ext>`` with the sniffed type's usual extension (``mp3``, ``mov``;
+    the MIME subtype gave ``.mpeg`` and ``.quicktime``)."""
+    return f"{job.id}-{index}.{blob.extension or 'bin'}"
 
 
 def _result_uri(result: PollResult, records: list[ArtifactRecord]) -> str | None:

@@ -68,6 +68,9 @@ class PollerSettings(BaseSettings):
     download_min_bytes_per_s: int = Field(16 * 1024, ge=0)
     s3_max_threads: int = Field(8, ge=1, le=128)
     s3_multipart_threshold_bytes: int = Field(64 * 1024 * 1024, ge=5 * 1024 * 1024)
+    s3_send_checksum: bool = Field(
+        True, description="send x-amz-checksum-sha256 on uploads (off for servers lacking it)"
+    )
     max_claims_without_writeback: int = Field(
         5, ge=1, description="crash-loop guard: fail after this many claims with no write-back"
     )
@@ -152,6 +155,7 @@ class Settings:
             s3_region=self.core.aws_region,
             s3_max_threads=p.s3_max_threads,
             s3_multipart_threshold_bytes=p.s3_multipart_threshold_bytes,
+            s3_send_checksum=p.s3_send_checksum,
             max_download_bytes=p.max_download_bytes,
             allow_private_downloads=p.allow_private_downloads,
             connect_timeout_s=p.download_connect_timeout_s,

@@ -9,11 +9,12 @@ from __future__ import annotations
 import re
 from collections.abc import AsyncIterator, Mapping
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any, Protocol
 
 __all__ = [
+    "DEDUP_REFRESH_AFTER",
     "BlobInfo",
     "BlobStore",
     "StoredBlob",
@@ -21,6 +22,10 @@ __all__ = [
     "content_hash_of",
     "key_for",
 ]
+
+# A dedup hit on a blob at least this old refreshes its modification time (S3 pays a copy for
+# it, so younger blobs are left alone); a GC grace period must be well above it.
+DEDUP_REFRESH_AFTER = timedelta(hours=1)
 
 _KEY = re.compile(r"sha256/([0-9a-f]{2})/([0-9a-f]{64})")
 _HEX = re.compile(r"[0-9a-f]{64}")
@@ -74,7 +79,10 @@ class StoredBlob:
 
     ``created`` is False when identical bytes were already stored (dedup); ``metadata`` holds
     only facts read from the bytes (width, height, format, duration_s, sample_rate, channels,
-    codec…); ``filename`` is a sanitised name from the URL path or the caller, if any.
+    codec…); ``filename`` is a sanitised name from the URL path or the caller, if any, with
+    an extension that agrees with the sniffed type; ``extension`` is the sniffed type's usual
+    extension (``mp3`` for ``audio/mpeg``, ``mov`` for ``video/quicktime``), None when the
+    bytes are of no known type, for callers that make up a name of their own.
     """
 
     content_hash: str
@@ -85,13 +93,15 @@ class StoredBlob:
     metadata: Mapping[str, Any]
     created: bool
     filename: str | None
+    extension: str | None = None
 
 
 class BlobStore(Protocol):
     """A place for immutable, content-addressed blobs.
 
     ``put_file`` is create-if-absent: an existing key counts as success (``created=False``)
-    because under content addressing the bytes are identical. ``delete`` exists for the
+    because under content addressing the bytes are identical, and a blob at least
+    `DEDUP_REFRESH_AFTER` old gets a fresh modification time. ``delete`` exists for the
     garbage collector only; the daemon never deletes.
     """
 
@@ -106,5 +116,9 @@ class BlobStore(Protocol):
     def uri_for(self, key: str) -> str: ...
 
     def iter_blobs(self) -> AsyncIterator[BlobInfo]: ...
+
+    async def stat(self, key: str) -> BlobInfo | None:
+        """The blob as listed now, or None when it is gone (GC re-checks before deleting)."""
+        ...
 
     async def delete(self, key: str) -> None: ...

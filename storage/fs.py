@@ -6,6 +6,7 @@ Kept synchronous on purpose: callers batch several system calls into one
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import os
 import tempfile
@@ -96,17 +97,19 @@ def fsync_dir(directory: Path) -> None:
 
 
 def make_dirs(directory: Path) -> None:
-    """``mkdir -p`` that fsyncs each parent whose entries changed."""
+    """``mkdir -p`` that fsyncs each parent whose entries changed.
+
+    A writer that loses a ``mkdir`` race fsyncs the parent too: the winner may not have
+    done so yet, and the loser is about to publish a name inside that directory.
+    """
     missing: list[Path] = []
     current = directory
     while not current.exists():
         missing.append(current)
         current = current.parent
     for path in reversed(missing):
-        try:
+        with contextlib.suppress(FileExistsError):
             path.mkdir()
-        except FileExistsError:
-            continue
         fsync_dir(path.parent)
 
 

@@ -173,6 +173,7 @@ class Ingestor:
             metadata=metadata,
             created=stored.created,
             filename=safe_filename(name, sniffed.extension),
+            extension=sniffed.extension,
         )
 
 
@@ -194,7 +195,12 @@ async def _prepare_tmp_dir(config: StorageConfig, store: BlobStore) -> Path:
         else:
             directory = Path(tempfile.gettempdir()) / f"media-poller-ingest-{os.getuid()}"
         make_dirs(directory)
-        return directory, sweep_stale(directory, older_than_s=config.stale_tmp_age_s)
+        removed = sweep_stale(directory, older_than_s=config.stale_tmp_age_s)
+        if isinstance(store, LocalBlobStore) and store.tmp_dir != directory:
+            # The copy fallback (temp dir on another filesystem) stages in <root>/.tmp: a
+            # crash mid-copy leaves its stage-* file there, whatever POLLER_TMP_DIR says.
+            removed += sweep_stale(store.tmp_dir, older_than_s=config.stale_tmp_age_s)
+        return directory, removed
 
     try:
         directory, removed = await anyio.to_thread.run_sync(prepare)

@@ -50,8 +50,10 @@ class LocalBlobStore:
     @classmethod
     async def open(cls, root: Path, *, limiter: anyio.CapacityLimiter) -> LocalBlobStore:
         """Create the tree if needed and prove it is writable (fails loudly at start-up)."""
-        absolute = await anyio.to_thread.run_sync(root.absolute)
-        store = cls(absolute, limiter=limiter)
+        # Lexically normalised, not just absolute: ``file://../store`` and ``file:///a/./b``
+        # must not put ``..`` or ``.`` into artifacts.uri (identical content, same uri).
+        absolute = await anyio.to_thread.run_sync(os.path.abspath, root)
+        store = cls(Path(absolute), limiter=limiter)
         try:
             await anyio.to_thread.run_sync(store._prepare, limiter=limiter)
         except OSError as exc:
@@ -94,6 +96,7 @@ class LocalBlobStore:
             os.link(source, final)
         except FileExistsError:
             self._refresh(final, source)
+            _sync_existing(final)
             return False
         except OSError as exc:
             if exc.errno not in _LINK_UNAVAILABLE:
@@ -111,12 +114,14 @@ class LocalBlobStore:
                 os.link(staged, final)
             except FileExistsError:
                 self._refresh(final, source)
+                _sync_existing(final)
                 return False
             except OSError as exc:
                 if exc.errno not in _LINK_UNAVAILABLE:
                     raise
                 if final.exists():  # no hard links at all: rename, racing writers are harmless
                     self._refresh(final, source)
+                    _sync_existing(final)
                     return False
                 os.replace(staged, final)
             fsync_dir(final.parent)
@@ -125,11 +130,21 @@ class LocalBlobStore:
             staged.unlink(missing_ok=True)
 
     def _stage_copy(self, source: Path) -> Path:
+        """A synced copy of ``source`` in the store's own temp dir, or nothing at all.
+
+        A copy that fails midway (ENOSPC, EIO, EDQUOT) is removed here: the callers only
+        take ownership of a complete copy, and a partial one would hold space exactly when
+        the disk is full.
+        """
         staged = self.tmp_dir / f"{TEMP_PREFIXES[1]}{uuid4().hex}"
-        shutil.copyfile(source, staged)
-        os.chmod(staged, BLOB_MODE)
-        with staged.open("rb") as copy:
-            os.fsync(copy.fileno())
+        try:
+            shutil.copyfile(source, staged)
+            os.chmod(staged, BLOB_MODE)
+            with staged.open("rb") as copy:
+                os.fsync(copy.fileno())
+        except BaseException:
+            staged.unlink(missing_ok=True)
+            raise
         return staged
 
     def _refresh(self, final: Path, source: Path) -> None:
@@ -159,20 +174,21 @@ class LocalBlobStore:
         with os.scandir(shard) as entries:
             for entry in entries:
                 key = f"sha256/{shard.name}/{entry.name}"
-                digest = content_hash_of(key)
-                if digest is None or not entry.is_file(follow_symlinks=False):
+                if content_hash_of(key) is None or not entry.is_file(follow_symlinks=False):
                     continue
-                stat = entry.stat(follow_symlinks=False)
-                infos.append(
-                    BlobInfo(
-                        key=key,
-                        uri=entry.path,
-                        content_hash=digest,
-                        size_bytes=stat.st_size,
-                        modified_at=datetime.fromtimestamp(stat.st_mtime, UTC),
-                    )
-                )
+                infos.append(_info(key, entry.path, entry.stat(follow_symlinks=False)))
         return infos
+
+    async def stat(self, key: str) -> BlobInfo | None:
+        """The blob's size and mtime now (a dedup hit may have refreshed it), or None."""
+        path = self.path_for(key)
+        try:
+            found = await anyio.to_thread.run_sync(path.lstat, limiter=self._limiter)
+        except FileNotFoundError:
+            return None
+        except OSError as exc:
+            raise os_error(exc, f"checking blob {key}") from exc
+        return _info(key, str(path), found)
 
     async def delete(self, key: str) -> None:
         """Remove one blob (garbage collection only); a missing blob is not an error."""
@@ -186,6 +202,23 @@ class LocalBlobStore:
 
     async def aclose(self) -> None:
         """Nothing to release; present so both backends close the same way."""
+
+
+def _info(key: str, path: str, found: os.stat_result) -> BlobInfo:
+    return BlobInfo(
+        key=key,
+        uri=path,
+        content_hash=checked_key(key).rsplit("/", 1)[-1],
+        size_bytes=found.st_size,
+        modified_at=datetime.fromtimestamp(found.st_mtime, UTC),
+    )
+
+
+def _sync_existing(final: Path) -> None:
+    """A dedup hit relies on a name another writer may not have made durable yet (it can be
+    between its link and its own directory fsync): sync it before our artifact row points at
+    it."""
+    fsync_dir(final.parent)
 
 
 def _list_dirs(base: Path) -> list[Path]:

@@ -9,10 +9,12 @@ sniff is a gate, the parser succeeding is the validation.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import mutagen
+from mutagen.aac import AAC
 from PIL import Image
 from pymediainfo import MediaInfo
 
@@ -31,6 +33,7 @@ _AUDIO_CODECS = {
     "audio/aiff": "pcm",
     "audio/aac": "aac",
 }
+_PARSERS: dict[str, Callable[[Path], Any]] = {"audio/aac": AAC}
 _OGG_CODECS = {
     "OggVorbis": "vorbis",
     "OggOpus": "opus",
@@ -94,8 +97,11 @@ def _image(path: Path) -> dict[str, Any]:
 
 
 def _audio(path: Path, sniffed: Sniffed) -> dict[str, Any]:
+    # mutagen.File guesses the format, and recognises raw ADTS AAC only by a file name
+    # ending in .aac: the extension-less temp file would read as "no audio stream".
+    parse = _PARSERS.get(sniffed.media_type, mutagen.File)
     try:
-        parsed = mutagen.File(path)
+        parsed = parse(path)
     except Exception as exc:  # mutagen raises more than MutagenError on malformed input
         raise _undecodable(sniffed.media_type, exc) from exc
     # A FileType without tags is falsy: compare with None, never test truthiness.

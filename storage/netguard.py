@@ -56,6 +56,9 @@ _DENY: tuple[tuple[Network, str], ...] = tuple(
         ("198.18.0.0/15", "benchmarking"),
         ("::/96", "IPv4-compatible IPv6 (deprecated)"),
         ("2001::/32", "Teredo"),
+        # Deprecated (RFC 3879) but still routed inside some legacy networks; Python calls
+        # it global (is_site_local is the only flag that knows).
+        ("fec0::/10", "site-local (deprecated)"),
         ("fd00:ec2::254/128", "cloud metadata"),
     )
 )

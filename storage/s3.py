@@ -10,9 +10,12 @@ because s3transfer refuses ``IfNoneMatch``, and the condition goes on
 ``CompleteMultipartUpload``. The content SHA-256 is in the object metadata (``sha256``) since a
 multipart SHA-256 checksum is a checksum of part checksums, not of the file. Checksums are
 only sent when asked (``request_checksum_calculation="when_required"``): botocore's default
-CRC32 headers break many S3-compatible servers. A server without conditional writes (501) is
-detected once and the HEAD check alone is relied on; for content-addressed keys an overwrite
-rewrites identical bytes.
+CRC32 headers break many S3-compatible servers. The SHA-256 checksum the uploads do send can
+be switched off (``StorageConfig.s3_send_checksum``, ``POLLER_S3_SEND_CHECKSUM``) for servers
+that reject it. A server without conditional writes (501) is detected once and the HEAD check
+alone is relied on; for content-addressed keys an overwrite rewrites identical bytes. Any
+other 400/501 to an upload is `BackendMisconfigured` (retryable, naming the setting): the
+server lacks a feature, and the job's output is still good.
 """
 
 from __future__ import annotations
@@ -21,7 +24,7 @@ import base64
 import hashlib
 from collections.abc import AsyncIterator, Callable, Mapping
 from contextlib import asynccontextmanager
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 from functools import partial
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
@@ -32,7 +35,13 @@ import botocore.exceptions
 import structlog
 from botocore.config import Config
 
-from storage.base import BlobInfo, StoredObject, checked_key, content_hash_of
+from storage.base import (
+    DEDUP_REFRESH_AFTER,
+    BlobInfo,
+    StoredObject,
+    checked_key,
+    content_hash_of,
+)
 from storage.config import S3Location, StorageConfig
 from storage.errors import (
     BackendMisconfigured,
@@ -56,7 +65,7 @@ CACHE_CONTROL = "public, max-age=31536000, immutable"
 MAX_PARTS = 10_000
 PART_CONCURRENCY = 4  # memory bound: each in-flight part is held in memory once
 # A dedup hit on an older object rewrites its LastModified so GC's grace period restarts.
-REFRESH_AFTER = timedelta(hours=1)
+REFRESH_AFTER = DEDUP_REFRESH_AFTER
 _RETRYABLE_STATUS = frozenset({408, 409, 429})
 _RETRYABLE_CODES = frozenset(
     {
@@ -68,6 +77,8 @@ _RETRYABLE_CODES = frozenset(
         "InternalError",
     }
 )
+# On an upload, the answers of S3-compatible servers to a feature they lack.
+_UNSUPPORTED_STATUS = frozenset({400, 501})
 _DENIED_CODES = frozenset({"AccessDenied", "InvalidAccessKeyId", "SignatureDoesNotMatch"})
 _NO_CREDENTIALS = (
     botocore.exceptions.NoCredentialsError,
@@ -188,8 +199,7 @@ class S3BlobStore:
         object_key = self.object_key(key)
         async with self._writing.hold(object_key):
             head = await self._head(object_key)
-            if head is not None:
-                await self._refresh_if_old(object_key, head)
+            if head is not None and await self._refresh_if_old(object_key, head):
                 return StoredObject(key=key, uri=self.uri_for(key), created=False)
             created = await self._upload(object_key, path, media_type, content_hash)
         return StoredObject(key=key, uri=self.uri_for(key), created=created)
@@ -211,7 +221,9 @@ class S3BlobStore:
         if self._send_checksum:
             headers["ChecksumSHA256"] = _b64(bytes.fromhex(content_hash))
         put = partial(self._put_object, object_key, path, headers)
-        return await self._run(f"uploading {object_key}", partial(self._create_if_absent, put))
+        return await self._run(
+            f"uploading {object_key}", partial(self._create_if_absent, put), writes=True
+        )
 
     # -- blocking bodies, run in worker threads ------------------------------------------------
 
@@ -233,9 +245,9 @@ class S3BlobStore:
                 return False
             if _status(exc) != 501 or not condition:
                 raise
+            write({})  # still failing: the condition was not (only) what the server lacks
             log.warning("storage.s3_conditional_writes_unsupported", endpoint=self._endpoint)
             self._conditional = False
-            write({})
         return True
 
     def _head_sync(self, object_key: str) -> HeadObjectOutputTypeDef | None:
@@ -270,20 +282,24 @@ class S3BlobStore:
 
     # -- async plumbing ------------------------------------------------------------------------
 
-    async def _run(self, doing: str, call: Callable[[], T]) -> T:
-        """Run one boto3 call in a worker thread, translating its errors in that thread."""
+    async def _run(self, doing: str, call: Callable[[], T], *, writes: bool = False) -> T:
+        """Run one boto3 call in a worker thread, translating its errors in that thread.
+
+        ``writes`` marks the upload calls, whose 400/501 answers mean a feature the server
+        lacks rather than a bad blob (see `_unsupported`).
+        """
 
         def guarded() -> T:
             try:
                 return call()
             except (botocore.exceptions.ClientError, botocore.exceptions.BotoCoreError) as exc:
-                raise self._translate(exc, doing) from exc
+                raise self._translate(exc, doing, writes=writes) from exc
             except OSError as exc:
                 raise os_error(exc, doing) from exc
 
         return await anyio.to_thread.run_sync(guarded, limiter=self._limiter)
 
-    def _translate(self, exc: Exception, doing: str) -> StorageError:
+    def _translate(self, exc: Exception, doing: str, *, writes: bool = False) -> StorageError:
         where = f"{doing} (s3://{self.bucket}, endpoint {self._endpoint})"
         if isinstance(exc, _NO_CREDENTIALS):
             return BackendMisconfigured(
@@ -303,33 +319,66 @@ class S3BlobStore:
                 f"{where}: access denied ({code or status}); check the AWS credentials and the "
                 "bucket policy"
             )
-        if status >= 500 or status in _RETRYABLE_STATUS or code in _RETRYABLE_CODES:
+        if code in _RETRYABLE_CODES or status in _RETRYABLE_STATUS:
+            return StorageUnavailable(f"{where}: S3 answered {code or status} (HTTP {status})")
+        if writes and status in _UNSUPPORTED_STATUS:
+            return self._unsupported(where, code, status)
+        if status >= 500:
             return StorageUnavailable(f"{where}: S3 answered {code or status} (HTTP {status})")
         return StorageError(f"{where}: S3 answered {code or status} (HTTP {status}): {exc}")
+
+    def _unsupported(self, where: str, code: str, status: int) -> BackendMisconfigured:
+        """An S3-compatible server refusing an upload feature (the SHA-256 checksum header,
+        conditional writes): an operator fixes the store or the setting, the job waits.
+
+        Failing the job instead would throw away a finished, paid generation.
+        """
+        hint = (
+            "set POLLER_S3_SEND_CHECKSUM=false if this server does not support the "
+            "x-amz-checksum-sha256 header"
+            if self._send_checksum
+            else "this server may not support conditional writes (If-None-Match)"
+        )
+        return BackendMisconfigured(
+            f"{where}: S3 answered {code or status} (HTTP {status}) to an upload: {hint}"
+        )
 
     async def _head(self, object_key: str) -> HeadObjectOutputTypeDef | None:
         return await self._run(
             "checking for an existing blob", partial(self._head_sync, object_key)
         )
 
-    async def _refresh_if_old(self, object_key: str, head: HeadObjectOutputTypeDef) -> None:
-        """Best effort: a self-copy resets LastModified so GC does not reap a re-used blob."""
+    async def _refresh_if_old(self, object_key: str, head: HeadObjectOutputTypeDef) -> bool:
+        """Best effort: a self-copy resets LastModified so GC does not reap a re-used blob.
+
+        False when the object vanished since the HEAD (garbage collection deleted it in
+        between): the caller must upload it again rather than reference a missing blob.
+        """
         if datetime.now(UTC) - head["LastModified"] < REFRESH_AFTER:
-            return
-        copy = partial(
-            self._client.copy_object,
-            Bucket=self.bucket,
-            Key=object_key,
-            CopySource={"Bucket": self.bucket, "Key": object_key},
-            MetadataDirective="REPLACE",
-            Metadata=head.get("Metadata", {}),
-            ContentType=head.get("ContentType", "application/octet-stream"),
-            CacheControl=CACHE_CONTROL,
-        )
+            return True
+        copy = partial(self._copy_onto_itself, object_key, head)
         try:
-            await self._run("refreshing a re-used blob", copy)
+            return await self._run("refreshing a re-used blob", copy)
         except StorageError as exc:
             log.warning("storage.s3_refresh_failed", key=object_key, error=str(exc))
+            return True
+
+    def _copy_onto_itself(self, object_key: str, head: HeadObjectOutputTypeDef) -> bool:
+        try:
+            self._client.copy_object(
+                Bucket=self.bucket,
+                Key=object_key,
+                CopySource={"Bucket": self.bucket, "Key": object_key},
+                MetadataDirective="REPLACE",
+                Metadata=head.get("Metadata", {}),
+                ContentType=head.get("ContentType", "application/octet-stream"),
+                CacheControl=CACHE_CONTROL,
+            )
+        except botocore.exceptions.ClientError as exc:
+            if _code(exc) == "NoSuchKey" or (_status(exc) == 404 and _code(exc) != "NoSuchBucket"):
+                return False
+            raise
+        return True
 
     async def _put_multipart(
         self, object_key: str, path: Path, size: int, headers: Mapping[str, Any]
@@ -342,12 +391,15 @@ class S3BlobStore:
             **headers,
             **extra,
         )
-        upload_id = (await self._run("starting a multipart upload", start))["UploadId"]
+        started = await self._run("starting a multipart upload", start, writes=True)
+        upload_id = started["UploadId"]
         try:
             parts = await self._upload_parts(object_key, upload_id, path, size)
             complete = partial(self._complete, object_key, upload_id, parts)
             created = await self._run(
-                "completing a multipart upload", partial(self._create_if_absent, complete)
+                "completing a multipart upload",
+                partial(self._create_if_absent, complete),
+                writes=True,
             )
         except BaseException:
             with anyio.CancelScope(shield=True):
@@ -385,7 +437,7 @@ class S3BlobStore:
             length = min(part_bytes, size - offset)
             call = partial(self._upload_part, object_key, upload_id, path, number, offset, length)
             try:
-                done[number] = await self._run(f"uploading part {number}", call)
+                done[number] = await self._run(f"uploading part {number}", call, writes=True)
             except StorageError as exc:
                 failures.append(exc)
             finally:
@@ -446,6 +498,16 @@ class S3BlobStore:
             content_hash=digest,
             size_bytes=int(item.get("Size", 0)),
             modified_at=item["LastModified"],
+        )
+
+    async def stat(self, key: str) -> BlobInfo | None:
+        """The object's size and LastModified now (a dedup hit may have refreshed it)."""
+        object_key = self.object_key(key)
+        head = await self._head(object_key)
+        if head is None:
+            return None
+        return self._blob_info(
+            object_key, {"Size": head["ContentLength"], "LastModified": head["LastModified"]}
         )
 
     async def delete(self, key: str) -> None:

@@ -142,14 +142,35 @@ def _snippet(head: bytes, limit: int = 60) -> str:
 
 
 _UNSAFE = re.compile(r"[^A-Za-z0-9._-]+")
+_EXTENSION_LIKE = re.compile(r"[A-Za-z0-9]{1,10}")
 MAX_FILENAME = 120
+UNKNOWN_EXTENSION = "bin"
+# Other spellings that name the same type as the sniffed extension (filetype's choice first).
+_SAME_TYPE = {
+    "jpg": ("jpeg", "jpe", "jfif"),
+    "tif": ("tiff",),
+    "apng": ("png",),
+    "heic": ("heif",),
+    "mp4": ("m4v",),
+    "m4v": ("mp4",),
+    "m4a": ("mp4",),
+    "mov": ("qt",),
+    "mpg": ("mpeg",),
+    "aiff": ("aif",),
+    "ogg": ("oga", "opus"),
+    "midi": ("mid",),
+    "html": ("htm",),
+}
 
 
 def safe_filename(name: str | None, extension: str | None) -> str | None:
     """A file name safe on any filesystem and in ``Content-Disposition``, or None.
 
-    Keeps ASCII letters, digits, ``._-``; drops any directory part and leading dots. When the
-    name has no extension, the sniffed one is appended (``output`` → ``output.png``).
+    Keeps ASCII letters, digits, ``._-``; drops any directory part and leading dots. The
+    extension agrees with the sniffed one: appended when the name has none (``output`` →
+    ``output.png``), replaced when it names another type (``out.webp`` holding PNG bytes →
+    ``out.png``; ``x.html`` holding unidentified bytes → ``x.bin``), so nothing downstream
+    trusts a provider's name for the type (polyglots).
     """
     if not name:
         return None
@@ -159,7 +180,15 @@ def safe_filename(name: str | None, extension: str | None) -> str | None:
     if not base:
         return None
     stem, dot, ext = base.rpartition(".")
-    if not dot:
+    if not dot or not _EXTENSION_LIKE.fullmatch(ext):
         stem, ext = base, extension or ""
+    elif not _agrees(ext, extension):
+        ext = extension or UNKNOWN_EXTENSION
     stem = stem[: MAX_FILENAME - len(ext) - 1] or "file"
     return f"{stem}.{ext}" if ext else stem
+
+
+def _agrees(named: str, sniffed: str | None) -> bool:
+    if sniffed is None:
+        return named.lower() == UNKNOWN_EXTENSION
+    return named.lower() in (sniffed, *_SAME_TYPE.get(sniffed, ()))

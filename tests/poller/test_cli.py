@@ -7,6 +7,7 @@ import json
 import os
 import subprocess
 import sys
+import time
 import uuid
 from pathlib import Path
 from typing import Any
@@ -248,6 +249,8 @@ def test_storage_gc_is_a_dry_run_unless_applied(db_url: str, tmp_path: Path) -> 
         path = root / "sha256" / digest[:2] / digest
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_bytes(data)
+        three_hours_ago = time.time() - 3 * 3600
+        os.utime(path, (three_hours_ago, three_hours_ago))
     kept_hash = hashlib.sha256(keep).hexdigest()
     execute(
         db_url,
@@ -257,16 +260,27 @@ def test_storage_gc_is_a_dry_run_unless_applied(db_url: str, tmp_path: Path) -> 
         (kept_hash,),
     )
     env = {"STORAGE_URL": f"file://{root}"}
-    dry = json.loads(ok(cli(db_url, "storage", "gc", "--older-than", "0s", "--json", env=env)))
+    dry = json.loads(ok(cli(db_url, "storage", "gc", "--older-than", "2h", "--json", env=env)))
     assert dry["unreferenced"] == 1 and dry["deleted"] == 0 and dry["referenced"] == 1
     assert len(list(root.glob("sha256/*/*"))) == 2
     done = json.loads(
-        ok(cli(db_url, "storage", "gc", "--older-than", "0s", "--apply", "--json", env=env))
+        ok(cli(db_url, "storage", "gc", "--older-than", "2h", "--apply", "--json", env=env))
     )
     assert done["deleted"] == 1
     assert [p.name for p in root.glob("sha256/*/*")] == [kept_hash]
     recent = json.loads(ok(cli(db_url, "storage", "gc", "--json", env=env)))
     assert recent["kept_recent"] == 1
+
+
+def test_storage_gc_refuses_a_grace_period_shorter_than_the_dedup_refresh(
+    db_url: str, tmp_path: Path
+) -> None:
+    """A re-used S3 blob younger than an hour is not refreshed: --older-than 30m could reap it."""
+    env = {"STORAGE_URL": f"file://{tmp_path / 'store'}"}
+    done = cli(db_url, "storage", "gc", "--older-than", "30m", "--apply", env=env)
+    assert done.returncode == 2
+    assert done.stderr.startswith("error: --older-than must be at least 2h (got 30m)"), done.stderr
+    assert len(done.stderr.strip().splitlines()) == 1
 
 
 @pytest.mark.parametrize("option", ["--timeout-ms", "--poll-interval-ms"])

@@ -13,7 +13,7 @@ from psycopg_pool import AsyncConnectionPool
 
 from poller.repository import Repository
 from providers.errors import ProviderRateLimited, ProviderUnavailable
-from providers.types import JobHandle, PollResult
+from providers.types import InlineOutput, JobHandle, PollResult, PollState
 from tests.poller.fakes import ScriptedProvider, failed, png_bytes, running, succeeded
 from tests.poller.helpers import execute, fetch, insert_jobs
 from tests.poller.test_daemon import poller_settings, pool, run_daemon, scripted_settings
@@ -242,3 +242,17 @@ async def test_a_completion_holding_the_only_copy_waits_out_a_database_outage(
     [row] = fetch(db_url, "SELECT status, error_message FROM app.generation_jobs")
     assert (row["status"], row["error_message"]) == ("completed", None)
     assert len(calls) == 6
+
+
+async def test_a_generated_file_name_takes_the_usual_extension_of_the_sniffed_type(
+    db_url: str, pool: AsyncConnectionPool, tmp_path: Path
+) -> None:
+    """An output without a name is called ``<job>-<index>.<ext>``: ``.mp3`` for audio/mpeg
+    (the MIME subtype gave ``.mpeg``)."""
+    mp3 = (Path(__file__).parents[1] / "storage" / "fixtures" / "tone.mp3").read_bytes()
+    [job_id] = insert_jobs(db_url, 1, media_type="audio")
+    inline = InlineOutput(data=mp3, media_type="audio/mpeg")
+    done = PollResult(state=PollState.SUCCEEDED, outputs=(inline,), raw_status="succeeded")
+    await run_daemon(db_url, pool, tmp_path, ScriptedProvider(default=done))
+    [artifact] = fetch(db_url, "SELECT type, filename FROM app.artifacts")
+    assert (artifact["type"], artifact["filename"]) == ("audio/mpeg", f"{job_id}-0.mp3")

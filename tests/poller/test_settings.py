@@ -33,6 +33,7 @@ VALID = {
     "POLLER_DOWNLOAD_MIN_BYTES_PER_S": ("1000", 1000),
     "POLLER_S3_MAX_THREADS": ("3", 3),
     "POLLER_S3_MULTIPART_THRESHOLD_BYTES": ("10485760", 10485760),
+    "POLLER_S3_SEND_CHECKSUM": ("false", False),
     "POLLER_MAX_CLAIMS_WITHOUT_WRITEBACK": ("3", 3),
     "POLLER_ERROR_BUDGET": ("4", 4),
     "POLLER_ERROR_BACKOFF_MAX_S": ("30", 30.0),
@@ -79,6 +80,7 @@ def test_every_documented_variable_is_parsed(monkeypatch: pytest.MonkeyPatch) ->
     assert settings.storage_config().storage_url == "s3://bucket/prefix"
     assert settings.storage_config().s3_endpoint_url == "http://127.0.0.1:9000"
     assert settings.storage_config().max_download_bytes == 1048576
+    assert settings.storage_config().s3_send_checksum is False
     assert settings.providers["replicate"].base_url == "https://replicate.example"
     assert list(settings.configured_providers()) == ["replicate"]
     assert settings.unconfigured_providers() == ["stability", "suno"]
@@ -88,6 +90,7 @@ def test_defaults_need_no_environment() -> None:
     settings = load_settings()
     assert settings.poller.concurrency == 64
     assert settings.core.storage_url == "file://./.data/artifacts"
+    assert settings.storage_config().s3_send_checksum is True
     with pytest.raises(SettingsError, match="DATABASE_URL is not set"):
         _ = settings.database_url
 

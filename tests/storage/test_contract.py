@@ -128,6 +128,15 @@ async def test_iter_blobs_and_delete(backend: Backend, ingestor: Ingestor) -> No
     assert remaining == {stored[1].key, stored[2].key}
 
 
+async def test_stat_reports_a_blob_as_listed_and_none_once_deleted(ingestor: Ingestor) -> None:
+    """GC re-checks each candidate with stat right before deleting it."""
+    blob = await ingestor.ingest_bytes(png(21, 21), expected_kind="image")
+    (listed,) = [info async for info in ingestor.store.iter_blobs()]
+    assert await ingestor.store.stat(blob.key) == listed
+    await ingestor.store.delete(blob.key)
+    assert await ingestor.store.stat(blob.key) is None
+
+
 async def test_keys_that_are_not_content_addresses_are_refused(ingestor: Ingestor) -> None:
     for bad in ("../../etc/passwd", "sha256/ab/" + "c" * 64, "sha256/AB/" + "a" * 64):
         with pytest.raises(ValueError, match="not a storage key"):

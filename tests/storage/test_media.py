@@ -12,6 +12,7 @@ from storage.config import LocalLocation, S3Location
 from storage.errors import ContentRejected, StorageConfigError
 from storage.sniff import safe_filename, sniff
 from tests.storage.helpers import fixture, image_bytes, local_config, png, wav
+from tests.storage.media_bytes import adts_aac, flac, ogg_opus, webm
 
 pytestmark = pytest.mark.anyio
 
@@ -77,6 +78,54 @@ async def test_wav_and_m4a_audio_metadata(ingestor: Ingestor) -> None:
     assert m4a_blob.metadata["duration_s"] == pytest.approx(1.0, abs=0.1)
 
 
+async def test_webm_video_metadata(ingestor: Ingestor) -> None:
+    blob = await ingestor.ingest_bytes(webm(), expected_kind="video")
+    assert blob.media_type == "video/webm"
+    assert dict(blob.metadata) == {
+        "duration_s": 1.0,
+        "container": "WebM",
+        "has_audio": False,
+        "width": 64,
+        "height": 48,
+        "codec": "vp8",
+    }
+
+
+@pytest.mark.parametrize(
+    ("data", "media_type", "facts"),
+    [
+        (
+            flac(),
+            "audio/flac",
+            {"codec": "flac", "sample_rate": 44100, "channels": 2, "bits_per_sample": 16},
+        ),
+        (ogg_opus(), "audio/ogg", {"codec": "opus", "channels": 2}),
+    ],
+    ids=["flac", "opus"],
+)
+async def test_flac_and_opus_audio_metadata(
+    ingestor: Ingestor, data: bytes, media_type: str, facts: dict[str, object]
+) -> None:
+    blob = await ingestor.ingest_bytes(data, expected_kind="audio")
+    assert blob.media_type == media_type
+    assert {name: blob.metadata.get(name) for name in facts} == facts
+    assert blob.metadata["duration_s"] == pytest.approx(1.0, abs=0.2)
+
+
+async def test_raw_adts_aac_is_read_despite_the_extension_less_temp_file(
+    ingestor: Ingestor,
+) -> None:
+    """mutagen recognises ADTS only by a .aac name; the sniffed type must pick the parser."""
+    blob = await ingestor.ingest_bytes(adts_aac(), expected_kind="audio")
+    assert blob.media_type == "audio/aac"
+    assert {k: blob.metadata[k] for k in ("codec", "sample_rate", "channels")} == {
+        "codec": "aac",
+        "sample_rate": 44100,
+        "channels": 2,
+    }
+    assert blob.metadata["duration_s"] == pytest.approx(1.16, abs=0.05)
+
+
 async def test_audio_only_mp4_is_not_a_video(ingestor: Ingestor) -> None:
     with pytest.raises(ContentRejected, match="audio/mp4, which is audio"):
         await ingestor.ingest_bytes(fixture("tone.m4a"), expected_kind="video")
@@ -116,6 +165,24 @@ def test_sniffing(head: bytes, media_type: str) -> None:
 
 
 @pytest.mark.parametrize(
+    ("data", "name", "filename", "extension"),
+    [
+        ("tone.mp3", "track.mpeg", "track.mp3", "mp3"),
+        ("tone.mp3", None, None, "mp3"),
+        ("png", "out-0.webp", "out-0.png", "png"),
+    ],
+)
+async def test_the_stored_name_agrees_with_the_sniffed_type(
+    ingestor: Ingestor, data: str, name: str | None, filename: str | None, extension: str
+) -> None:
+    """A provider's name never carries another type's extension into the artifact row, and
+    callers making up a name get the type's usual extension (mp3, not the subtype mpeg)."""
+    body = png() if data == "png" else fixture(data)
+    blob = await ingestor.ingest_bytes(body, expected_kind=None, filename=name)
+    assert (blob.filename, blob.extension) == (filename, extension)
+
+
+@pytest.mark.parametrize(
     ("name", "extension", "expected"),
     [
         ("out-0.png", "png", "out-0.png"),
@@ -126,6 +193,16 @@ def test_sniffing(head: bytes, media_type: str) -> None:
         ("", "png", None),
         (None, "png", None),
         ("a" * 300 + ".webp", "webp", "a" * 115 + ".webp"),
+        ("out-0.webp", "png", "out-0.png"),
+        ("x.html", "png", "x.png"),
+        ("x.html", None, "x.bin"),
+        ("track.mpeg", "mp3", "track.mp3"),
+        ("clip.quicktime", "mov", "clip.mov"),
+        ("photo.JPEG", "jpg", "photo.JPEG"),
+        ("scan.tiff", "tif", "scan.tiff"),
+        ("clip.mp4", "m4v", "clip.mp4"),
+        ("v1.2_final", "png", "v1.2_final.png"),
+        ("blob.bin", None, "blob.bin"),
     ],
 )
 def test_safe_filenames(name: str | None, extension: str | None, expected: str | None) -> None:

@@ -39,6 +39,14 @@ pytestmark = pytest.mark.anyio
         ("::127.0.0.1", "reserved"),
         ("2001:db8::1", "private"),
         ("fe80::1%eth0", "link-local"),
+        ("fec0::1", "site-local (deprecated)"),
+        ("fec0:1::1", "site-local (deprecated)"),
+        ("feff::1", "site-local (deprecated)"),
+        ("2001:0:4136:e378:8000:63bf:3fff:fdd2", "private"),  # Teredo
+        ("192.88.99.1", "6to4 relay anycast"),
+        ("ff02::1", "multicast"),
+        ("::ffff:169.254.169.254", "link-local (embedded in ::ffff:a9fe:a9fe)"),
+        ("2002:a00:1::", "private (embedded in 2002:a00:1::)"),  # 6to4 of 10.0.0.1
     ],
 )
 def test_non_public_addresses_are_forbidden(address: str, reason: str) -> None:

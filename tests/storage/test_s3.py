@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+from collections.abc import Iterator
 from datetime import timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -11,6 +12,7 @@ from typing import TYPE_CHECKING, Any
 import anyio
 import botocore.exceptions
 import pytest
+from botocore.awsrequest import AWSPreparedRequest, AWSResponse, HTTPHeaders
 
 import storage.s3
 from storage import StorageConfig, key_for, open_storage
@@ -205,6 +207,35 @@ async def test_dedup_refreshes_an_old_objects_last_modified(
     assert head["ContentType"] == "image/png"
 
 
+async def test_a_blob_deleted_between_head_and_refresh_is_uploaded_again(
+    s3_endpoint: str,
+    s3_client: S3Client,
+    bucket: str,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """GC deleted the object after our HEAD found it: the refresh copy gets 404, and a dedup
+    answer would leave the new artifact row pointing at nothing."""
+    data = png(6, 6)
+    async with open_storage(s3_config(s3_endpoint, bucket, tmp_path)) as ingestor:
+        blob = await ingestor.ingest_bytes(data, expected_kind="image")
+        key = f"media/{blob.key}"
+        store = ingestor.store
+        assert isinstance(store, S3BlobStore)
+        real_head = store._head
+
+        async def head_then_gc(object_key: str) -> Any:
+            found = await real_head(object_key)
+            s3_client.delete_object(Bucket=bucket, Key=object_key)
+            return found
+
+        monkeypatch.setattr(storage.s3, "REFRESH_AFTER", timedelta(0))
+        monkeypatch.setattr(store, "_head", head_then_gc)
+        again = await ingestor.ingest_bytes(data, expected_kind="image")
+    assert again.created
+    assert s3_client.get_object(Bucket=bucket, Key=key)["Body"].read() == data
+
+
 async def test_iter_blobs_ignores_foreign_objects(
     s3_endpoint: str, s3_client: S3Client, bucket: str, tmp_path: Path
 ) -> None:
@@ -218,6 +249,193 @@ async def test_iter_blobs_ignores_foreign_objects(
     assert [(i.key, i.size_bytes, i.uri) for i in listed] == [
         (f"sha256/aa/{digest}", 3, f"s3://{bucket}/media/sha256/aa/{digest}")
     ]
+
+
+class _Body:
+    def __init__(self, data: bytes) -> None:
+        self._data = data
+
+    def stream(self, **_: Any) -> Iterator[bytes]:
+        yield self._data
+
+
+def reject_checksums(store: S3BlobStore, status: int, code: str, seen: list[str]) -> None:
+    """Act like an S3-compatible server without x-amz-checksum-sha256 support: answer every
+    request that carries the header (or asks for the algorithm) with ``status``/``code``."""
+
+    def handler(request: AWSPreparedRequest, **_: Any) -> AWSResponse | None:
+        headers = {k.lower() for k in request.headers}
+        if not headers & {"x-amz-checksum-sha256", "x-amz-checksum-algorithm"}:
+            return None
+        seen.append(f"{request.method} {request.url}")
+        body = f"<Error><Code>{code}</Code><Message>unsupported header</Message></Error>"
+        return AWSResponse(request.url, status, HTTPHeaders(), _Body(body.encode()))
+
+    events: Any = store._client.meta.events  # typed for handlers returning None only
+    events.register("before-send.s3", handler)
+
+
+@pytest.mark.parametrize(("status", "code"), [(400, "InvalidArgument"), (501, "NotImplemented")])
+@pytest.mark.parametrize("size", [1000, 6 * MiB])
+async def test_a_server_rejecting_the_checksum_header_is_a_retryable_misconfiguration(
+    s3_endpoint: str,
+    s3_client: S3Client,
+    bucket: str,
+    tmp_path: Path,
+    status: int,
+    code: str,
+    size: int,
+) -> None:
+    """Failing the job would throw away a finished, paid generation: retry, name the fix."""
+    data = os.urandom(size)
+    config = s3_config(
+        s3_endpoint,
+        bucket,
+        tmp_path,
+        s3_multipart_threshold_bytes=5 * MiB,
+        s3_multipart_part_bytes=5 * MiB,
+    )
+    seen: list[str] = []
+    async with open_storage(config) as ingestor:
+        assert isinstance(ingestor.store, S3BlobStore)
+        reject_checksums(ingestor.store, status, code, seen)
+        with pytest.raises(BackendMisconfigured) as caught:
+            await ingestor.ingest_bytes(data, expected_kind=None)
+    assert seen
+    assert caught.value.retryable
+    assert "set POLLER_S3_SEND_CHECKSUM=false" in str(caught.value)
+    assert ingestor.store._conditional  # a 501 to the checksum is not "no conditional writes"
+    assert s3_client.list_objects_v2(Bucket=bucket).get("KeyCount") == 0
+    assert s3_client.list_multipart_uploads(Bucket=bucket).get("Uploads", []) == []
+
+
+@pytest.mark.parametrize("size", [1000, 6 * MiB])
+async def test_checksums_switched_off_reach_a_server_that_rejects_them(
+    s3_endpoint: str, s3_client: S3Client, bucket: str, tmp_path: Path, size: int
+) -> None:
+    data = os.urandom(size)
+    config = s3_config(
+        s3_endpoint,
+        bucket,
+        tmp_path,
+        s3_multipart_threshold_bytes=5 * MiB,
+        s3_multipart_part_bytes=5 * MiB,
+        s3_send_checksum=False,
+    )
+    seen: list[str] = []
+    async with open_storage(config) as ingestor:
+        assert isinstance(ingestor.store, S3BlobStore)
+        reject_checksums(ingestor.store, 400, "InvalidArgument", seen)
+        blob = await ingestor.ingest_bytes(data, expected_kind=None)
+    assert seen == []
+    assert blob.created
+    assert s3_client.get_object(Bucket=bucket, Key=f"media/{blob.key}")["Body"].read() == data
+
+
+def reject_conditional_writes(store: S3BlobStore, seen: list[str]) -> None:
+    """Act like a server without conditional writes: 501 to any If-None-Match request."""
+
+    def handler(request: AWSPreparedRequest, **_: Any) -> AWSResponse | None:
+        if "If-None-Match" not in request.headers:
+            return None
+        seen.append(request.method)
+        body = b"<Error><Code>NotImplemented</Code><Message>no conditions</Message></Error>"
+        return AWSResponse(request.url, 501, HTTPHeaders(), _Body(body))
+
+    events: Any = store._client.meta.events
+    events.register("before-send.s3", handler)
+
+
+@pytest.mark.parametrize("size", [1000, 6 * MiB])
+async def test_without_conditional_writes_the_head_check_alone_is_used(
+    s3_endpoint: str, s3_client: S3Client, bucket: str, tmp_path: Path, size: int
+) -> None:
+    """A 501 to If-None-Match is detected once; the write is repeated without it."""
+    first, second = os.urandom(size), os.urandom(size)
+    config = s3_config(
+        s3_endpoint,
+        bucket,
+        tmp_path,
+        s3_multipart_threshold_bytes=5 * MiB,
+        s3_multipart_part_bytes=5 * MiB,
+    )
+    seen: list[str] = []
+    async with open_storage(config) as ingestor:
+        assert isinstance(ingestor.store, S3BlobStore)
+        reject_conditional_writes(ingestor.store, seen)
+        stored = [await ingestor.ingest_bytes(d, expected_kind=None) for d in (first, second)]
+        again = await ingestor.ingest_bytes(first, expected_kind=None)
+    assert len(seen) == 1  # detected once, never asked again
+    assert [blob.created for blob in (*stored, again)] == [True, True, False]
+    for blob, data in zip(stored, (first, second), strict=True):
+        assert s3_client.get_object(Bucket=bucket, Key=f"media/{blob.key}")["Body"].read() == data
+    assert s3_client.list_multipart_uploads(Bucket=bucket).get("Uploads", []) == []
+
+
+def multipart_config(endpoint: str, bucket: str, tmp_path: Path) -> StorageConfig:
+    return s3_config(
+        endpoint,
+        bucket,
+        tmp_path,
+        s3_multipart_threshold_bytes=5 * MiB,
+        s3_multipart_part_bytes=5 * MiB,
+    )
+
+
+async def test_a_failed_part_aborts_the_multipart_upload(
+    s3_endpoint: str,
+    s3_client: S3Client,
+    bucket: str,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Open uploads are billed storage: a part answered 503 must not leave one behind."""
+    async with open_storage(multipart_config(s3_endpoint, bucket, tmp_path)) as ingestor:
+        store = ingestor.store
+        assert isinstance(store, S3BlobStore)
+        real_part = store._upload_part
+
+        def part(key: str, upload: str, path: Path, number: int, offset: int, size: int) -> Any:
+            if number == 2:
+                raise client_error(503, "SlowDown")
+            return real_part(key, upload, path, number, offset, size)
+
+        monkeypatch.setattr(store, "_upload_part", part)
+        with pytest.raises(StorageUnavailable, match="uploading part 2"):
+            await ingestor.ingest_bytes(os.urandom(12 * MiB), expected_kind=None)
+    assert s3_client.list_multipart_uploads(Bucket=bucket).get("Uploads", []) == []
+    assert s3_client.list_objects_v2(Bucket=bucket).get("KeyCount") == 0
+    assert os.listdir(tmp_path / "tmp") == []
+
+
+async def test_cancellation_mid_parts_aborts_the_multipart_upload(
+    s3_endpoint: str,
+    s3_client: S3Client,
+    bucket: str,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A shutdown cancelling the job mid-upload: the abort still runs (shielded)."""
+    parts: list[int] = []
+    async with open_storage(multipart_config(s3_endpoint, bucket, tmp_path)) as ingestor:
+        store = ingestor.store
+        assert isinstance(store, S3BlobStore)
+        real_part = store._upload_part
+        with anyio.CancelScope() as scope:
+
+            def part(key: str, upload: str, path: Path, number: int, offset: int, size: int) -> Any:
+                parts.append(number)
+                if number == 2:
+                    anyio.from_thread.run_sync(scope.cancel)
+                return real_part(key, upload, path, number, offset, size)
+
+            monkeypatch.setattr(store, "_upload_part", part)
+            await ingestor.ingest_bytes(os.urandom(16 * MiB), expected_kind=None)
+    assert scope.cancelled_caught
+    assert 2 in parts
+    assert s3_client.list_multipart_uploads(Bucket=bucket).get("Uploads", []) == []
+    assert s3_client.list_objects_v2(Bucket=bucket).get("KeyCount") == 0
+    assert os.listdir(tmp_path / "tmp") == []
 
 
 def client_error(status: int, code: str) -> botocore.exceptions.ClientError:
