@@ -32,6 +32,7 @@ from providers.errors import (
     ProviderConnectError,
     ProviderError,
     ProviderModerated,
+    ProviderNotVisibleYet,
     ProviderRateLimited,
     ProviderRejected,
     ProviderUnavailable,
@@ -42,9 +43,6 @@ from providers.types import JobHandle, PollResult, PollState, SubmitRequest
 log = structlog.get_logger("poller")
 T = TypeVar("T")
 
-# DESIGN §10: a 404 this soon after the submit is the vendor's eventual consistency and is
-# retried (the adapters raise a transient error for it; their own constant is the same 30 s).
-JUST_SUBMITTED_S = 30.0
 CANCEL_TIMEOUT_S = 10.0  # a best-effort provider cancel of an orphaned job waits this long
 # Submit errors that mean nothing was created: the mark is cleared and the submit tried again.
 _SAFE_TO_RESUBMIT = (ProviderConnectError, ProviderBusy, ProviderRateLimited, ProviderAuthError)
@@ -378,7 +376,7 @@ async def _transient(
         message = f"{job.provider_id}: {_reason(job, exc)}"
         return Finish(status="failed", error_message=message, polled=polled)
     retry_after = exc.retry_after_s if isinstance(exc, ProviderUnavailable) else None
-    if polled and isinstance(exc, ProviderUnavailable) and _just_submitted(job):
+    if polled and isinstance(exc, ProviderNotVisibleYet):
         return _not_visible_yet(job, ctx, exc, retry_after, remaining)
     count = job.error_count + 1
     if count > ctx.limits.error_budget:
@@ -400,12 +398,6 @@ async def _transient(
     )
 
 
-def _just_submitted(job: ClaimedJob) -> bool:
-    if job.submit_started_at is None:
-        return False
-    return (job.db_now - job.submit_started_at).total_seconds() < JUST_SUBMITTED_S
-
-
 def _not_visible_yet(
     job: ClaimedJob,
     ctx: StepContext,
@@ -413,8 +405,8 @@ def _not_visible_yet(
     retry_after_s: float | None,
     remaining: float,
 ) -> Reschedule:
-    """A transient error of a poll in the first 30 s after the submit: mostly the early 404
-    of a job the vendor does not show yet (DESIGN §10: retried). The window bounds these
+    """The early 404 of a job the vendor does not show yet (DESIGN §10: retried; the adapter
+    decides the 30 s window and says so with `ProviderNotVisibleYet`). The window bounds these
     retries, so they do not spend the error budget; a small budget would otherwise fail a
     job the vendor is about to show. They come at the poll interval (at least a second)."""
     delay = scheduling.next_poll_delay(

@@ -28,6 +28,7 @@ from providers.errors import (
     ProviderAuthError,
     ProviderConnectError,
     ProviderError,
+    ProviderNotVisibleYet,
     ProviderProtocolError,
     ProviderRateLimited,
     ProviderRejected,
@@ -376,8 +377,8 @@ def early_not_found(since_submit_s: float | None) -> bool:
     return since_submit_s is not None and since_submit_s < NOT_FOUND_GRACE_S
 
 
-def not_found_yet(provider: str, since_submit_s: float) -> ProviderUnavailable:
-    return ProviderUnavailable(
+def not_found_yet(provider: str, since_submit_s: float) -> ProviderNotVisibleYet:
+    return ProviderNotVisibleYet(
         f"{provider}: job not found {since_submit_s:.0f} s after submit (will retry)",
         provider=provider,
     )

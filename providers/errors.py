@@ -7,6 +7,7 @@ A generation that failed at the provider is *not* an exception; it is a
     ├── ProviderUnavailable          retryable: network error, timeout, 5xx; .retry_after_s
     │   ├── ProviderConnectError     retryable: the request never reached the provider (safe
     │   │                            even for a submit: nothing can have been created)
+    │   ├── ProviderNotVisibleYet    retryable: a 404 just after the submit; no error budget
     │   ├── ProviderBusy             retryable: the provider answered that it took nothing
     │   │                            (maintenance); as safe for a submit as a connect error
     │   └── ProviderRateLimited      retryable: 429 / vendor rate-limit code
@@ -75,6 +76,13 @@ class ProviderBusy(ProviderUnavailable):
     Like a connect error this is *unambiguous* for a submit: the reply says no job was
     created, so the poller may submit again later instead of failing the job as "submit
     outcome unknown".
+    """
+
+
+class ProviderNotVisibleYet(ProviderUnavailable):
+    """A 404 within 30 s of the submit (DESIGN §10): the vendor does not show the new job
+    yet. Retried like any transient error, but the adapter's window bounds the retries, so
+    the poller spends no error budget on them (a 5xx in that window still does).
     """
 
 

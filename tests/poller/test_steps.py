@@ -22,6 +22,7 @@ from providers.errors import (
     ProviderAuthError,
     ProviderBusy,
     ProviderModerated,
+    ProviderNotVisibleYet,
     ProviderRateLimited,
     ProviderRejected,
     ProviderUnavailable,
@@ -246,16 +247,19 @@ async def test_a_404_just_after_the_submit_spends_no_error_budget() -> None:
     with a small budget those retries used to fail the job."""
     job = polling()
     job = polling(submit_started_at=job.db_now - timedelta(seconds=5), status="pending")
-    error = ProviderUnavailable("scripted: job not found 5 s after submit (will retry)")
+    error = ProviderNotVisibleYet("scripted: job not found 5 s after submit (will retry)")
     outcome = reschedule(await steps.advance(job, context(failing_poll(error), error_budget=0)))
     assert (outcome.error_count, outcome.polled) == (0, True)
     assert outcome.last_error == str(error)
     assert outcome.delay_s >= 0.9  # at least a second (jittered), not a busy loop
 
 
-async def test_errors_after_the_first_30_s_spend_the_budget() -> None:
+async def test_a_5xx_just_after_the_submit_still_spends_the_budget() -> None:
+    """Only the early 404 (`ProviderNotVisibleYet`) is exempt: a provider failing with 500s
+    from the first poll on must still exhaust the budget (the e2e bad-input suite caught a
+    version that exempted every transient error of the first 30 s)."""
     job = polling()
-    job = polling(submit_started_at=job.db_now - timedelta(seconds=31))
+    job = polling(submit_started_at=job.db_now - timedelta(seconds=5))
     error = ProviderUnavailable("scripted: HTTP 503")
     outcome = finish(await steps.advance(job, context(failing_poll(error), error_budget=0)))
     assert outcome.error_message == "gave up after 1 consecutive errors from scripted: HTTP 503"

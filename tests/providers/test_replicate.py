@@ -15,6 +15,7 @@ import pytest
 from providers.errors import (
     ProviderAuthError,
     ProviderError,
+    ProviderNotVisibleYet,
     ProviderProtocolError,
     ProviderRateLimited,
     ProviderRejected,
@@ -319,7 +320,7 @@ async def test_unknown_status_is_unknown_not_terminal(rig: Rig) -> None:
 
 async def test_not_found_right_after_submit_is_retried(rig: Rig) -> None:
     mock_poll(rig, "error_404.json", 404)
-    with pytest.raises(ProviderUnavailable, match="not found"):
+    with pytest.raises(ProviderNotVisibleYet, match="not found"):
         await rig.adapter.poll(handle(PID, since_submit_s=3.0))
 
 

@@ -19,6 +19,7 @@ from providers.errors import (
     ProviderAuthError,
     ProviderConnectError,
     ProviderModerated,
+    ProviderNotVisibleYet,
     ProviderProtocolError,
     ProviderRateLimited,
     ProviderRejected,
@@ -531,7 +532,7 @@ async def test_other_401_403_are_auth_errors(rig: Rig, status: int, fixture: str
 
 async def test_404_within_30_s_is_retried(rig: Rig) -> None:
     mock_result(rig, reply("stability", "error_404.json", 404))
-    with pytest.raises(ProviderUnavailable) as caught:
+    with pytest.raises(ProviderNotVisibleYet) as caught:
         await rig.adapter.poll(upscale_handle(since_submit_s=12.0))
     assert caught.value.retryable
 

@@ -15,6 +15,7 @@ from providers.errors import (
     ProviderBusy,
     ProviderConnectError,
     ProviderError,
+    ProviderNotVisibleYet,
     ProviderProtocolError,
     ProviderRateLimited,
     ProviderRejected,
@@ -457,7 +458,7 @@ async def test_not_found_right_after_submit_is_retried(rig: Rig, kind: str) -> N
     rig.router.get(RECORD_PATH).mock(return_value=NOT_FOUND_REPLIES[kind]())
     with pytest.raises(ProviderError) as caught:
         await rig.adapter.poll(handle(TID, "audio", since_submit_s=5.0))
-    assert type(caught.value) is ProviderUnavailable  # retried, not the job's end
+    assert type(caught.value) is ProviderNotVisibleYet  # retried, spends no error budget
     assert "will retry" in str(caught.value)
 
 
