@@ -50,6 +50,11 @@ class _InFlight:
     writing: bool = False  # the outcome is being written: the lease ends with that write
 
 
+def submit_bucket(provider: str) -> str:
+    """Name of the ``app.provider_budgets`` row of a provider's create calls."""
+    return f"{provider}:submit"
+
+
 @dataclass(slots=True)
 class _OutageHold:
     """How long a completion holding the only copy of an output waits out an outage: until
@@ -96,6 +101,13 @@ class Daemon:
         self._ingestor = ingestor
         self._budgets = {
             name: ProviderBudget(repo, name, chunk=settings.budget_chunk) for name in adapters
+        }
+        # Create calls of vendors with a create limit: one token per request, since a submit
+        # is already a slow HTTP call and a local stock would keep tokens from other replicas.
+        self._submit_budgets = {
+            name: ProviderBudget(repo, submit_bucket(name), chunk=1)
+            for name, adapter in adapters.items()
+            if adapter.settings.submit_rate_per_s is not None
         }
         self._limits = steps.Limits(
             max_claims=settings.max_claims_without_writeback,
@@ -176,6 +188,12 @@ class Daemon:
                     await self._repo.ensure_budget(
                         name, capacity=s.burst, refill_per_s=s.rate_per_s
                     )
+                    if s.submit_rate_per_s is not None:
+                        await self._repo.ensure_budget(
+                            submit_bucket(name),
+                            capacity=s.submit_burst,
+                            refill_per_s=s.submit_rate_per_s,
+                        )
                 return
             except psycopg.OperationalError as exc:
                 metrics.DB_ERRORS.labels("start").inc()
@@ -423,6 +441,7 @@ class Daemon:
                 provider=adapter.provider if adapter else None,
                 settings=adapter.settings if adapter else None,
                 budget=self._budgets.get(job.provider_id),
+                submit_budget=self._submit_budgets.get(job.provider_id),
                 ingestor=self._ingestor,
                 db=self._repo,
                 limits=self._limits,

@@ -81,6 +81,7 @@ class StepContext:
     db: SubmissionLog
     limits: Limits
     log: FilteringBoundLogger  # bound once, for the per-poll line (see Daemon._job_log)
+    submit_budget: ProviderBudget | None = None  # create calls only (settings.submit_rate_per_s)
 
 
 def deadline_for(job: ClaimedJob, ctx: StepContext) -> datetime:
@@ -148,6 +149,10 @@ async def _submit(job: ClaimedJob, ctx: StepContext, deadline: datetime) -> Outc
             status="failed",
             error_message=f"invalid input_params: expected a JSON object, got {kind}",
         )
+    wait = await ctx.submit_budget.acquire() if ctx.submit_budget else 0.0
+    if wait > 0:  # nothing was sent: the job waits for the create budget, like any budget
+        delay = scheduling.capped(wait, scheduling.remaining_s(job, deadline))
+        return Reschedule(status=job.status, delay_s=delay, error_count=job.error_count)
     await ctx.db.mark_submit_started(job, deadline)
     request = SubmitRequest(
         job_id=job.id,

@@ -80,6 +80,8 @@ class ReplicateSettings(ProviderSettings):
     max_in_flight: int = Field(64, ge=1, le=10_000)
     rate_per_s: float = Field(40.0, gt=0, description="≈80 % of 3000 requests/min")
     burst: int = Field(80, ge=1)
+    submit_rate_per_s: float | None = Field(8.0, gt=0, description="≈80 % of 600 creates/min")
+    submit_burst: int = Field(10, ge=1)
     hardware_prices: PriceTable = Field(default_factory=lambda: dict(DEFAULT_HARDWARE_PRICES))
     model_hardware: NameTable = Field(default_factory=dict, description="model → hardware SKU")
     default_hardware: str | None = Field(None, description="SKU for models not in the map")

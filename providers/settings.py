@@ -104,6 +104,12 @@ class ProviderSettings(BaseSettings):
     max_in_flight: int = Field(16, ge=1, le=10_000, description="concurrent requests per replica")
     rate_per_s: float = Field(1.0, gt=0, description="shared request budget (all replicas)")
     burst: int = Field(4, ge=1, description="token-bucket capacity of that budget")
+    # Vendors that limit job creation more tightly than other calls (Replicate: 600 creates
+    # a minute, 3000 other requests) get a second shared bucket that only submits draw on.
+    submit_rate_per_s: float | None = Field(
+        None, gt=0, description="shared budget of create calls (all replicas); unset = none"
+    )
+    submit_burst: int = Field(4, ge=1, description="token-bucket capacity of that budget")
     max_reply_bytes: int = Field(64 * 1024 * 1024, ge=1024, description="largest reply read")
 
     @field_validator("base_url")

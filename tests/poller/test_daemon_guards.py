@@ -13,7 +13,7 @@ from psycopg_pool import AsyncConnectionPool
 
 from poller.repository import Repository
 from providers.errors import ProviderRateLimited, ProviderUnavailable
-from providers.types import InlineOutput, JobHandle, PollResult, PollState
+from providers.types import InlineOutput, JobHandle, PollResult, PollState, SubmitRequest
 from tests.poller.fakes import ScriptedProvider, failed, png_bytes, running, succeeded
 from tests.poller.helpers import execute, fetch, insert_jobs
 from tests.poller.test_daemon import poller_settings, pool, run_daemon, scripted_settings
@@ -256,3 +256,42 @@ async def test_a_generated_file_name_takes_the_usual_extension_of_the_sniffed_ty
     await run_daemon(db_url, pool, tmp_path, ScriptedProvider(default=done))
     [artifact] = fetch(db_url, "SELECT type, filename FROM app.artifacts")
     assert (artifact["type"], artifact["filename"]) == ("audio/mpeg", f"{job_id}-0.mp3")
+
+
+class TimedSubmits(ScriptedProvider):
+    """Records when each create call arrives."""
+
+    def __init__(self) -> None:
+        super().__init__(default=succeeded())
+        self.submit_times: list[float] = []
+
+    async def submit(self, request: SubmitRequest) -> PollResult:
+        self.submit_times.append(time.monotonic())
+        return await super().submit(request)
+
+
+async def test_submits_draw_on_their_own_shared_create_budget(
+    db_url: str, pool: AsyncConnectionPool, tmp_path: Path
+) -> None:
+    """A create budget of one a second (burst one) spaces three new jobs' submits at least a
+    second apart, however generous the request budget; the bucket is a shared row."""
+    insert_jobs(db_url, 3)
+    provider = TimedSubmits()
+    await run_daemon(
+        db_url,
+        pool,
+        tmp_path,
+        provider,
+        provider_settings=scripted_settings(submit_rate_per_s=1.0, submit_burst=1),
+    )
+    times = provider.submit_times
+    assert len(times) == 3
+    assert times[-1] - times[0] >= 1.8  # two refills of one token each, less the jitter
+    [bucket] = fetch(
+        db_url,
+        "SELECT capacity, refill_per_s FROM app.provider_budgets "
+        "WHERE provider_id = 'scripted:submit'",
+    )
+    assert (bucket["capacity"], bucket["refill_per_s"]) == (1, 1)
+    statuses = {r["status"] for r in fetch(db_url, "SELECT status FROM app.generation_jobs")}
+    assert statuses == {"completed"}

@@ -3,6 +3,7 @@ for the provider, the database port, the token bucket and the output store."""
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import replace
 from datetime import datetime, timedelta
 from decimal import Decimal
@@ -447,3 +448,18 @@ async def test_a_create_call_still_running_after_the_grace_is_cut() -> None:
         )
     assert outcome is None
     assert db.recorded == [] and db.cleared == []  # ambiguous: the mark stays
+
+
+async def test_a_submit_waits_for_the_create_budget_before_marking_anything() -> None:
+    """Replicate allows 600 creates a minute against 3000 other requests: a submit also draws
+    on its own bucket, and an empty one reschedules the job with nothing sent or marked."""
+    provider = ScriptedProvider()
+    db = SubmissionRecorder()
+    ctx = context(provider, db=db)
+    ctx = dataclasses.replace(
+        ctx, submit_budget=ProviderBudget(FixedBucket(granted=0, wait_s=2.0), "x", chunk=1)
+    )
+    outcome = reschedule(await steps.advance(claimed_job(), ctx))
+    assert 1.9 <= outcome.delay_s <= 2.1
+    assert provider.submitted == []
+    assert db.marked == []

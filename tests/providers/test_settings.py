@@ -37,6 +37,9 @@ def test_rate_budgets_stay_under_each_documented_limit() -> None:
     # Replicate 3000/min; Stability 150 per 10 s; Suno ~20 per 10 s (burst + 10 s of refill).
     replicate = ReplicateSettings.from_env({})
     assert replicate.rate_per_s * 60 <= 0.85 * 3000
+    # ... and 600 prediction creates a minute, which its submits draw on besides.
+    assert replicate.submit_rate_per_s is not None
+    assert replicate.submit_rate_per_s * 60 <= 0.85 * 600
     stability = StabilitySettings.from_env({})
     assert stability.burst + stability.rate_per_s * 10 < 150
     suno = SunoSettings.from_env({})
