@@ -60,6 +60,8 @@ def _run(db: pg.BenchDatabase, rec: Recorder, plan: DetectPlan) -> None:
             STORAGE_URL=f"file://{pg.WORK / 'artifacts'}",
             REPLICATE_RATE_PER_S="5000",
             REPLICATE_BURST="5000",
+            REPLICATE_SUBMIT_RATE_PER_S="5000",
+            REPLICATE_SUBMIT_BURST="5000",
         )
         with procs.daemon(env, logs / "daemon-detect.log", "--drain") as proc:
             proc.wait(timeout=plan.first_done_s + plan.spread_s + 120)

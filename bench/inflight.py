@@ -48,6 +48,8 @@ def daemon_settings(plan: InflightPlan) -> dict[str, str]:
     return {
         "REPLICATE_RATE_PER_S": "5000",
         "REPLICATE_BURST": "5000",
+        "REPLICATE_SUBMIT_RATE_PER_S": "5000",
+        "REPLICATE_SUBMIT_BURST": "5000",
         "REPLICATE_MAX_IN_FLIGHT": str(plan.concurrency),
         "POLLER_CONCURRENCY": str(plan.concurrency),
         "POLLER_BATCH_SIZE": str(plan.batch),

@@ -91,3 +91,29 @@ class ProviderBudget:
         wait = max(0.05, grant.wait_s)
         self._blocked_until = now + wait
         return wait
+
+
+class CreateQueue:
+    """Hands jobs waiting for a create budget distinct turns, one per token the bucket refills.
+
+    Told only "wait w", every waiting job came back at the same moment, one took the token and
+    the rest were claimed, rescheduled and written back again: a backlog of new jobs behind
+    Replicate's 8 creates/s turned over every fraction of a second. Spaced at the refill rate,
+    each job returns about when a token is there for it (per replica: others' turns are not
+    known, which at worst brings a job back early once more).
+    """
+
+    def __init__(self, budget: ProviderBudget, *, rate_per_s: float) -> None:
+        self.budget = budget
+        self._spacing = 1.0 / rate_per_s
+        self._next_turn = 0.0
+
+    async def acquire(self) -> float:
+        """0.0 when a create token was granted, else the seconds until this job's turn."""
+        wait = await self.budget.acquire()
+        if wait == 0.0:
+            return 0.0
+        now = time.monotonic()
+        turn = max(now + wait, self._next_turn)
+        self._next_turn = turn + self._spacing
+        return turn - now

@@ -24,7 +24,7 @@ import psycopg
 import structlog
 
 from poller import metrics, scheduling, steps
-from poller.budgets import ProviderBudget
+from poller.budgets import CreateQueue, ProviderBudget
 from poller.model import ClaimedJob, Complete, Finish, Outcome, Reschedule
 from poller.repository import REJECTED, LeaseLost, PendingWrite, Repository, rejected_outcome
 from poller.retrying import with_db_retry
@@ -105,9 +105,9 @@ class Daemon:
         # Create calls of vendors with a create limit: one token per request, since a submit
         # is already a slow HTTP call and a local stock would keep tokens from other replicas.
         self._submit_budgets = {
-            name: ProviderBudget(repo, submit_bucket(name), chunk=1)
+            name: CreateQueue(ProviderBudget(repo, submit_bucket(name), chunk=1), rate_per_s=rate)
             for name, adapter in adapters.items()
-            if adapter.settings.submit_rate_per_s is not None
+            if (rate := adapter.settings.submit_rate_per_s) is not None
         }
         self._limits = steps.Limits(
             max_claims=settings.max_claims_without_writeback,

@@ -22,7 +22,7 @@ import structlog
 from structlog.typing import FilteringBoundLogger
 
 from poller import metrics, outputs, scheduling
-from poller.budgets import ProviderBudget
+from poller.budgets import CreateQueue, ProviderBudget
 from poller.model import ClaimedJob, Finish, Outcome, Reschedule
 from poller.repository import DuplicateProviderJob
 from providers.base import Provider
@@ -81,7 +81,7 @@ class StepContext:
     db: SubmissionLog
     limits: Limits
     log: FilteringBoundLogger  # bound once, for the per-poll line (see Daemon._job_log)
-    submit_budget: ProviderBudget | None = None  # create calls only (settings.submit_rate_per_s)
+    submit_budget: CreateQueue | None = None  # create calls only (settings.submit_rate_per_s)
 
 
 def deadline_for(job: ClaimedJob, ctx: StepContext) -> datetime:

@@ -86,6 +86,8 @@ def fast_timings(lease_ttl_s: float = 3.0) -> dict[str, str]:
             env[f"{prefix}_POLL_INTERVAL_{media}_MS"] = "200"
         env[f"{prefix}_RATE_PER_S"] = "1000"
         env[f"{prefix}_BURST"] = "1000"
+        env[f"{prefix}_SUBMIT_RATE_PER_S"] = "1000"  # the create budget too (Replicate: 8/s)
+        env[f"{prefix}_SUBMIT_BURST"] = "1000"
         env[f"{prefix}_MAX_IN_FLIGHT"] = "200"
     env["SUNO_RATE_LIMIT_BACKOFF_S"] = "1"
     return env

@@ -3,10 +3,12 @@ answer shared by every waiting step, "wait" answers cached until they expire."""
 
 from __future__ import annotations
 
+import itertools
+
 import anyio
 import pytest
 
-from poller.budgets import ProviderBudget
+from poller.budgets import CreateQueue, ProviderBudget
 from poller.repository import Grant
 
 pytestmark = pytest.mark.anyio
@@ -131,3 +133,14 @@ async def test_reserving_what_is_already_local_or_while_told_to_wait_asks_nobody
     await b2.reserve(2)
     await b2.reserve(4)  # the chunk of 4 already covers it
     assert bucket.requests == 2 and bucket.tokens == 4
+
+
+async def test_jobs_waiting_for_create_tokens_get_turns_one_refill_apart() -> None:
+    """Told only "wait 2 s", four waiting submits would all come back together and three of
+    them would be claimed and rescheduled again for nothing; at 4 creates/s they return 2.0,
+    2.25, 2.5 and 2.75 s from now, and the one token left goes to the first caller."""
+    queue = CreateQueue(budget(FakeBucket(1, wait_s=2.0), chunk=1), rate_per_s=4.0)
+    waits = [await queue.acquire() for _ in range(5)]
+    assert waits[0] == 0.0
+    assert waits[1] == pytest.approx(2.0, abs=0.05)
+    assert all(b - a == pytest.approx(0.25, abs=0.02) for a, b in itertools.pairwise(waits[1:]))

@@ -16,7 +16,7 @@ import structlog
 from structlog.testing import capture_logs
 
 from poller import scheduling, steps
-from poller.budgets import ProviderBudget
+from poller.budgets import CreateQueue, ProviderBudget
 from poller.model import ClaimedJob, Complete, Finish, Outcome, Reschedule
 from poller.repository import LeaseLost
 from providers.errors import (
@@ -457,7 +457,10 @@ async def test_a_submit_waits_for_the_create_budget_before_marking_anything() ->
     db = SubmissionRecorder()
     ctx = context(provider, db=db)
     ctx = dataclasses.replace(
-        ctx, submit_budget=ProviderBudget(FixedBucket(granted=0, wait_s=2.0), "x", chunk=1)
+        ctx,
+        submit_budget=CreateQueue(
+            ProviderBudget(FixedBucket(granted=0, wait_s=2.0), "x", chunk=1), rate_per_s=8.0
+        ),
     )
     outcome = reschedule(await steps.advance(claimed_job(), ctx))
     assert 1.9 <= outcome.delay_s <= 2.1
