@@ -293,14 +293,8 @@ async def test_a_statement_longer_than_the_timeout_is_cancelled_as_an_outage(
         await short.close()
 
 
-async def test_a_backlog_of_one_provider_is_claimed_through_the_due_index(
-    db_url: str, pool: AsyncConnectionPool
-) -> None:
-    """One provider owning every job made the planner think the provider filter keeps no
-    row, so it sorted the whole backlog on every claim; the plan must walk an index."""
-    insert_jobs(db_url, 3_000, provider="scripted")
-    execute(db_url, "ANALYZE app.generation_jobs")
-    await repo(pool).pause_provider("other", 60, "rate limited")
+async def claim_plan(pool: AsyncConnectionPool) -> str:
+    """EXPLAIN of a claim of 50 rows, as the daemon sends it."""
     params = {
         "limit": 50,
         "excluded": [],
@@ -311,7 +305,18 @@ async def test_a_backlog_of_one_provider_is_claimed_through_the_due_index(
     }
     async with pool.connection() as conn:
         cur = await conn.execute("EXPLAIN " + sql.CLAIM, params)
-        plan = "\n".join(row[0] for row in await cur.fetchall())
+        return "\n".join(row[0] for row in await cur.fetchall())
+
+
+async def test_a_backlog_of_one_provider_is_claimed_through_the_due_index(
+    db_url: str, pool: AsyncConnectionPool
+) -> None:
+    """One provider owning every job made the planner think the provider filter keeps no
+    row, so it sorted the whole backlog on every claim; the plan must walk an index."""
+    insert_jobs(db_url, 3_000, provider="scripted")
+    execute(db_url, "ANALYZE app.generation_jobs")
+    await repo(pool).pause_provider("other", 60, "rate limited")
+    plan = await claim_plan(pool)
     assert "Seq Scan on generation_jobs" not in plan, plan
     assert re.search(r"Sort Key: j(_\d+)?\.next_poll_at", plan) is None, plan
 
@@ -330,17 +335,7 @@ async def test_the_tenant_scan_skips_finished_jobs_even_when_statistics_are_stal
         "UPDATE app.generation_jobs SET status = 'failed', completed_at = now() WHERE id = ANY(%s)",
         (ids[:2_900],),
     )
-    params = {
-        "limit": 50,
-        "excluded": [],
-        "per_tenant": 4,
-        "owner": "r1",
-        "lease_s": 30.0,
-        "slots": "{}",
-    }
-    async with pool.connection() as conn:
-        cur = await conn.execute("EXPLAIN " + sql.CLAIM, params)
-        plan = "\n".join(row[0] for row in await cur.fetchall())
+    plan = await claim_plan(pool)
     assert "ix_generation_jobs_tenant_id " not in plan, plan
     assert "ix_generation_jobs_tenant_due" in plan, plan
     assert len(await repo(pool).claim(50, excluded=[], per_tenant=4)) == 50

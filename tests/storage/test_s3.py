@@ -37,6 +37,18 @@ def s3_config(endpoint: str, bucket: str, tmp_path: Path, **changes: Any) -> Sto
     return StorageConfig(**(settings | changes))
 
 
+def multipart_config(endpoint: str, bucket: str, tmp_path: Path, **changes: Any) -> StorageConfig:
+    """S3 storage that goes multipart above 5 MiB in 5 MiB parts (S3's smallest part)."""
+    return s3_config(
+        endpoint,
+        bucket,
+        tmp_path,
+        s3_multipart_threshold_bytes=5 * MiB,
+        s3_multipart_part_bytes=5 * MiB,
+        **changes,
+    )
+
+
 async def test_missing_bucket_is_a_clear_start_up_error(
     s3_endpoint: str, aws_env: None, tmp_path: Path
 ) -> None:
@@ -96,13 +108,7 @@ async def test_large_files_use_multipart_with_the_hash_in_metadata(
     s3_endpoint: str, s3_client: S3Client, bucket: str, tmp_path: Path
 ) -> None:
     data = os.urandom(12 * MiB)
-    config = s3_config(
-        s3_endpoint,
-        bucket,
-        tmp_path,
-        s3_multipart_threshold_bytes=5 * MiB,
-        s3_multipart_part_bytes=5 * MiB,
-    )
+    config = multipart_config(s3_endpoint, bucket, tmp_path)
     async with open_storage(config) as ingestor:
         first = await ingestor.ingest_bytes(data, expected_kind=None)
         again = await ingestor.ingest_bytes(data, expected_kind=None)
@@ -122,13 +128,7 @@ async def test_concurrent_multipart_writers_end_with_one_object_and_no_open_uplo
     source = tmp_path / "source"
     source.write_bytes(data)
     digest = sha256(data)
-    config = s3_config(
-        s3_endpoint,
-        bucket,
-        tmp_path,
-        s3_multipart_threshold_bytes=5 * MiB,
-        s3_multipart_part_bytes=5 * MiB,
-    )
+    config = multipart_config(s3_endpoint, bucket, tmp_path)
     created: list[bool] = []
     async with open_storage(config) as ingestor:
 
@@ -164,13 +164,7 @@ async def test_a_replica_winning_between_head_and_put_means_dedup(
     digest = sha256(data)
     object_key = f"media/{key_for(digest)}"
     s3_client.put_object(Bucket=bucket, Key=object_key, Body=data, Metadata={"who": "replica"})
-    config = s3_config(
-        s3_endpoint,
-        bucket,
-        tmp_path,
-        s3_multipart_threshold_bytes=5 * MiB,
-        s3_multipart_part_bytes=5 * MiB,
-    )
+    config = multipart_config(s3_endpoint, bucket, tmp_path)
     async with open_storage(config) as ingestor:
         store = ingestor.store
         assert isinstance(store, S3BlobStore)
@@ -288,13 +282,7 @@ async def test_a_server_rejecting_the_checksum_header_is_a_retryable_misconfigur
 ) -> None:
     """Failing the job would throw away a finished, paid generation: retry, name the fix."""
     data = os.urandom(size)
-    config = s3_config(
-        s3_endpoint,
-        bucket,
-        tmp_path,
-        s3_multipart_threshold_bytes=5 * MiB,
-        s3_multipart_part_bytes=5 * MiB,
-    )
+    config = multipart_config(s3_endpoint, bucket, tmp_path)
     seen: list[str] = []
     async with open_storage(config) as ingestor:
         assert isinstance(ingestor.store, S3BlobStore)
@@ -314,14 +302,7 @@ async def test_checksums_switched_off_reach_a_server_that_rejects_them(
     s3_endpoint: str, s3_client: S3Client, bucket: str, tmp_path: Path, size: int
 ) -> None:
     data = os.urandom(size)
-    config = s3_config(
-        s3_endpoint,
-        bucket,
-        tmp_path,
-        s3_multipart_threshold_bytes=5 * MiB,
-        s3_multipart_part_bytes=5 * MiB,
-        s3_send_checksum=False,
-    )
+    config = multipart_config(s3_endpoint, bucket, tmp_path, s3_send_checksum=False)
     seen: list[str] = []
     async with open_storage(config) as ingestor:
         assert isinstance(ingestor.store, S3BlobStore)
@@ -352,13 +333,7 @@ async def test_without_conditional_writes_the_head_check_alone_is_used(
 ) -> None:
     """A 501 to If-None-Match is detected once; the write is repeated without it."""
     first, second = os.urandom(size), os.urandom(size)
-    config = s3_config(
-        s3_endpoint,
-        bucket,
-        tmp_path,
-        s3_multipart_threshold_bytes=5 * MiB,
-        s3_multipart_part_bytes=5 * MiB,
-    )
+    config = multipart_config(s3_endpoint, bucket, tmp_path)
     seen: list[str] = []
     async with open_storage(config) as ingestor:
         assert isinstance(ingestor.store, S3BlobStore)
@@ -370,16 +345,6 @@ async def test_without_conditional_writes_the_head_check_alone_is_used(
     for blob, data in zip(stored, (first, second), strict=True):
         assert s3_client.get_object(Bucket=bucket, Key=f"media/{blob.key}")["Body"].read() == data
     assert s3_client.list_multipart_uploads(Bucket=bucket).get("Uploads", []) == []
-
-
-def multipart_config(endpoint: str, bucket: str, tmp_path: Path) -> StorageConfig:
-    return s3_config(
-        endpoint,
-        bucket,
-        tmp_path,
-        s3_multipart_threshold_bytes=5 * MiB,
-        s3_multipart_part_bytes=5 * MiB,
-    )
 
 
 async def test_a_failed_part_aborts_the_multipart_upload(
