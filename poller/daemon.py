@@ -27,7 +27,7 @@ from poller import metrics, scheduling, steps
 from poller.budgets import CreateQueue, ProviderBudget
 from poller.model import ClaimedJob, Complete, Finish, Outcome, Reschedule
 from poller.repository import REJECTED, LeaseLost, PendingWrite, Repository, rejected_outcome
-from poller.retrying import with_db_retry
+from poller.retrying import CountedCall, with_db_retry
 from poller.settings import PollerSettings
 from poller.wakeup import Listener
 from poller.workers import Workers
@@ -401,20 +401,21 @@ class Daemon:
             )
         except Exception as exc:
             log.exception("job.step_crashed")
-            return self._crashed(job, f"internal error: {type(exc).__name__}: {exc}")
+            return self._crashed(job, ctx, f"internal error: {type(exc).__name__}: {exc}")
 
-    def _crashed(self, job: ClaimedJob, error: str) -> Outcome:
+    def _crashed(self, job: ClaimedJob, ctx: steps.StepContext, error: str) -> Outcome:
         count = job.error_count + 1
         if count > self._limits.error_budget:
             return Finish(
                 status="failed", error_message=f"gave up after {count} consecutive errors: {error}"
             )
-        return Reschedule(
-            status=job.status,
-            delay_s=min(self._limits.error_backoff_max_s, 2.0**count),
-            error_count=count,
-            last_error=error,
+        delay = scheduling.error_backoff(
+            count,
+            retry_after_s=None,
+            max_s=self._limits.error_backoff_max_s,
+            remaining=scheduling.remaining_s(job, steps.deadline_for(job, ctx)),
         )
+        return Reschedule(status=job.status, delay_s=delay, error_count=count, last_error=error)
 
     def _release(self, entry: _InFlight) -> None:
         """Shutdown hand-back: due at once for another replica, not a failure."""
@@ -452,24 +453,16 @@ class Daemon:
         return ctx
 
     async def _complete(self, job: ClaimedJob, outcome: Complete, deadline: datetime) -> None:
-        calls = 0
         hold = _OutageHold(job, deadline) if not outcome.refetchable else None
-
-        async def attempt() -> None:
-            nonlocal calls
-            calls += 1
-            await self._repo.complete(job, outcome, deadline)
-
+        attempt = CountedCall(lambda: self._repo.complete(job, outcome, deadline))
         while True:
             try:
                 await with_db_retry("complete", attempt)
-            except psycopg.OperationalError as exc:
-                if hold is not None and await self._hold_lease(hold):
-                    continue
-                if not await self._completion_failed(job, outcome, deadline, exc, calls > 1):
-                    return
             except (LeaseLost, psycopg.Error) as exc:
-                if not await self._completion_failed(job, outcome, deadline, exc, calls > 1):
+                outage = isinstance(exc, psycopg.OperationalError)
+                if outage and hold is not None and await self._hold_lease(hold):
+                    continue
+                if not await self._completion_failed(job, outcome, deadline, exc, attempt.retried):
                     return
             self._finished(job, "completed", outcome.cost_usd, artifacts=len(outcome.artifacts))
             return

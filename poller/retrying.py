@@ -8,7 +8,7 @@ writes are safe to repeat: a retry after an unseen commit simply matches nothing
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
-from typing import TypeVar
+from typing import Generic, TypeVar
 
 import psycopg
 import structlog
@@ -40,6 +40,26 @@ def _logger(operation: str) -> Callable[[RetryCallState], None]:
         )
 
     return before_sleep
+
+
+class CountedCall(Generic[T]):
+    """A call for `with_db_retry` that counts its attempts.
+
+    After a retry a write's outcome is ambiguous: its first attempt may have committed although
+    the client saw the connection fail, so the retry matched nothing. Callers re-read the rows
+    then, instead of reporting a lost lease or a failure."""
+
+    def __init__(self, call: Callable[[], Awaitable[T]]) -> None:
+        self._call = call
+        self.attempts = 0
+
+    async def __call__(self) -> T:
+        self.attempts += 1
+        return await self._call()
+
+    @property
+    def retried(self) -> bool:
+        return self.attempts > 1
 
 
 async def with_db_retry(

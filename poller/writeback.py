@@ -21,7 +21,7 @@ from psycopg import Error as PsycopgError
 
 from poller import metrics
 from poller.repository import REJECTED, PendingWrite, Repository, rejected_outcome
-from poller.retrying import with_db_retry
+from poller.retrying import CountedCall, with_db_retry
 
 log = structlog.get_logger("poller")
 
@@ -112,15 +112,9 @@ class WriteBackBatcher:
     async def _apply(self, batch: list[PendingWrite]) -> set[uuid.UUID]:
         """The fenced write-back with retries; after a retry, rows it did not match are
         re-checked, since the first attempt may have committed them unseen."""
-        calls = 0
-
-        async def attempt() -> set[uuid.UUID]:
-            nonlocal calls
-            calls += 1
-            return await self._repo.write_back(batch)
-
+        attempt = CountedCall(lambda: self._repo.write_back(batch))
         applied = await with_db_retry("write_back", attempt)
-        if calls > 1 and len(applied) < len(batch):
+        if attempt.retried and len(applied) < len(batch):
             applied |= await self._recheck([w for w in batch if w.job.id not in applied])
         return applied
 
