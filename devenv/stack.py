@@ -45,7 +45,12 @@ def database_url() -> str:
 
 @contextmanager
 def simulator(*extra: str) -> Iterator[str]:
-    """The loopback provider simulator as a child process; yields its base URL."""
+    """The loopback provider simulator as a child process; yields its base URL.
+
+    No ``--seed``: the simulator then draws one, so its job ids differ from run to run. With
+    a fixed seed a second ``make demo`` against the same ``./.data`` database got the ids of
+    the first run again, and every job failed on the unique (provider_id, provider_job_id).
+    """
     with tempfile.TemporaryDirectory() as tmp:
         ready = Path(tmp) / "sim.url"
         proc = subprocess.Popen(
@@ -55,8 +60,6 @@ def simulator(*extra: str) -> Iterator[str]:
                 "simulator",
                 "--port",
                 "0",
-                "--seed",
-                "1",
                 "--ready-file",
                 str(ready),
                 *extra,

@@ -11,6 +11,7 @@ from pathlib import Path
 import httpx
 import pytest
 
+from devenv import stack
 from simulator.server import SimulatorServer
 from tests.simulator.conftest import AUTH
 from tests.simulator.helpers import replicate_create, suno_generate
@@ -103,3 +104,14 @@ def test_cli_rejects_bad_options(tmp_path: Path, args: tuple[str, ...]) -> None:
     _, stderr = proc.communicate(timeout=10)
     assert proc.returncode == 2 and not ready.exists()
     assert stderr.strip()
+
+
+def test_the_dev_stacks_simulator_hands_out_new_job_ids_on_every_start() -> None:
+    """`make demo` and `make run` keep their database in ./.data between runs; a simulator
+    started with the same seed each time gave a second run the first run's job ids, and every
+    job failed on the unique (provider_id, provider_job_id)."""
+    ids = []
+    for _ in range(2):
+        with stack.simulator() as url, httpx.Client(base_url=url, headers=AUTH) as client:
+            ids.append(replicate_create(client, {"prompt": "x"}).json()["id"])
+    assert ids[0] != ids[1]
