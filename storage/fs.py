@@ -9,6 +9,7 @@ from __future__ import annotations
 import contextlib
 import errno
 import os
+import stat
 import tempfile
 import time
 from collections.abc import Iterable
@@ -23,6 +24,7 @@ __all__ = [
     "create_temp_file",
     "fsync_dir",
     "make_dirs",
+    "make_private_dir",
     "os_error",
     "sweep_stale",
     "write_all",
@@ -111,6 +113,35 @@ def make_dirs(directory: Path) -> None:
         with contextlib.suppress(FileExistsError):
             path.mkdir()
         fsync_dir(path.parent)
+
+
+def make_private_dir(directory: Path) -> None:
+    """Create ``directory`` with mode 0700, or check that an existing one is ours alone.
+
+    For a directory at a predictable name in a shared temp dir (``/tmp/media-poller-ingest-
+    <uid>``): another local user could create it first, as a symlink or a directory they
+    own, and then swap a temp file between its hashing and its upload, storing other bytes
+    under the hash. So it must be a real directory owned by this user; group/other
+    permissions on it are removed. Anything else is a configuration error that names the
+    way out (``POLLER_TMP_DIR``).
+    """
+    make_dirs(directory.parent)
+    with contextlib.suppress(FileExistsError):
+        directory.mkdir(mode=0o700)
+        fsync_dir(directory.parent)
+    found = os.lstat(directory)
+    hint = "remove it or set POLLER_TMP_DIR to a private directory"
+    if not stat.S_ISDIR(found.st_mode):
+        raise BackendMisconfigured(
+            f"temp directory {directory} exists but is not a directory (a symlink?): {hint}"
+        )
+    if found.st_uid != os.geteuid():
+        raise BackendMisconfigured(
+            f"temp directory {directory} is owned by uid {found.st_uid}, not by this "
+            f"process (uid {os.geteuid()}): {hint}"
+        )
+    if stat.S_IMODE(found.st_mode) & 0o077:
+        os.chmod(directory, 0o700, follow_symlinks=False)
 
 
 def sweep_stale(directory: Path, *, older_than_s: float) -> int:

@@ -24,7 +24,14 @@ from storage.base import BlobStore, StoredBlob, key_for
 from storage.config import LocalLocation, StorageConfig
 from storage.download import Downloader, DownloadHooks, parse_url, redact
 from storage.errors import ContentRejected, StorageError
-from storage.fs import TempFile, create_temp_file, make_dirs, os_error, sweep_stale
+from storage.fs import (
+    TempFile,
+    create_temp_file,
+    make_dirs,
+    make_private_dir,
+    os_error,
+    sweep_stale,
+)
 from storage.local import LocalBlobStore
 from storage.metadata import read_metadata
 from storage.s3 import S3BlobStore
@@ -190,11 +197,13 @@ async def _prepare_tmp_dir(config: StorageConfig, store: BlobStore) -> Path:
     def prepare() -> tuple[Path, int]:
         if config.tmp_dir is not None:
             directory = config.tmp_dir.absolute()
+            make_dirs(directory)
         elif isinstance(store, LocalBlobStore):
             directory = store.tmp_dir
+            make_dirs(directory)
         else:
-            directory = Path(tempfile.gettempdir()) / f"media-poller-ingest-{os.getuid()}"
-        make_dirs(directory)
+            directory = Path(tempfile.gettempdir()) / f"media-poller-ingest-{os.geteuid()}"
+            make_private_dir(directory)
         removed = sweep_stale(directory, older_than_s=config.stale_tmp_age_s)
         if isinstance(store, LocalBlobStore) and store.tmp_dir != directory:
             # The copy fallback (temp dir on another filesystem) stages in <root>/.tmp: a
