@@ -64,6 +64,7 @@ _RESERVED = frozenset(
     {"host", "accept-encoding", "content-length", "transfer-encoding", "connection"}
 )
 FLOOR_HINT = "POLLER_DOWNLOAD_MIN_BYTES_PER_S"
+TOTAL_HINT = "POLLER_DOWNLOAD_TOTAL_TIMEOUT_S"
 _LABEL = r"[a-z0-9_]([a-z0-9_-]{0,61}[a-z0-9_])?"
 _HOSTNAME = re.compile(rf"{_LABEL}(\.{_LABEL})*\.?")
 
@@ -252,11 +253,22 @@ class Downloader:
         """
         target = parse_url(url)
         limit = self._config.total_timeout_s
+        received = 0
+
+        async def counting(chunk: bytes) -> None:
+            nonlocal received
+            received += len(chunk)
+            await sink(chunk)
+
         with anyio.move_on_after(limit):
-            await self._follow(target, dict(headers or {}), sink)
+            await self._follow(target, dict(headers or {}), counting)
             return
+        # The figures tell an operator whether the CDN is slow or the deadline too short for
+        # the size cap (a file at POLLER_MAX_DOWNLOAD_BYTES must average cap / deadline).
         raise DownloadTimeout(
-            f"{redact(target)}: download did not finish within {limit:g} s (total deadline)"
+            f"{redact(target)}: download did not finish within {limit:g} s (total deadline, "
+            f"{TOTAL_HINT}): {describe_size(received)} received, "
+            f"{describe_size(int(received / limit))}/s on average"
         )
 
     async def _follow(self, url: httpx.URL, headers: dict[str, str], sink: Sink) -> None:
