@@ -79,7 +79,9 @@ def _plans(quick: bool) -> Plans:
             http=http_client.HttpPlan(),
         )
     return Plans(
-        claim=compare_claim.ClaimPlan(seconds=3, drain_jobs=1000, drain_batches=(10, 50)),
+        claim=compare_claim.ClaimPlan(
+            seconds=3, drain_jobs=1000, drain_batches=(10, 50), drain_jobs_small={10: 1000}
+        ),
         inflight=(inflight.InflightPlan(jobs=1000, warmup_s=3, window_s=5),),
         detect=detect.DetectPlan(jobs=20, first_done_s=3, spread_s=2),
         http=http_client.HttpPlan(polls=500, concurrencies=(256,)),

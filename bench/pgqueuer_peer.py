@@ -145,7 +145,7 @@ def run_tool(
             check=True,
             stdout=out,
             stderr=subprocess.STDOUT,
-            timeout=seconds * 3 + 120,
+            timeout=(jobs / 500 if mode == "drain" else seconds * 3) + 120,
         )
     server = server_ms(db, excluding=ENQUEUE)
     data = json.loads(result.read_text())
