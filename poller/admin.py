@@ -22,8 +22,8 @@ from psycopg.types.json import Jsonb
 JOB_COLUMNS = """id, tenant_id, run_id, run_step_id, provider_id, provider_job_id, media_type,
 status, poll_interval_ms, timeout_ms, attempts, input_params, result_uri, artifact_id,
 artifact_ids, error_message, last_error, cost_usd, started_at, completed_at, created_at,
-updated_at, next_poll_at, deadline_at, submit_started_at, lease_owner, lease_version,
-claim_count, error_count"""
+updated_at, next_poll_at, deadline_at, submit_started_at, provider_job_id_recorded_at,
+lease_owner, lease_version, claim_count, error_count"""
 
 
 class AdminError(Exception):

@@ -112,7 +112,7 @@ def test_jobs_show_prints_every_column_of_the_job(db_url: str) -> None:
     [job_id] = insert_jobs(db_url, 1)
     shown = json.loads(ok(cli(db_url, "jobs", "show", str(job_id), "--json")))
     assert set(GenerationJob.__table__.columns.keys()) <= set(shown)
-    assert "submit_started_at" in shown
+    assert "submit_started_at" in shown and "provider_job_id_recorded_at" in shown
 
 
 def _fail(db_url: str, job_id: uuid.UUID, **cols: Any) -> None:
