@@ -97,8 +97,14 @@ def retry_job(
     url: str, job_id: uuid.UUID, *, tenant: str, resubmit: bool, default_timeout_ms: int
 ) -> None:
     """failed/timed_out → pending with a fresh deadline; optionally forget the provider job."""
+    # A resubmit forgets everything about the old provider job: its id, the submit mark and
+    # when the id was recorded (a time left behind would describe no id, or the wrong one if
+    # an operator then fills in an id by hand). A plain retry keeps them: same provider job.
     resubmit_sql = (
-        ", provider_job_id = NULL, submit_started_at = NULL, started_at = NULL" if resubmit else ""
+        ", provider_job_id = NULL, submit_started_at = NULL, "
+        "provider_job_id_recorded_at = NULL, started_at = NULL"
+        if resubmit
+        else ""
     )
     query = f"""
         UPDATE app.generation_jobs
