@@ -22,8 +22,8 @@ from psycopg.types.json import Jsonb
 JOB_COLUMNS = """id, tenant_id, run_id, run_step_id, provider_id, provider_job_id, media_type,
 status, poll_interval_ms, timeout_ms, attempts, input_params, result_uri, artifact_id,
 artifact_ids, error_message, last_error, cost_usd, started_at, completed_at, created_at,
-updated_at, next_poll_at, deadline_at, submit_started_at, lease_owner, lease_version,
-claim_count, error_count"""
+updated_at, next_poll_at, deadline_at, submit_started_at, provider_job_id_recorded_at,
+lease_owner, lease_version, claim_count, error_count"""
 
 
 class AdminError(Exception):
@@ -97,8 +97,14 @@ def retry_job(
     url: str, job_id: uuid.UUID, *, tenant: str, resubmit: bool, default_timeout_ms: int
 ) -> None:
     """failed/timed_out → pending with a fresh deadline; optionally forget the provider job."""
+    # A resubmit forgets everything about the old provider job: its id, the submit mark and
+    # when the id was recorded (a time left behind would describe no id, or the wrong one if
+    # an operator then fills in an id by hand). A plain retry keeps them: same provider job.
     resubmit_sql = (
-        ", provider_job_id = NULL, submit_started_at = NULL, started_at = NULL" if resubmit else ""
+        ", provider_job_id = NULL, submit_started_at = NULL, "
+        "provider_job_id_recorded_at = NULL, started_at = NULL"
+        if resubmit
+        else ""
     )
     query = f"""
         UPDATE app.generation_jobs

@@ -35,6 +35,9 @@ class ClaimedJob:
     started_at: datetime | None
     deadline_at: datetime | None
     submit_started_at: datetime | None
+    # When provider_job_id was recorded (the create call had returned it); NULL on rows
+    # recorded before revision poller_0006 and on rows inserted with a provider job id.
+    provider_job_id_recorded_at: datetime | None
     lease_version: int
     claim_count: int
     error_count: int

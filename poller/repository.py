@@ -152,11 +152,12 @@ def _job(row: Sequence[Any]) -> ClaimedJob:
         started_at=row[13],
         deadline_at=row[14],
         submit_started_at=row[15],
-        lease_version=row[16],
-        claim_count=row[17],
-        error_count=row[18],
-        due_at=row[19],
-        db_now=row[20],
+        provider_job_id_recorded_at=row[16],
+        lease_version=row[17],
+        claim_count=row[18],
+        error_count=row[19],
+        due_at=row[20],
+        db_now=row[21],
     )
 
 

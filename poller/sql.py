@@ -83,7 +83,8 @@ UPDATE app.generation_jobs j
 RETURNING j.id, j.tenant_id, j.run_id, j.run_step_id, j.provider_id, j.provider_job_id,
           j.media_type, j.status, j.poll_interval_ms, j.timeout_ms, j.attempts,
           j.input_params, j.created_at, j.started_at, j.deadline_at, j.submit_started_at,
-          j.lease_version, j.claim_count, j.error_count, picked.next_poll_at, now()
+          j.provider_job_id_recorded_at, j.lease_version, j.claim_count, j.error_count,
+          picked.next_poll_at, now()
 """
 
 # Batched write-back of every outcome that is not a completion with artifacts, the rows as one
@@ -136,9 +137,12 @@ RETURNING id
 """
 
 # The id is persisted the moment the provider returns it: a crash after this never resubmits.
+# Its time starts the early-404 window (DESIGN §10 "a 404 within 30 s of submit"): the vendor
+# can only be expected to show a job once it has answered the create call, however long that
+# call took, so the window is not counted from submit_started_at.
 RECORD_SUBMISSION = """
 UPDATE app.generation_jobs
-   SET provider_job_id = %(provider_job_id)s
+   SET provider_job_id = %(provider_job_id)s, provider_job_id_recorded_at = now()
  WHERE id = %(id)s AND lease_version = %(version)s AND lease_owner = %(owner)s
 RETURNING id
 """

@@ -270,9 +270,6 @@ def _reason(job: ClaimedJob, exc: ProviderError) -> str:
 
 def _handle(job: ClaimedJob, provider_job_id: str | None = None) -> JobHandle:
     """The job as the adapter knows it (``provider_job_id``: one not recorded on the row)."""
-    since = None
-    if job.submit_started_at is not None:
-        since = (job.db_now - job.submit_started_at).total_seconds()
     pid = provider_job_id or job.provider_job_id
     assert pid is not None
     return JobHandle(
@@ -280,8 +277,22 @@ def _handle(job: ClaimedJob, provider_job_id: str | None = None) -> JobHandle:
         provider_job_id=pid,
         media_type=job.media_type,
         params=job.input_params,
-        since_submit_s=since,
+        since_submit_s=_since_id_recorded_s(job),
     )
+
+
+def _since_id_recorded_s(job: ClaimedJob) -> float | None:
+    """Seconds from recording the provider's job id to this claim, by the database clock: how
+    long the vendor has had to show the job (the early-404 window starts there, not at the
+    start of a create call that may have taken minutes). A row whose id was recorded before
+    revision poller_0006 has no recording time; the submit's start stands in for it, which
+    only makes its window end sooner. None when neither is known."""
+    since = job.provider_job_id_recorded_at
+    if since is None and job.provider_job_id is not None:
+        since = job.submit_started_at
+    if since is None:
+        return None
+    return (job.db_now - since).total_seconds()
 
 
 async def _poll(job: ClaimedJob, ctx: StepContext, deadline: datetime) -> Outcome:

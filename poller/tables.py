@@ -214,6 +214,8 @@ class GenerationJob(Base):
     submit_started_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
     last_error: Mapped[str | None] = mapped_column(Text)
     artifact_ids: Mapped[list[str]] = mapped_column(JSONB, server_default=text("'[]'::jsonb"))
+    # Revision poller_0006: when the fenced write recorded provider_job_id (database clock).
+    provider_job_id_recorded_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
 
 
 class ProviderBudget(Base):

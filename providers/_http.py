@@ -360,7 +360,9 @@ def _first_error(exc: ValidationError) -> str:
     return f"{loc}: {err['msg']}"
 
 
-NOT_FOUND_GRACE_S = 30.0  # DESIGN §10: a 404 this soon after submit is retried, later it is final
+# DESIGN §10: a 404 this soon after the provider returned the job id is retried, later it is
+# final (`JobHandle.since_submit_s` counts from that moment).
+NOT_FOUND_GRACE_S = 30.0
 
 
 def validate_params(cls: type[M], params: Mapping[str, Any], provider: str) -> M:
@@ -373,7 +375,8 @@ def validate_params(cls: type[M], params: Mapping[str, Any], provider: str) -> M
 
 
 def early_not_found(since_submit_s: float | None) -> bool:
-    """True while a 404 may still be the vendor's eventual consistency, not a missing job."""
+    """True while a 404 may still be the vendor's eventual consistency, not a missing job
+    (``since_submit_s``: `JobHandle.since_submit_s`, seconds since the id was returned)."""
     return since_submit_s is not None and since_submit_s < NOT_FOUND_GRACE_S
 
 

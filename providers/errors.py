@@ -80,9 +80,10 @@ class ProviderBusy(ProviderUnavailable):
 
 
 class ProviderNotVisibleYet(ProviderUnavailable):
-    """A 404 within 30 s of the submit (DESIGN §10): the vendor does not show the new job
-    yet. Retried like any transient error, but the adapter's window bounds the retries, so
-    the poller spends no error budget on them (a 5xx in that window still does).
+    """A 404 within 30 s of the submit (DESIGN §10), counted from when the provider returned
+    the job id: the vendor does not show the new job yet. Retried like any transient error,
+    but the adapter's window bounds the retries, so the poller spends no error budget on them
+    (a 5xx in that window still does).
     """
 
 

@@ -109,5 +109,9 @@ class JobHandle:
     provider_job_id: str
     media_type: str
     params: Mapping[str, Any] = field(default_factory=dict)
-    # Seconds since the submit was recorded (Stability retries an early 404); None if unknown.
+    # Seconds since the provider returned this job id (when the poller recorded it), by the
+    # database clock at the poll's claim; not since the create call started, which may have
+    # taken minutes. Adapters pass it to `_http.early_not_found` to tell a job the vendor does
+    # not show yet from a missing one. Ids recorded before revision poller_0006 count from
+    # the start of the create call. None if unknown (e.g. a job inserted with its id).
     since_submit_s: float | None = None

@@ -138,6 +138,7 @@ COLUMNS: dict[str, list[tuple[str, str, bool]]] = {
         ("submit_started_at", TSTZ, NULL),
         ("last_error", TEXT, NULL),
         ("artifact_ids", JSONB, NOT_NULL),
+        ("provider_job_id_recorded_at", TSTZ, NULL),  # poller_0006
     ],
     "campaigns": [
         ("id", UUID, NOT_NULL),
@@ -336,6 +337,7 @@ DEFAULTS: dict[tuple[str, str], object] = {
     ("generation_jobs", "lease_owner"): None,
     ("generation_jobs", "deadline_at"): None,
     ("generation_jobs", "submit_started_at"): None,
+    ("generation_jobs", "provider_job_id_recorded_at"): None,
     ("generation_jobs", "last_error"): None,
     ("campaigns", "status"): "draft",
     ("campaigns", "version"): 1,
@@ -371,4 +373,5 @@ POLLER_REVISIONS = (
     "poller_0003",
     "poller_0004",
     "poller_0005",
+    "poller_0006",
 )

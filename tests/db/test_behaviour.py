@@ -157,6 +157,7 @@ def test_insert_naming_only_seed_columns_gets_poller_defaults(conn: Conn) -> Non
     assert (row["lease_owner"], row["lease_version"], row["claim_count"]) == (None, 0, 0)
     assert (row["error_count"], row["artifact_ids"], row["last_error"]) == (0, [], None)
     assert (row["deadline_at"], row["submit_started_at"]) == (None, None)
+    assert row["provider_job_id_recorded_at"] is None
     assert (row["poll_interval_ms"], row["attempts"]) == (None, 0)
 
 

@@ -75,7 +75,7 @@ def test_revisions_mirror_the_seed_timeline_then_the_poller() -> None:
     chain = [rev.revision for rev in reversed(list(script.walk_revisions()))]
     assert tuple(chain) == ALL_REVISIONS
     assert list(seed.SEED_REVISIONS) == sorted(seed.SEED_REVISIONS, key=int)
-    assert head_revision() == "poller_0005"
+    assert head_revision() == "poller_0006"
 
 
 def test_upgrade_downgrade_upgrade_round_trip(empty_db_url: str) -> None:
@@ -183,6 +183,43 @@ def test_bounded_finished_notify_downgrades_to_the_unbounded_trigger(empty_db_ur
     with pytest.raises(psycopg.errors.InvalidParameterValue, match="payload string too long"):
         _finish_with_artifacts(empty_db_url, 250)
     _finish_with_artifacts(empty_db_url, 3)
+
+
+def _recorded_at_column(url: str) -> list[tuple[Any, ...]]:
+    with psycopg.connect(url) as conn:
+        return conn.execute(
+            """SELECT data_type, is_nullable, column_default FROM information_schema.columns
+                WHERE table_schema = 'app' AND table_name = 'generation_jobs'
+                  AND column_name = 'provider_job_id_recorded_at'"""
+        ).fetchall()
+
+
+def test_provider_job_id_recorded_at_round_trip_keeps_the_jobs(empty_db_url: str) -> None:
+    """poller_0006 adds the time the provider's id was recorded (the early-404 window starts
+    there); its downgrade drops only that column, and upgrading again backfills nothing: a
+    row from before the revision has no recording time (the daemon falls back to
+    ``submit_started_at``)."""
+    upgrade_to_head(empty_db_url)
+    assert _recorded_at_column(empty_db_url) == [("timestamp with time zone", "YES", None)]
+    with psycopg.connect(empty_db_url, autocommit=True) as conn:
+        job = insert(conn, "generation_jobs", generation_job(provider_job_id="p-1"))
+        conn.execute(
+            "UPDATE app.generation_jobs SET submit_started_at = now() - interval '1 minute', "
+            "provider_job_id_recorded_at = now() WHERE id = %s",
+            (job["id"],),
+        )
+    migrate.downgrade(empty_db_url, "poller_0005")
+    assert current_revision(empty_db_url) == "poller_0005"
+    assert _recorded_at_column(empty_db_url) == []
+    upgrade_to_head(empty_db_url)
+    assert _recorded_at_column(empty_db_url) == [("timestamp with time zone", "YES", None)]
+    with psycopg.connect(empty_db_url) as conn:
+        row = conn.execute(
+            "SELECT provider_job_id, submit_started_at IS NOT NULL, provider_job_id_recorded_at "
+            "FROM app.generation_jobs WHERE id = %s",
+            (job["id"],),
+        ).fetchone()
+    assert row == ("p-1", True, None)
 
 
 def test_concurrent_migrators_serialise(empty_db_url: str) -> None:

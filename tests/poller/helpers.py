@@ -84,6 +84,7 @@ def claimed_job(**overrides: Any) -> ClaimedJob:
         "started_at": None,
         "deadline_at": None,
         "submit_started_at": None,
+        "provider_job_id_recorded_at": None,
         "lease_version": 1,
         "claim_count": 1,
         "error_count": 0,

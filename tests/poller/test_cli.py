@@ -112,14 +112,15 @@ def test_jobs_show_prints_every_column_of_the_job(db_url: str) -> None:
     [job_id] = insert_jobs(db_url, 1)
     shown = json.loads(ok(cli(db_url, "jobs", "show", str(job_id), "--json")))
     assert set(GenerationJob.__table__.columns.keys()) <= set(shown)
-    assert "submit_started_at" in shown
+    assert "submit_started_at" in shown and "provider_job_id_recorded_at" in shown
 
 
 def _fail(db_url: str, job_id: uuid.UUID, **cols: Any) -> None:
     execute(
         db_url,
         "UPDATE app.generation_jobs SET status='failed', error_message='x', "
-        "provider_job_id='p-1', submit_started_at=now(), completed_at=now(), attempts=5 "
+        "provider_job_id='p-1', submit_started_at=now(), provider_job_id_recorded_at=now(), "
+        "completed_at=now(), attempts=5 "
         "WHERE id = %s",
         (job_id,),
     )
@@ -133,6 +134,7 @@ def test_retry_reactivates_the_same_provider_job(db_url: str) -> None:
     row = job_row(db_url, job_id)
     assert row["status"] == "pending"
     assert row["provider_job_id"] == "p-1"
+    assert row["provider_job_id_recorded_at"] == before["provider_job_id_recorded_at"]
     assert row["error_message"] is None and row["completed_at"] is None
     assert row["attempts"] == 0
     assert row["lease_version"] == before["lease_version"] + 1
@@ -145,6 +147,7 @@ def test_retry_resubmit_forgets_the_provider_job(db_url: str) -> None:
     ok(cli(db_url, "jobs", "retry", str(job_id), "--resubmit"))
     row = job_row(db_url, job_id)
     assert row["provider_job_id"] is None and row["submit_started_at"] is None
+    assert row["provider_job_id_recorded_at"] is None
 
 
 def refused(done: subprocess.CompletedProcess[str], reason: str) -> None:

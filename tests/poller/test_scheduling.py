@@ -30,6 +30,7 @@ def job(**overrides: object) -> ClaimedJob:
         "started_at": None,
         "deadline_at": None,
         "submit_started_at": None,
+        "provider_job_id_recorded_at": None,
         "lease_version": 1,
         "claim_count": 1,
         "error_count": 0,

@@ -255,6 +255,24 @@ async def test_a_404_just_after_the_submit_spends_no_error_budget() -> None:
     assert outcome.delay_s >= 0.9  # at least a second (jittered), not a busy loop
 
 
+async def test_the_adapter_counts_the_404_window_from_the_recorded_id() -> None:
+    """`JobHandle.since_submit_s` runs from when the provider's id was recorded: a create call
+    of 90 s must not spend the window. Ids recorded before poller_0006 (no recording time)
+    count from the submit's start; a job inserted with its id has neither."""
+    now = claimed_job().db_now
+    started, recorded = now - timedelta(seconds=90), now - timedelta(seconds=2)
+    cases = [
+        (polling(submit_started_at=started, provider_job_id_recorded_at=recorded), 2.0),
+        (polling(submit_started_at=started), 90.0),
+        (polling(), None),
+    ]
+    for job, since in cases:
+        job = replace(job, db_now=now)
+        provider = ScriptedProvider(default=running())
+        await steps.advance(job, context(provider))
+        assert [h.since_submit_s for h in provider.polled] == [since]
+
+
 async def test_a_5xx_just_after_the_submit_still_spends_the_budget() -> None:
     """Only the early 404 (`ProviderNotVisibleYet`) is exempt: a provider failing with 500s
     from the first poll on must still exhaust the budget (the e2e bad-input suite caught a
