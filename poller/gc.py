@@ -7,9 +7,13 @@ A dedup hit refreshes a blob's modification time, so an old blob about to be ref
 restarts its grace period. GC takes its decision from a listing and a batched reference query
 that are both stale by the time it deletes, so with ``apply`` each candidate is re-checked
 right before its delete: still unreferenced in the database, then still older than the cutoff
-in the store (in that order: a dedup refreshes before its artifact row commits). An ingest
-whose dedup hit lands in the few milliseconds between the re-stat and the delete can still
-lose its blob; closing that needs a blob table and a lock (see reference/storage.md §3.2).
+in the store (in that order: a dedup refreshes before its artifact row commits). The re-check
+and the delete run in one short transaction holding the blob's exclusive advisory lock
+(`poller.blob_locks`), and the daemon makes its dedup decision (the blob is there, refresh it,
+rely on it) under the shared form: a dedup hit therefore lands either before the re-check
+(which then sees the fresh modification time) or after the delete (and the ingest, finding
+the blob gone, writes it anew). GC does not wait for a lock an ingest holds: that blob is
+being re-used right now, and is counted as ``reused`` and kept.
 
 S3 refreshes only blobs older than `DEDUP_REFRESH_AFTER` (the copy costs a request), so a
 grace period below `MIN_GRACE` would let GC delete a blob re-used a moment ago: refused.
@@ -22,6 +26,7 @@ from datetime import UTC, datetime, timedelta
 import psycopg
 
 from poller.admin import AdminError
+from poller.blob_locks import try_lock_for_delete
 from poller.migrate import CONNECT_TIMEOUT_S
 from storage import BlobStore
 from storage.base import DEDUP_REFRESH_AFTER
@@ -129,15 +134,23 @@ class _Sweep:
         return size
 
     async def _delete_if_still_garbage(self, key: str, content_hash: str) -> None:
-        """Re-check right before deleting: an ingest may have re-used the blob since listing."""
-        if await _referenced(self._conn, [content_hash]):
-            self._counts["reused"] += 1
-            return
-        now = await self._store.stat(key)
-        if now is None:
-            return
-        if now.modified_at > self._cutoff:
-            self._counts["reused"] += 1
-            return
-        await self._store.delete(key)
-        self._counts["deleted"] += 1
+        """Re-check right before deleting: an ingest may have re-used the blob since listing.
+
+        All under the blob's exclusive advisory lock, so no dedup hit can decide to re-use it
+        between the re-check and the delete; a lock already held means one is doing so now.
+        """
+        async with self._conn.transaction():
+            if not await try_lock_for_delete(self._conn, content_hash):
+                self._counts["reused"] += 1
+                return
+            if await _referenced(self._conn, [content_hash]):
+                self._counts["reused"] += 1
+                return
+            now = await self._store.stat(key)
+            if now is None:
+                return
+            if now.modified_at > self._cutoff:
+                self._counts["reused"] += 1
+                return
+            await self._store.delete(key)
+            self._counts["deleted"] += 1

@@ -15,6 +15,7 @@ from typing import Protocol
 from urllib.parse import urlsplit
 
 import anyio
+import psycopg
 import structlog
 
 from poller import metrics, scheduling
@@ -105,7 +106,9 @@ async def _store_only_copy(
 
     Rescheduling (as for other outputs) would drop the bytes and lose a paid-for result, so
     retryable storage errors are retried in place with the usual backoff, inside the job's
-    error budget and deadline (the heartbeat keeps the lease meanwhile). Each attempt is
+    error budget and deadline (the heartbeat keeps the lease meanwhile). So is a lost database
+    connection while a dedup hit takes its lock against GC (`poller.blob_locks`): elsewhere
+    that reschedules the step, which here would lose the bytes as well. Each attempt is
     shielded: a shutdown waits for a store under way instead of cutting it.
     """
     count = job.error_count
@@ -114,17 +117,28 @@ async def _store_only_copy(
         try:
             with anyio.CancelScope(shield=True):
                 return await _ingest(store, output, job.media_type)
-        except StorageError as exc:
+        except (StorageError, psycopg.OperationalError) as exc:
             count += 1
             left = scheduling.remaining_s(job, deadline) - (anyio.current_time() - began)
             wait = scheduling.error_backoff(
                 count, retry_after_s=None, max_s=limits.error_backoff_max_s, remaining=left
             )
-            if not exc.retryable or count > limits.error_budget or wait >= left:
+            if not _transient(exc) or count > limits.error_budget or wait >= left:
                 raise
-            metrics.STORAGE_ERRORS.labels(type(exc).__name__).inc()
+            _count_error(exc)
             log.warning("artifact.store_retry", error=str(exc), attempt=count, wait_s=wait)
         await anyio.sleep(wait)
+
+
+def _transient(exc: StorageError | psycopg.OperationalError) -> bool:
+    return isinstance(exc, psycopg.OperationalError) or exc.retryable
+
+
+def _count_error(exc: StorageError | psycopg.OperationalError) -> None:
+    if isinstance(exc, psycopg.OperationalError):
+        metrics.DB_ERRORS.labels("dedup_lock").inc()
+    else:
+        metrics.STORAGE_ERRORS.labels(type(exc).__name__).inc()
 
 
 async def _ingest_with_quick_retries(

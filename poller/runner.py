@@ -14,6 +14,7 @@ import anyio
 import psycopg
 import structlog
 
+from poller.blob_locks import DedupLocks
 from poller.daemon import Adapter, Daemon
 from poller.health import HealthServer
 from poller.inputs import open_input_client
@@ -50,7 +51,9 @@ async def serve(settings: Settings, *, drain: bool = False) -> None:
         await pool.open(wait=False)
         stack.push_async_callback(pool.close)
         adapters = await open_adapters(settings, stack)
-        ingestor = await stack.enter_async_context(open_storage(settings.storage_config()))
+        ingestor = await stack.enter_async_context(
+            open_storage(settings.storage_config(), dedup_guard=DedupLocks(pool))
+        )
         daemon = Daemon(
             repo=Repository(pool, owner=owner, lease_s=cfg.lease_ttl_s),
             settings=cfg,

@@ -6,7 +6,7 @@ The poller uses `open_storage` to get an `Ingestor` and calls ``ingest_url`` /
 imports the poller or the providers.
 """
 
-from storage.base import BlobInfo, BlobStore, StoredBlob, StoredObject, key_for
+from storage.base import BlobInfo, BlobStore, DedupGuard, StoredBlob, StoredObject, key_for
 from storage.config import StorageConfig, parse_storage_url
 from storage.download import DownloadHooks
 from storage.errors import StorageError
@@ -15,6 +15,7 @@ from storage.ingest import Ingestor, open_storage
 __all__ = [
     "BlobInfo",
     "BlobStore",
+    "DedupGuard",
     "DownloadHooks",
     "Ingestor",
     "StorageConfig",

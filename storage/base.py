@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import AsyncIterator, Mapping
+from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from pathlib import Path
@@ -17,6 +18,7 @@ __all__ = [
     "DEDUP_REFRESH_AFTER",
     "BlobInfo",
     "BlobStore",
+    "DedupGuard",
     "StoredBlob",
     "StoredObject",
     "content_hash_of",
@@ -96,19 +98,41 @@ class StoredBlob:
     extension: str | None = None
 
 
+class DedupGuard(Protocol):
+    """Held around a dedup hit's decision, so garbage collection cannot delete the blob
+    between "it exists" and "its modification time is refreshed".
+
+    Called with the content hash; the context manager may wait (GC is deleting that blob
+    right now). The poller supplies one backed by a PostgreSQL advisory lock that the garbage
+    collector takes exclusively around its own re-check and delete; storage never talks to
+    the database itself. Whatever it raises propagates out of ``put_file`` unchanged.
+    """
+
+    def __call__(self, content_hash: str) -> AbstractAsyncContextManager[None]: ...
+
+
 class BlobStore(Protocol):
     """A place for immutable, content-addressed blobs.
 
     ``put_file`` is create-if-absent: an existing key counts as success (``created=False``)
     because under content addressing the bytes are identical, and a blob at least
-    `DEDUP_REFRESH_AFTER` old gets a fresh modification time. ``delete`` exists for the
-    garbage collector only; the daemon never deletes.
+    `DEDUP_REFRESH_AFTER` old gets a fresh modification time. With a ``dedup_guard``, that
+    whole decision (the blob is still there, refresh it, rely on it) runs inside the guard,
+    and a blob found gone once inside is written anew; a first write needs no guard (a new
+    blob is younger than any GC cutoff). ``delete`` exists for the garbage collector only;
+    the daemon never deletes.
     """
 
     scheme: str
 
     async def put_file(
-        self, key: str, path: Path, *, media_type: str | None, content_hash: str
+        self,
+        key: str,
+        path: Path,
+        *,
+        media_type: str | None,
+        content_hash: str,
+        dedup_guard: DedupGuard | None = None,
     ) -> StoredObject: ...
 
     async def exists(self, key: str) -> bool: ...

@@ -5,6 +5,11 @@ with size cap, early type check on the first 8 KiB, SHA-256 in a worker thread �
 zero-byte check → metadata from headers (worker thread) → ``BlobStore.put_file`` under
 ``sha256/<2 hex>/<hex>``. The temp file is removed in a shielded ``finally``, so nothing
 half-written survives any failure or cancellation.
+
+A dedup hit relies on a blob stored earlier, which garbage collection may be deleting at that
+very moment. The ``dedup_guard`` given to `open_storage` (the daemon's PostgreSQL advisory
+lock, `storage.base.DedupGuard`) is handed to every ``put_file``, which holds it while it
+decides to re-use such a blob; without one (tests, tools) nothing is held, as before.
 """
 
 from __future__ import annotations
@@ -20,7 +25,7 @@ from pathlib import Path
 import anyio
 import structlog
 
-from storage.base import BlobStore, StoredBlob, key_for
+from storage.base import BlobStore, DedupGuard, StoredBlob, key_for
 from storage.config import LocalLocation, StorageConfig
 from storage.download import Downloader, DownloadHooks, parse_url, redact
 from storage.errors import ContentRejected, StorageError
@@ -63,12 +68,14 @@ class Ingestor:
         config: StorageConfig,
         tmp_dir: Path,
         file_limiter: anyio.CapacityLimiter,
+        dedup_guard: DedupGuard | None = None,
     ) -> None:
         self.store = store
         self._downloader = downloader
         self._config = config
         self._tmp_dir = tmp_dir
         self._limiter = file_limiter
+        self._dedup_guard = dedup_guard
 
     async def ingest_url(
         self,
@@ -169,7 +176,11 @@ class Ingestor:
         )
         key = key_for(spooled.content_hash)
         stored = await self.store.put_file(
-            key, temp.path, media_type=sniffed.media_type, content_hash=spooled.content_hash
+            key,
+            temp.path,
+            media_type=sniffed.media_type,
+            content_hash=spooled.content_hash,
+            dedup_guard=self._dedup_guard,
         )
         return StoredBlob(
             content_hash=spooled.content_hash,
@@ -222,12 +233,17 @@ async def _prepare_tmp_dir(config: StorageConfig, store: BlobStore) -> Path:
 
 @asynccontextmanager
 async def open_storage(
-    config: StorageConfig, *, hooks: DownloadHooks | None = None
+    config: StorageConfig,
+    *,
+    hooks: DownloadHooks | None = None,
+    dedup_guard: DedupGuard | None = None,
 ) -> AsyncIterator[Ingestor]:
     """Build and validate the backend (bucket exists / root writable), sweep stale temp
     files, and yield an `Ingestor`; everything is closed on exit.
 
     ``hooks`` are test seams (resolver, TLS trust, allowed networks), never settings.
+    ``dedup_guard`` is held around every dedup hit's re-use of an existing blob (see
+    `storage.base.DedupGuard`); the daemon passes one, tools that never ingest need none.
     """
     limiter = anyio.CapacityLimiter(config.file_io_threads)
     location = config.location
@@ -247,4 +263,5 @@ async def open_storage(
             config=config,
             tmp_dir=tmp_dir,
             file_limiter=limiter,
+            dedup_guard=dedup_guard,
         )

@@ -7,6 +7,11 @@ The temp file is fsynced before the link and the shard directory after it, so a 
 name survives a crash with its bytes. Blobs are made read-only: content-addressed files must
 never change. On a dedup hit the existing blob's mtime is refreshed, which restarts the
 garbage collector's grace period for a blob about to be referenced again.
+
+With a `DedupGuard` (the daemon passes one), ``FileExistsError`` only says the blob exists:
+the refresh runs inside the guard, where it first finds out whether the blob is still there
+(garbage collection deletes under the exclusive side of the same lock, so it cannot delete
+between that check and the ``utime``). A blob found gone is published anew, outside the guard.
 """
 
 from __future__ import annotations
@@ -14,20 +19,24 @@ from __future__ import annotations
 import errno
 import os
 import shutil
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
+from contextlib import AbstractAsyncContextManager
 from datetime import UTC, datetime
+from functools import partial
 from pathlib import Path
+from typing import TypeVar
 from uuid import uuid4
 
 import anyio
 import structlog
 
-from storage.base import BlobInfo, StoredObject, checked_key, content_hash_of
+from storage.base import BlobInfo, DedupGuard, StoredObject, checked_key, content_hash_of
 from storage.fs import TEMP_PREFIXES, fsync_dir, make_dirs, os_error
 
 __all__ = ["LocalBlobStore"]
 
 log = structlog.get_logger(__name__)
+T = TypeVar("T")
 
 # link() unsupported here (another filesystem, or no hard links at all): copy, then publish.
 _LINK_UNAVAILABLE = frozenset(
@@ -78,56 +87,97 @@ class LocalBlobStore:
         return await anyio.to_thread.run_sync(path.is_file, limiter=self._limiter)
 
     async def put_file(
-        self, key: str, path: Path, *, media_type: str | None, content_hash: str
+        self,
+        key: str,
+        path: Path,
+        *,
+        media_type: str | None,
+        content_hash: str,
+        dedup_guard: DedupGuard | None = None,
     ) -> StoredObject:
-        """Publish ``path`` (left in place for the caller to remove) under ``key``."""
+        """Publish ``path`` (left in place for the caller to remove) under ``key``.
+
+        Without a guard a dedup hit is refreshed at once. With one, the link attempt only
+        learns that the blob exists; `_reuse_or_publish` then decides inside the guard.
+        """
         final = self.path_for(key)
-        try:
-            created = await anyio.to_thread.run_sync(
-                self._publish, final, path, limiter=self._limiter
-            )
-        except OSError as exc:
-            raise os_error(exc, f"storing blob {key}") from exc
+        publish = partial(self._publish, final, path, refresh=dedup_guard is None)
+        created = await self._in_thread(publish, f"storing blob {key}")
+        if not created and dedup_guard is not None:
+            created = await self._reuse_or_publish(final, path, key, dedup_guard(content_hash))
         return StoredObject(key=key, uri=str(final), created=created)
 
-    def _publish(self, final: Path, source: Path) -> bool:
+    async def _reuse_or_publish(
+        self, final: Path, source: Path, key: str, guard: AbstractAsyncContextManager[None]
+    ) -> bool:
+        """A dedup hit: inside the guard (GC cannot delete the blob meanwhile) check that the
+        blob is still there and refresh it; if GC deleted it first, publish it anew, outside
+        the guard: the new blob is younger than any GC cutoff, and so is one a concurrent
+        writer publishes first (then refreshed without the guard, harmlessly)."""
+        async with guard:
+            reused = await self._in_thread(
+                partial(self._reuse, final, source), f"re-using blob {key}"
+            )
+        if reused:
+            return False
+        publish = partial(self._publish, final, source, refresh=True)
+        return await self._in_thread(publish, f"storing blob {key}")
+
+    async def _in_thread(self, call: Callable[[], T], doing: str) -> T:
+        try:
+            return await anyio.to_thread.run_sync(call, limiter=self._limiter)
+        except OSError as exc:
+            raise os_error(exc, doing) from exc
+
+    def _publish(self, final: Path, source: Path, *, refresh: bool) -> bool:
+        """True: published. False: the blob exists (refreshed only when ``refresh``)."""
         make_dirs(final.parent)
         try:
             os.link(source, final)
         except FileExistsError:
-            self._refresh(final, source)
-            _sync_existing(final)
-            return False
+            return self._existing(final, source, refresh=refresh)
         except OSError as exc:
             if exc.errno not in _LINK_UNAVAILABLE:
                 raise
-            return self._publish_copy(final, source)
+            return self._publish_copy(final, source, refresh=refresh)
         os.chmod(final, BLOB_MODE)
         fsync_dir(final.parent)
         return True
 
-    def _publish_copy(self, final: Path, source: Path) -> bool:
+    def _publish_copy(self, final: Path, source: Path, *, refresh: bool) -> bool:
         """Publish a synced private copy made on the blob filesystem."""
         staged = self._stage_copy(source)
         try:
             try:
                 os.link(staged, final)
             except FileExistsError:
-                self._refresh(final, source)
-                _sync_existing(final)
-                return False
+                return self._existing(final, source, refresh=refresh)
             except OSError as exc:
                 if exc.errno not in _LINK_UNAVAILABLE:
                     raise
                 if final.exists():  # no hard links at all: rename, racing writers are harmless
-                    self._refresh(final, source)
-                    _sync_existing(final)
-                    return False
+                    return self._existing(final, source, refresh=refresh)
                 os.replace(staged, final)
             fsync_dir(final.parent)
             return True
         finally:
             staged.unlink(missing_ok=True)
+
+    def _existing(self, final: Path, source: Path, *, refresh: bool) -> bool:
+        """A dedup hit without a guard: refresh now. With one, the caller refreshes inside."""
+        if refresh:
+            self._refresh(final, source)
+            _sync_existing(final)
+        return False
+
+    def _reuse(self, final: Path, source: Path) -> bool:
+        """Inside the dedup guard: refresh the blob and rely on it, or False if it is gone."""
+        try:
+            self._refresh(final, source)
+        except FileNotFoundError:
+            return False
+        _sync_existing(final)
+        return True
 
     def _stage_copy(self, source: Path) -> Path:
         """A synced copy of ``source`` in the store's own temp dir, or nothing at all.

@@ -5,12 +5,18 @@ built, sessions are not), used from worker threads bounded by a `CapacityLimiter
 rather than aiobotocore: a handful of uploads a minute does not need a second HTTP stack).
 
 Writes: HEAD first (the cheap dedup), then ``PutObject`` with ``If-None-Match: *`` (412 = a
-concurrent writer won: dedup). Above the multipart threshold the parts are uploaded by hand,
-because s3transfer refuses ``IfNoneMatch``, and the condition goes on
-``CompleteMultipartUpload``. The content SHA-256 is in the object metadata (``sha256``) since a
-multipart SHA-256 checksum is a checksum of part checksums, not of the file. Checksums are
-only sent when asked (``request_checksum_calculation="when_required"``): botocore's default
-CRC32 headers break many S3-compatible servers. The SHA-256 checksum the uploads do send can
+concurrent writer won: dedup). A HEAD that finds an object at least `REFRESH_AFTER` old copies
+it onto itself, resetting LastModified so garbage collection's grace period restarts; with a
+`DedupGuard` that copy runs inside the guard (GC deletes under the exclusive side of the same
+lock) and doubles as the check that the object is still there: NoSuchKey means GC deleted it
+first, and it is uploaded anew outside the guard. Younger objects need neither.
+
+Above the multipart threshold the parts are uploaded by hand, because s3transfer refuses
+``IfNoneMatch``, and the condition goes on ``CompleteMultipartUpload``. The content SHA-256
+is in the object metadata (``sha256``) since a multipart SHA-256 checksum is a checksum of
+part checksums, not of the file. Checksums are only sent when asked
+(``request_checksum_calculation="when_required"``): botocore's default CRC32 headers break
+many S3-compatible servers. The SHA-256 checksum the uploads do send can
 be switched off (``StorageConfig.s3_send_checksum``, ``POLLER_S3_SEND_CHECKSUM``) for servers
 that reject it. A server without conditional writes (501) is detected once and the HEAD check
 alone is relied on; for content-addressed keys an overwrite rewrites identical bytes. Any
@@ -38,6 +44,7 @@ from botocore.config import Config
 from storage.base import (
     DEDUP_REFRESH_AFTER,
     BlobInfo,
+    DedupGuard,
     StoredObject,
     checked_key,
     content_hash_of,
@@ -193,16 +200,43 @@ class S3BlobStore:
         return await self._head(self.object_key(key)) is not None
 
     async def put_file(
-        self, key: str, path: Path, *, media_type: str | None, content_hash: str
+        self,
+        key: str,
+        path: Path,
+        *,
+        media_type: str | None,
+        content_hash: str,
+        dedup_guard: DedupGuard | None = None,
     ) -> StoredObject:
         """Upload ``path`` unless the key exists; the file is left for the caller to remove."""
         object_key = self.object_key(key)
         async with self._writing.hold(object_key):
             head = await self._head(object_key)
-            if head is not None and await self._refresh_if_old(object_key, head):
+            if head is not None and await self._reuse(object_key, head, content_hash, dedup_guard):
                 return StoredObject(key=key, uri=self.uri_for(key), created=False)
             created = await self._upload(object_key, path, media_type, content_hash)
         return StoredObject(key=key, uri=self.uri_for(key), created=created)
+
+    async def _reuse(
+        self,
+        object_key: str,
+        head: HeadObjectOutputTypeDef,
+        content_hash: str,
+        guard: DedupGuard | None,
+    ) -> bool:
+        """A dedup hit: True to rely on the object, False when it is gone (upload it again).
+
+        An object younger than `REFRESH_AFTER` is neither refreshed nor guarded: garbage
+        collection refuses grace periods shorter than that plus an hour, so no GC cutoff
+        reaches it before its artifact row commits. An older one is refreshed inside the
+        guard, and the self-copy that refreshes it is also the check that it is still there.
+        """
+        if datetime.now(UTC) - head["LastModified"] < REFRESH_AFTER:
+            return True
+        if guard is None:
+            return await self._refresh(object_key, head)
+        async with guard(content_hash):
+            return await self._refresh(object_key, head)
 
     async def _upload(
         self, object_key: str, path: Path, media_type: str | None, content_hash: str
@@ -348,14 +382,12 @@ class S3BlobStore:
             "checking for an existing blob", partial(self._head_sync, object_key)
         )
 
-    async def _refresh_if_old(self, object_key: str, head: HeadObjectOutputTypeDef) -> bool:
+    async def _refresh(self, object_key: str, head: HeadObjectOutputTypeDef) -> bool:
         """Best effort: a self-copy resets LastModified so GC does not reap a re-used blob.
 
         False when the object vanished since the HEAD (garbage collection deleted it in
         between): the caller must upload it again rather than reference a missing blob.
         """
-        if datetime.now(UTC) - head["LastModified"] < REFRESH_AFTER:
-            return True
         copy = partial(self._copy_onto_itself, object_key, head)
         try:
             return await self._run("refreshing a re-used blob", copy)

@@ -1,19 +1,36 @@
-"""Storage GC against a real database and a real local store: what it must never delete."""
+"""Storage GC against a real database and a real local store (and, for the races with a
+dedup hit, moto's S3 server too): what it must never delete."""
 
 from __future__ import annotations
 
 import os
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import Any
 
 import anyio
+import psycopg
 import pytest
+from moto.s3.models import s3_backends
+from psycopg_pool import AsyncConnectionPool
 
 from poller.admin import AdminError
+from poller.blob_locks import BLOB_LOCK_CLASS, DedupLocks, try_lock_for_delete
 from poller.gc import MIN_GRACE, check_grace, collect_garbage
-from storage import BlobInfo, BlobStore, Ingestor, StorageConfig, StoredBlob, open_storage
+from poller.repository import open_pool
+from storage import (
+    BlobInfo,
+    BlobStore,
+    DedupGuard,
+    Ingestor,
+    StorageConfig,
+    StoredBlob,
+    open_storage,
+)
 from tests.poller.helpers import execute
 
 pytestmark = pytest.mark.anyio
@@ -161,3 +178,184 @@ def test_the_floor_covers_the_refresh_interval() -> None:
     check_grace(MIN_GRACE)
     with pytest.raises(AdminError, match=r"\(got 30s\)"):
         check_grace(timedelta(seconds=30))
+
+
+# -- GC against a concurrent dedup hit: the blob's advisory lock (poller.blob_locks) --------------
+
+DATA = b"bytes an old job stored and a new job produces again"
+
+
+class Observed:
+    """The daemon's dedup guard, reporting when an ingest reaches it and (``pause``) holding
+    the ingest inside it: the shared lock taken, the blob not yet re-checked or refreshed."""
+
+    def __init__(self, inner: DedupGuard, *, pause: bool = False) -> None:
+        self._inner = inner
+        self.entering = anyio.Event()
+        self.inside = anyio.Event()
+        self.resume = anyio.Event()
+        if not pause:
+            self.resume.set()
+
+    @asynccontextmanager
+    async def __call__(self, content_hash: str) -> AsyncIterator[None]:
+        self.entering.set()
+        async with self._inner(content_hash):
+            self.inside.set()
+            await self.resume.wait()
+            yield
+
+
+@dataclass(frozen=True, slots=True)
+class Store:
+    """One backend for the lock tests: how to open it and how to age a blob in it."""
+
+    config: StorageConfig
+    make_old: Callable[[StoredBlob], None]
+
+
+def _backdate_s3(bucket: str, object_key: str, by: timedelta) -> None:
+    """Moto runs in this process: move an object's LastModified back (S3 cannot be told)."""
+    partition, account = s3_backends.bucket_accounts[bucket]
+    fake = s3_backends[account][partition].buckets[bucket].keys[object_key]
+    fake.last_modified = fake.last_modified - by
+
+
+@pytest.fixture(params=["local", "s3"])
+def backend(request: pytest.FixtureRequest, tmp_path: Path) -> Store:
+    if request.param == "local":
+        config = StorageConfig(storage_url=f"file://{tmp_path / 'store'}")
+        return Store(config, lambda blob: age(blob, GRACE * 2))
+    endpoint: str = request.getfixturevalue("s3_endpoint")
+    name: str = request.getfixturevalue("bucket")
+    config = StorageConfig(
+        storage_url=f"s3://{name}/gc", s3_endpoint_url=endpoint, tmp_dir=tmp_path / "tmp"
+    )
+    return Store(config, lambda blob: _backdate_s3(name, f"gc/{blob.key}", GRACE * 2))
+
+
+@pytest.fixture
+async def pool(db_url: str) -> AsyncIterator[AsyncConnectionPool]:
+    opened = open_pool(db_url, size=2)
+    await opened.open(wait=True)
+    try:
+        yield opened
+    finally:
+        await opened.close()
+
+
+async def first_of(*events: anyio.Event) -> None:
+    async with anyio.create_task_group() as group:
+        for event in events:
+
+            async def wait(event: anyio.Event = event) -> None:
+                await event.wait()
+                group.cancel_scope.cancel()
+
+            group.start_soon(wait)
+
+
+async def until_queued_behind(conn: psycopg.AsyncConnection[Any]) -> None:
+    """Until an ingest waits for a blob lock in this database (PostgreSQL says so).
+
+    Polled: nothing announces a lock wait; the order of the steps does not depend on it."""
+    query = """SELECT count(*) FROM pg_locks
+                WHERE locktype = 'advisory' AND NOT granted AND classid = %s
+                  AND database = (SELECT oid FROM pg_database WHERE datname = current_database())"""
+    with anyio.fail_after(10):
+        while True:
+            cur = await conn.execute(query, (BLOB_LOCK_CLASS,))
+            row = await cur.fetchone()
+            if row is not None and row[0] > 0:
+                return
+            await anyio.sleep(0.01)
+
+
+async def modified_at(ingestor: Ingestor, blob: StoredBlob) -> datetime:
+    info = await ingestor.store.stat(blob.key)
+    assert info is not None, f"{blob.key} is gone"
+    return info.modified_at
+
+
+async def test_a_dedup_hit_waits_for_gc_and_stores_the_deleted_blob_again(
+    db_url: str, pool: AsyncConnectionPool, backend: Store
+) -> None:
+    """GC holds the blob's lock (re-checked, about to delete) when an ingest finds the blob:
+    the ingest waits, and once GC has deleted and committed it writes the blob anew."""
+    guard = Observed(DedupLocks(pool))
+    async with open_storage(backend.config, dedup_guard=guard) as ingestor:
+        old = await ingestor.ingest_bytes(DATA, expected_kind=None)
+        backend.make_old(old)
+        ingested = anyio.Event()
+        results: list[StoredBlob] = []
+
+        async def dedup() -> None:
+            results.append(await ingestor.ingest_bytes(DATA, expected_kind=None))
+            ingested.set()
+
+        # GC's transaction, from its re-check to its delete; it commits before the task
+        # group waits for the ingest.
+        connecting = psycopg.AsyncConnection.connect(db_url, autocommit=True)
+        async with (
+            await connecting as gc_conn,
+            anyio.create_task_group() as group,
+            gc_conn.transaction(),
+        ):
+            assert await try_lock_for_delete(gc_conn, old.content_hash)
+            group.start_soon(dedup)
+            await first_of(guard.entering, ingested)
+            assert not ingested.is_set(), "the dedup hit did not wait for GC"
+            await until_queued_behind(gc_conn)
+            await ingestor.store.delete(old.key)
+            assert not ingested.is_set()
+        (again,) = results
+        assert again.created, "relied on the blob GC deleted"
+        assert again.uri == old.uri
+        assert await ingestor.store.exists(again.key)
+        assert await modified_at(ingestor, again) > datetime.now(UTC) - GRACE
+
+
+async def test_gc_skips_a_blob_a_dedup_hit_is_re_using(
+    db_url: str, pool: AsyncConnectionPool, backend: Store
+) -> None:
+    """An ingest holds the blob's shared lock and has not refreshed it yet when GC re-checks
+    it: GC leaves it alone (counted as re-used), and the ingest refreshes and relies on it."""
+    guard = Observed(DedupLocks(pool), pause=True)
+    async with open_storage(backend.config, dedup_guard=guard) as ingestor:
+        old = await ingestor.ingest_bytes(DATA, expected_kind=None)
+        backend.make_old(old)
+        store = Interposed(ingestor.store)
+        results: list[StoredBlob] = []
+
+        async def dedup() -> None:
+            results.append(await ingestor.ingest_bytes(DATA, expected_kind=None))
+
+        with anyio.fail_after(10):
+            async with anyio.create_task_group() as group:
+                group.start_soon(dedup)
+                await guard.inside.wait()
+                report = await gc(db_url, store)
+                guard.resume.set()
+        assert store.deleted == []
+        assert (report["unreferenced"], report["reused"], report["deleted"]) == (1, 1, 0)
+        (again,) = results
+        assert not again.created
+        assert await modified_at(ingestor, again) > datetime.now(UTC) - GRACE
+
+
+async def test_gc_deletes_an_old_unreferenced_blob_once_its_dedup_is_over(
+    db_url: str, pool: AsyncConnectionPool, backend: Store
+) -> None:
+    """The locks end with their transactions: a blob re-used through the guard and never
+    referenced is still garbage once old, and nobody waits for anybody."""
+    async with open_storage(backend.config, dedup_guard=DedupLocks(pool)) as ingestor:
+        first = await ingestor.ingest_bytes(DATA, expected_kind=None)
+        backend.make_old(first)
+        again = await ingestor.ingest_bytes(DATA, expected_kind=None)
+        assert not again.created
+        backend.make_old(again)
+        store = Interposed(ingestor.store)
+        report = await gc(db_url, store)
+        assert store.deleted == [first.key]
+        assert (report["unreferenced"], report["reused"], report["deleted"]) == (1, 0, 1)
+        assert not await ingestor.store.exists(first.key)

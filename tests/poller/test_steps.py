@@ -381,6 +381,30 @@ async def test_a_sync_result_that_cannot_be_stored_fails_with_the_storage_error(
     assert (outcome.cost_usd, outcome.started) == (Decimal("0.08"), True)
 
 
+async def test_a_sync_result_survives_a_lost_connection_in_the_dedup_lock() -> None:
+    """A dedup hit takes an advisory lock against GC (`poller.blob_locks`): a database blip
+    there would reschedule the step and drop bytes that cannot be fetched again."""
+    store = MemoryStore(failures=[psycopg.OperationalError("server closed the connection")])
+    provider = ScriptedProvider(submit_step=sync_result())
+    outcome = await steps.advance(claimed_job(), context(provider, store=store))
+    assert isinstance(outcome, Complete), outcome
+    assert store.calls == 2 and len(outcome.artifacts) == 1
+
+
+async def test_a_database_error_in_a_dedup_lock_is_left_to_the_daemon() -> None:
+    """For an output that can be fetched again it is a database error inside a step like any
+    other: it reaches the daemon, which retries soon without spending the error budget."""
+    store = MemoryStore(failures=[psycopg.OperationalError("server closed the connection")])
+    result = PollResult(
+        state=PollState.SUCCEEDED,
+        outputs=succeeded().outputs,
+        result_uri="https://scripted.invalid/results/1",
+    )
+    ctx = context(ScriptedProvider(default=result), store=store)
+    with pytest.raises(psycopg.OperationalError):
+        await steps.advance(polling(), ctx)
+
+
 async def test_a_cancel_does_not_cut_the_store_of_an_only_copy() -> None:
     """A shutdown after its grace cancels the step; the store of bytes nothing can fetch
     again is finished first (and the completion then written), not thrown away."""

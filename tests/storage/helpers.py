@@ -9,7 +9,8 @@ import ssl
 import struct
 import wave
 import zlib
-from collections.abc import Awaitable, Callable, Mapping, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
+from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -111,3 +112,23 @@ def wav(seconds: float = 0.5, rate: int = 8000) -> bytes:
 
 def fixture(name: str) -> bytes:
     return (FIXTURES / name).read_bytes()
+
+
+class RecordingGuard:
+    """A `storage.DedupGuard` that records what it guards and runs ``on_enter`` inside."""
+
+    def __init__(self, on_enter: Callable[[], Awaitable[None]] | None = None) -> None:
+        self.on_enter = on_enter
+        self.entered: list[str] = []
+        self.held = False
+
+    @asynccontextmanager
+    async def __call__(self, content_hash: str) -> AsyncIterator[None]:
+        self.entered.append(content_hash)
+        if self.on_enter is not None:
+            await self.on_enter()
+        self.held = True
+        try:
+            yield
+        finally:
+            self.held = False

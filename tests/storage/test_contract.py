@@ -11,9 +11,10 @@ from pathlib import Path
 import anyio
 import pytest
 
+import storage.s3
 from storage import Ingestor, key_for, open_storage
 from storage.errors import ContentRejected, TooLarge
-from tests.storage.helpers import Backend, assert_nothing_stored, png, sha256
+from tests.storage.helpers import Backend, RecordingGuard, assert_nothing_stored, png, sha256
 
 pytestmark = pytest.mark.anyio
 
@@ -182,3 +183,42 @@ async def test_stale_temp_files_are_swept_at_start_up(backend: Backend) -> None:
         pass
 
     assert sorted(p.name for p in backend.tmp_dir.iterdir()) == ["ingest-new", "keep.me"]
+
+
+# -- the dedup guard (the daemon's lock against GC; poller/blob_locks.py) ------------------------
+
+
+@pytest.fixture
+def every_blob_old(backend: Backend, monkeypatch: pytest.MonkeyPatch) -> None:
+    """S3 refreshes (and so guards) only objects older than REFRESH_AFTER: make that all."""
+    if backend.name == "s3":
+        monkeypatch.setattr(storage.s3, "REFRESH_AFTER", timedelta(0))
+
+
+@pytest.mark.usefixtures("every_blob_old")
+async def test_a_dedup_hit_re_uses_the_blob_inside_the_guard(backend: Backend) -> None:
+    guard = RecordingGuard()
+    async with open_storage(backend.config, dedup_guard=guard) as ingestor:
+        first = await ingestor.ingest_bytes(b"guarded bytes", expected_kind=None)
+        assert guard.entered == []  # a first write takes no lock
+        again = await ingestor.ingest_bytes(b"guarded bytes", expected_kind=None)
+    assert first.created and not again.created
+    assert guard.entered == [first.content_hash] and not guard.held
+    assert backend.read(again.uri) == b"guarded bytes"
+
+
+@pytest.mark.usefixtures("every_blob_old")
+async def test_a_blob_gone_once_inside_the_guard_is_stored_anew(backend: Backend) -> None:
+    """GC won the lock and deleted the blob the dedup hit had found: write it again."""
+    guard = RecordingGuard()
+    async with open_storage(backend.config, dedup_guard=guard) as ingestor:
+        first = await ingestor.ingest_bytes(b"collected bytes", expected_kind=None)
+
+        async def collected() -> None:
+            await ingestor.store.delete(first.key)
+
+        guard.on_enter = collected
+        again = await ingestor.ingest_bytes(b"collected bytes", expected_kind=None)
+    assert again.created and again.uri == first.uri
+    assert guard.entered == [first.content_hash]
+    assert backend.read(again.uri) == b"collected bytes"

@@ -18,7 +18,7 @@ import storage.s3
 from storage import StorageConfig, key_for, open_storage
 from storage.errors import BackendMisconfigured, StorageError, StorageUnavailable
 from storage.s3 import S3BlobStore
-from tests.storage.helpers import png, sha256
+from tests.storage.helpers import RecordingGuard, png, sha256
 
 if TYPE_CHECKING:
     from types_boto3_s3.client import S3Client
@@ -199,6 +199,20 @@ async def test_dedup_refreshes_an_old_objects_last_modified(
     assert head["LastModified"] > written
     assert head["Metadata"] == {"sha256": sha256(data)}
     assert head["ContentType"] == "image/png"
+
+
+async def test_a_dedup_hit_on_a_young_object_takes_no_guard(
+    s3_endpoint: str, bucket: str, tmp_path: Path
+) -> None:
+    """Nothing to refresh, and no GC cutoff reaches an object younger than REFRESH_AFTER:
+    no database round trip for the common dedup of a fresh result."""
+    guard = RecordingGuard()
+    config = s3_config(s3_endpoint, bucket, tmp_path)
+    async with open_storage(config, dedup_guard=guard) as ingestor:
+        await ingestor.ingest_bytes(png(7, 7), expected_kind="image")
+        again = await ingestor.ingest_bytes(png(7, 7), expected_kind="image")
+    assert not again.created
+    assert guard.entered == []
 
 
 async def test_a_blob_deleted_between_head_and_refresh_is_uploaded_again(
