@@ -2,9 +2,14 @@
 
 Pipeline for every output, URL or inline bytes: temp file on the storage filesystem → stream
 with size cap, early type check on the first 8 KiB, SHA-256 in a worker thread → fsync →
-zero-byte check → metadata from headers (worker thread) → ``BlobStore.put_file`` under
-``sha256/<2 hex>/<hex>``. The temp file is removed in a shielded ``finally``, so nothing
-half-written survives any failure or cancellation.
+zero-byte check → metadata from headers → ``BlobStore.put_file`` under ``sha256/<2 hex>/<hex>``.
+The temp file is removed in a shielded ``finally``, so nothing half-written survives any
+failure or cancellation.
+
+Metadata is read in a killable worker process with a timeout (`storage.isolation`), not a
+thread: the parsers include native code fed untrusted bytes. It is read *before* the blob is
+published, so a file rejected for any reason (unreadable, a hang, a parser crash) leaves no
+blob and, through the ``finally``, no temp file.
 """
 
 from __future__ import annotations
@@ -25,6 +30,7 @@ from storage.config import LocalLocation, StorageConfig
 from storage.download import Downloader, DownloadHooks, parse_url, redact
 from storage.errors import ContentRejected, StorageError
 from storage.fs import TempFile, create_temp_file, make_dirs, os_error, sweep_stale
+from storage.isolation import MetadataParsers, Reader
 from storage.local import LocalBlobStore
 from storage.metadata import read_metadata
 from storage.s3 import S3BlobStore
@@ -56,12 +62,14 @@ class Ingestor:
         config: StorageConfig,
         tmp_dir: Path,
         file_limiter: anyio.CapacityLimiter,
+        parsers: MetadataParsers,
     ) -> None:
         self.store = store
         self._downloader = downloader
         self._config = config
         self._tmp_dir = tmp_dir
         self._limiter = file_limiter
+        self._parsers = parsers
 
     async def ingest_url(
         self,
@@ -157,9 +165,8 @@ class Ingestor:
         if spooled.size_bytes == 0:
             raise ContentRejected(EMPTY)
         sniffed = sniff(spooled.head)
-        metadata = await anyio.to_thread.run_sync(
-            partial(read_metadata, temp.path, sniffed, expected_kind=kind), limiter=self._limiter
-        )
+        # Before put_file: a rejected file must never become a blob.
+        metadata = await self._parsers.read(temp.path, sniffed, expected_kind=kind)
         key = key_for(spooled.content_hash)
         stored = await self.store.put_file(
             key, temp.path, media_type=sniffed.media_type, content_hash=spooled.content_hash
@@ -213,12 +220,17 @@ async def _prepare_tmp_dir(config: StorageConfig, store: BlobStore) -> Path:
 
 @asynccontextmanager
 async def open_storage(
-    config: StorageConfig, *, hooks: DownloadHooks | None = None
+    config: StorageConfig,
+    *,
+    hooks: DownloadHooks | None = None,
+    metadata_reader: Reader = read_metadata,
 ) -> AsyncIterator[Ingestor]:
     """Build and validate the backend (bucket exists / root writable), sweep stale temp
     files, and yield an `Ingestor`; everything is closed on exit.
 
-    ``hooks`` are test seams (resolver, TLS trust, allowed networks), never settings.
+    ``hooks`` (resolver, TLS trust, allowed networks) and ``metadata_reader`` (a module-level
+    function the parser processes run instead of `read_metadata`) are test seams, never
+    settings.
     """
     limiter = anyio.CapacityLimiter(config.file_io_threads)
     location = config.location
@@ -238,4 +250,10 @@ async def open_storage(
             config=config,
             tmp_dir=tmp_dir,
             file_limiter=limiter,
+            parsers=MetadataParsers(
+                processes=config.metadata_processes,
+                timeout_s=config.metadata_timeout_s,
+                max_memory_bytes=config.metadata_max_memory_bytes,
+                reader=metadata_reader,
+            ),
         )
