@@ -21,6 +21,7 @@ from collections.abc import AsyncIterator, Mapping
 from contextlib import AsyncExitStack, asynccontextmanager
 from functools import partial
 from pathlib import Path
+from typing import Any
 
 import anyio
 import structlog
@@ -165,8 +166,11 @@ class Ingestor:
         if spooled.size_bytes == 0:
             raise ContentRejected(EMPTY)
         sniffed = sniff(spooled.head)
-        # Before put_file: a rejected file must never become a blob.
-        metadata = await self._parsers.read(temp.path, sniffed, expected_kind=kind)
+        # Before put_file: a rejected file must never become a blob. Types of no media kind
+        # have no parser (read_metadata returns {}): they skip the process hop.
+        metadata: dict[str, Any] = {}
+        if sniffed.kind is not None:
+            metadata = await self._parsers.read(temp.path, sniffed, expected_kind=kind)
         key = key_for(spooled.content_hash)
         stored = await self.store.put_file(
             key, temp.path, media_type=sniffed.media_type, content_hash=spooled.content_hash

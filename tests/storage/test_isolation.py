@@ -26,7 +26,7 @@ from storage.isolation import MetadataParsers, Reader, _parse_in_worker
 from storage.metadata import read_metadata
 from storage.sniff import Sniffed, sniff
 from tests.storage import parsers
-from tests.storage.helpers import Backend, assert_nothing_stored, fixture, png
+from tests.storage.helpers import Backend, assert_nothing_stored, fixture, local_config, png
 
 pytestmark = pytest.mark.anyio
 
@@ -250,3 +250,11 @@ async def test_a_hanging_parse_fails_the_ingest_and_leaves_no_blob_and_no_temp_f
 def test_bad_metadata_limits_are_refused(changes: dict[str, Any], message: str) -> None:
     with pytest.raises(StorageConfigError, match=message):
         StorageConfig(storage_url="file:///x", **changes)
+
+
+async def test_types_without_a_parser_skip_the_parser_process(tmp_path: Path) -> None:
+    """No media kind, no parser: such outputs never wait for (or start) a worker process."""
+    config = local_config(tmp_path / "root", metadata_timeout_s=0.5)
+    async with open_storage(config, metadata_reader=parsers.hang) as ingestor:
+        blob = await ingestor.ingest_bytes(b"\x00\x01binary" * 100, expected_kind=None)
+    assert (blob.media_type, blob.metadata) == ("application/octet-stream", {})
