@@ -13,7 +13,10 @@ parse runs in one of at most ``processes`` reusable worker processes (`anyio.to_
   and a file that breaks two workers is rejected;
 - each worker caps its own address space (``RLIMIT_AS``, ``max_memory_bytes``, set on its
   first call) so a memory bomb ends in ``MemoryError`` (or a native abort: a crash) in the
-  worker, not in the kernel's OOM killer picking the daemon or the container.
+  worker, not in the kernel's OOM killer picking the daemon or the container;
+- each worker asks the kernel to SIGKILL it when the daemon dies (Linux
+  ``PR_SET_PDEATHSIG``): an idle worker would exit on its closed pipe anyway, but a hung one
+  would outlive a daemon that was SIGKILLed or OOM-killed, forever.
 
 Every outcome is a `ContentRejected` naming the cause, so the job fails with a message an
 operator understands, and the daemon keeps running. The caller (`storage.ingest`) reads
@@ -36,9 +39,11 @@ worker, other files queue instead of being rejected for someone else's hang.
 from __future__ import annotations
 
 import contextlib
+import ctypes
 import os
 import resource
 import signal
+import sys
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -173,7 +178,7 @@ def _parse_in_worker(
     never has to unpickle a third-party exception."""
     if os.getpid() == parent_pid:  # the caps below would land on the daemon itself
         raise RuntimeError("_parse_in_worker must run in a worker process")
-    _prepare_worker(max_memory_bytes)
+    _prepare_worker(max_memory_bytes, parent_pid)
     try:
         return reader(Path(path), sniffed, expected_kind=expected_kind)
     except StorageError:
@@ -190,15 +195,17 @@ def _parse_in_worker(
         ) from None
 
 
-def _prepare_worker(max_memory_bytes: int) -> None:
-    """Ignore SIGINT (Ctrl-C reaches the whole process group; the daemon decides when its
-    workers stop, and a stray KeyboardInterrupt would desynchronise anyio's pipe protocol)
-    and apply the address-space cap. Only the soft limit is set, so a later call with
-    another cap (another `MetadataParsers` in the same event loop) can change it."""
+def _prepare_worker(max_memory_bytes: int, parent_pid: int) -> None:
+    """Die with the daemon, ignore SIGINT (Ctrl-C reaches the whole process group; the daemon
+    decides when its workers stop, and a stray KeyboardInterrupt would desynchronise anyio's
+    pipe protocol) and apply the address-space cap. Only the soft limit is set, so a later
+    call with another cap (another `MetadataParsers` in the same event loop) can change it."""
     global _applied_memory_cap
     if _applied_memory_cap == max_memory_bytes:
         return
-    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    if _applied_memory_cap is None:
+        _die_with_parent(parent_pid)
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
     _soft, hard = resource.getrlimit(resource.RLIMIT_AS)
     soft = max_memory_bytes or resource.RLIM_INFINITY
     if hard != resource.RLIM_INFINITY:
@@ -208,3 +215,16 @@ def _prepare_worker(max_memory_bytes: int) -> None:
     with contextlib.suppress(ValueError, OSError):
         resource.setrlimit(resource.RLIMIT_AS, (soft, hard))
     _applied_memory_cap = max_memory_bytes
+
+
+_PR_SET_PDEATHSIG = 1  # <linux/prctl.h>
+
+
+def _die_with_parent(parent_pid: int) -> None:
+    """SIGKILL this worker when the daemon dies (Linux; elsewhere the closed pipe still ends
+    an idle worker). If the daemon is already gone, exit now."""
+    if sys.platform == "linux":
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.prctl(_PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
+    if os.getppid() != parent_pid:  # orphaned before the request took effect
+        os._exit(1)

@@ -31,6 +31,14 @@ def hang(path: Path, sniffed: Sniffed, *, expected_kind: str | None) -> dict[str
         time.sleep(1)
 
 
+def hang_after_writing_pid(
+    path: Path, sniffed: Sniffed, *, expected_kind: str | None
+) -> dict[str, Any]:
+    """`hang`, after telling the test which process hangs (in ``<path>.pid``)."""
+    Path(f"{path}.pid").write_text(str(os.getpid()))
+    return hang(path, sniffed, expected_kind=expected_kind)
+
+
 def segfault(path: Path, sniffed: Sniffed, *, expected_kind: str | None) -> dict[str, Any]:
     os.kill(os.getpid(), signal.SIGSEGV)
     time.sleep(60)  # the signal is delivered before this returns

@@ -10,8 +10,12 @@ test that times a hang first warms a worker: the timeout then measures the hang,
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import os
+import subprocess
+import sys
+import time
 from pathlib import Path
 from typing import Any
 
@@ -258,3 +262,57 @@ async def test_types_without_a_parser_skip_the_parser_process(tmp_path: Path) ->
     async with open_storage(config, metadata_reader=parsers.hang) as ingestor:
         blob = await ingestor.ingest_bytes(b"\x00\x01binary" * 100, expected_kind=None)
     assert (blob.media_type, blob.metadata) == ("application/octet-stream", {})
+
+
+DAEMON = """
+import sys
+from pathlib import Path
+
+import anyio
+
+from storage.isolation import MetadataParsers
+from storage.sniff import Sniffed
+from tests.storage import parsers
+
+
+async def main() -> None:
+    pool = MetadataParsers(processes=1, timeout_s=600, max_memory_bytes=0)
+    sniffed = Sniffed(media_type="image/png", kind="image", extension="png")
+    await pool.read(
+        Path(sys.argv[1]), sniffed, expected_kind=None, reader=parsers.hang_after_writing_pid
+    )
+
+
+anyio.run(main)
+"""
+
+
+def test_a_hung_parser_dies_with_a_daemon_that_was_killed(png_file: Path) -> None:
+    """SIGKILL (or the OOM killer) gives the daemon no chance to stop its workers; a hung one
+    must not live on as an orphan."""
+    root = Path(__file__).resolve().parents[2]
+    daemon = subprocess.Popen([sys.executable, "-c", DAEMON, str(png_file)], cwd=root)
+    pid_file = Path(f"{png_file}.pid")
+    try:
+        deadline = time.monotonic() + 60
+        while not pid_file.exists() or not pid_file.read_text():
+            assert daemon.poll() is None and time.monotonic() < deadline
+            time.sleep(0.05)
+        worker = psutil.Process(int(pid_file.read_text()))
+        assert worker.ppid() == daemon.pid
+        daemon.kill()
+        daemon.wait()
+        with contextlib.suppress(psutil.NoSuchProcess):
+            worker.wait(timeout=10)  # no TimeoutExpired: gone with its parent
+    finally:
+        daemon.kill()
+        daemon.wait()
+        _kill_leftover(pid_file)
+
+
+def _kill_leftover(pid_file: Path) -> None:
+    """Do not leak the hung worker when the test fails (pid 0 would be our process group)."""
+    text = pid_file.read_text() if pid_file.exists() else ""
+    if text.isdigit() and int(text) > 1:
+        with contextlib.suppress(psutil.NoSuchProcess):
+            psutil.Process(int(text)).kill()
