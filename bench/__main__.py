@@ -1,6 +1,7 @@
 """`make bench`: every benchmark, one PostgreSQL, ``name: value`` lines, a summary last.
 
-``python -m bench [claim] [inflight] [detect] [http] [ingest] [--quick]``: no names = all of them.
+``python -m bench [claim] [inflight] [detect] [http] [ingest] [metadata] [--quick]``: no names =
+all of them.
 ``--quick`` shortens every run (a smoke test of the harness; its figures are not results).
 A benchmark that crashes is reported and the others still run; the exit status is then 1.
 Missed goals are results, not failures: they are printed as ``miss`` and exit 0.
@@ -55,7 +56,7 @@ GOALS = (
     Goal(name="ingest_rss_growth_mb", limit=64.0, at_least=False),
 )
 
-BENCHMARKS = ("claim", "inflight", "detect", "http", "ingest")
+BENCHMARKS = ("claim", "inflight", "detect", "http", "ingest", "metadata")
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -140,6 +141,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     _machine(rec)
     url = ""
     ingest_args = ["--size-mib", "64", "--rss-size-mib", "256", "--runs", "1"] if args.quick else []
+    metadata_args = ["--files", "100", "--rounds", "1", "--startups", "1"] if args.quick else []
     with ExitStack() as stack:
         if set(selected) & {"claim", "inflight", "detect"}:
             url = stack.enter_context(pg.bench_cluster())
@@ -150,6 +152,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             "detect": lambda: detect.run(url, rec, plans.detect),
             "http": lambda: http_client.run(rec, plans.http),
             "ingest": lambda: ingest.run(rec, *ingest_args),
+            "metadata": lambda: ingest.run(rec, *metadata_args, script=ingest.METADATA_SCRIPT),
         }
         for name in BENCHMARKS:
             if name in selected:

@@ -9,11 +9,13 @@ from __future__ import annotations
 
 import subprocess
 import sys
+from pathlib import Path
 
 from bench.procs import ROOT
 from bench.report import Recorder, Value
 
 SCRIPT = ROOT / "bench" / "bench_ingest.py"
+METADATA_SCRIPT = ROOT / "bench" / "bench_metadata.py"  # same protocol, see its docstring
 
 
 def parse_value(text: str) -> Value:
@@ -25,9 +27,10 @@ def parse_value(text: str) -> Value:
     return int(number) if number.is_integer() and "." not in text else number
 
 
-def run(rec: Recorder, *args: str) -> None:
+def run(rec: Recorder, *args: str, script: Path = SCRIPT) -> None:
+    """Run ``script`` (default: the ingest benchmark) and record its ``name: value`` lines."""
     proc = subprocess.Popen(
-        [sys.executable, str(SCRIPT), *args],
+        [sys.executable, str(script), *args],
         cwd=ROOT,
         stdout=subprocess.PIPE,
         text=True,
@@ -40,4 +43,4 @@ def run(rec: Recorder, *args: str) -> None:
         else:
             rec.emit(name, parse_value(value))
     if proc.wait() != 0:
-        raise RuntimeError(f"{SCRIPT.name} exited with {proc.returncode}")
+        raise RuntimeError(f"{script.name} exited with {proc.returncode}")

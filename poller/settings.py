@@ -27,6 +27,7 @@ from providers.errors import ProviderPluginError
 from providers.registry import ProviderSpec, load_providers
 from providers.settings import ProviderSettings
 from storage import StorageConfig, parse_storage_url
+from storage.config import MIN_METADATA_MEMORY_BYTES
 from storage.errors import StorageConfigError
 
 GiB = 1024**3
@@ -71,6 +72,15 @@ class PollerSettings(BaseSettings):
     s3_send_checksum: bool = Field(
         True, description="send x-amz-checksum-sha256 on uploads (off for servers lacking it)"
     )
+    metadata_timeout_s: float = Field(
+        30.0, gt=0, description="longest metadata parse of one file before it is rejected"
+    )
+    metadata_processes: int = Field(
+        2, ge=1, le=64, description="worker processes that parse media metadata"
+    )
+    metadata_max_memory_bytes: int = Field(
+        GiB, ge=0, description="address-space cap of each parser process (0: no cap)"
+    )
     max_claims_without_writeback: int = Field(
         5, ge=1, description="crash-loop guard: fail after this many claims with no write-back"
     )
@@ -104,6 +114,17 @@ class PollerSettings(BaseSettings):
         except ValueError:
             if not _HOSTNAME.match(value):
                 raise ValueError("expected an IP address or a host name, e.g. 0.0.0.0") from None
+        return value
+
+    @field_validator("metadata_max_memory_bytes")
+    @classmethod
+    def _room_to_parse(cls, value: int) -> int:
+        """A cap the parser cannot even start under would reject every good file."""
+        if 0 < value < MIN_METADATA_MEMORY_BYTES:
+            raise ValueError(
+                f"must be 0 (no cap) or at least {MIN_METADATA_MEMORY_BYTES} (256 MiB): a "
+                "parser process needs about 130 MiB before it reads a file"
+            )
         return value
 
     @model_validator(mode="after")
@@ -162,6 +183,9 @@ class Settings:
             read_timeout_s=p.download_read_timeout_s,
             total_timeout_s=p.download_total_timeout_s,
             min_throughput_bytes_per_s=p.download_min_bytes_per_s,
+            metadata_timeout_s=p.metadata_timeout_s,
+            metadata_processes=p.metadata_processes,
+            metadata_max_memory_bytes=p.metadata_max_memory_bytes,
         )
 
     def configured_providers(self) -> dict[str, ProviderSettings]:

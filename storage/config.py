@@ -15,6 +15,9 @@ from storage.errors import StorageConfigError
 __all__ = ["LocalLocation", "S3Location", "StorageConfig", "parse_storage_url"]
 
 MiB = 1024 * 1024
+# A worker process maps ~130 MiB before it reads a byte (the interpreter, the daemon's
+# imports, libmediainfo): below this every parse would fail, rejecting good files.
+MIN_METADATA_MEMORY_BYTES = 256 * MiB
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -25,6 +28,11 @@ class StorageConfig:
     filesystem, so publishing is a hard link) and in a private directory under the system temp
     dir for S3. The throughput floor is checked per ``throughput_window_s`` once
     ``throughput_grace_s`` has passed (slow starts on a cold CDN are normal).
+
+    Media metadata is read in at most ``metadata_processes`` worker processes
+    (`storage.isolation`): a parse running longer than ``metadata_timeout_s`` is killed and the
+    file rejected, and each worker's address space is capped at ``metadata_max_memory_bytes``
+    (0: no cap) so a memory bomb fails that parse instead of the container.
     """
 
     storage_url: str
@@ -46,6 +54,9 @@ class StorageConfig:
     max_redirects: int = 5
     stale_tmp_age_s: float = 6 * 3600.0
     file_io_threads: int = 16
+    metadata_timeout_s: float = 30.0
+    metadata_processes: int = 2
+    metadata_max_memory_bytes: int = 1024 * MiB
 
     def __post_init__(self) -> None:
         parse_storage_url(self.storage_url)
@@ -54,6 +65,11 @@ class StorageConfig:
             raise StorageConfigError(
                 f"s3_multipart_part_bytes is {self.s3_multipart_part_bytes}: S3 needs parts of "
                 "at least 5 MiB"
+            )
+        if 0 < self.metadata_max_memory_bytes < MIN_METADATA_MEMORY_BYTES:
+            raise StorageConfigError(
+                f"metadata_max_memory_bytes is {self.metadata_max_memory_bytes}: a parser "
+                f"process needs at least {MIN_METADATA_MEMORY_BYTES // MiB} MiB (0 = no cap)"
             )
 
     @property
@@ -72,8 +88,15 @@ _POSITIVE = (
     "throughput_window_s",
     "stale_tmp_age_s",
     "file_io_threads",
+    "metadata_timeout_s",
+    "metadata_processes",
 )
-_NON_NEGATIVE = ("min_throughput_bytes_per_s", "throughput_grace_s", "max_redirects")
+_NON_NEGATIVE = (
+    "min_throughput_bytes_per_s",
+    "throughput_grace_s",
+    "max_redirects",
+    "metadata_max_memory_bytes",
+)
 
 
 def _check_positive(config: StorageConfig) -> None:

@@ -2,9 +2,14 @@
 
 Pipeline for every output, URL or inline bytes: temp file on the storage filesystem → stream
 with size cap, early type check on the first 8 KiB, SHA-256 in a worker thread → fsync →
-zero-byte check → metadata from headers (worker thread) → ``BlobStore.put_file`` under
-``sha256/<2 hex>/<hex>``. The temp file is removed in a shielded ``finally``, so nothing
-half-written survives any failure or cancellation.
+zero-byte check → metadata from headers → ``BlobStore.put_file`` under ``sha256/<2 hex>/<hex>``.
+The temp file is removed in a shielded ``finally``, so nothing half-written survives any
+failure or cancellation.
+
+Metadata is read in a killable worker process with a timeout (`storage.isolation`), not a
+thread: the parsers include native code fed untrusted bytes. It is read *before* the blob is
+published, so a file rejected for any reason (unreadable, a hang, a parser crash) leaves no
+blob and, through the ``finally``, no temp file.
 
 A dedup hit relies on a blob stored earlier, which garbage collection may be deleting at that
 very moment. The ``dedup_guard`` given to `open_storage` (the daemon's PostgreSQL advisory
@@ -21,6 +26,7 @@ from collections.abc import AsyncIterator, Mapping
 from contextlib import AsyncExitStack, asynccontextmanager
 from functools import partial
 from pathlib import Path
+from typing import Any
 
 import anyio
 import structlog
@@ -37,6 +43,7 @@ from storage.fs import (
     os_error,
     sweep_stale,
 )
+from storage.isolation import MetadataParsers, Reader
 from storage.local import LocalBlobStore
 from storage.metadata import read_metadata
 from storage.s3 import S3BlobStore
@@ -68,6 +75,7 @@ class Ingestor:
         config: StorageConfig,
         tmp_dir: Path,
         file_limiter: anyio.CapacityLimiter,
+        parsers: MetadataParsers,
         dedup_guard: DedupGuard | None = None,
     ) -> None:
         self.store = store
@@ -75,6 +83,7 @@ class Ingestor:
         self._config = config
         self._tmp_dir = tmp_dir
         self._limiter = file_limiter
+        self._parsers = parsers
         self._dedup_guard = dedup_guard
 
     async def ingest_url(
@@ -171,9 +180,11 @@ class Ingestor:
         if spooled.size_bytes == 0:
             raise ContentRejected(EMPTY)
         sniffed = sniff(spooled.head)
-        metadata = await anyio.to_thread.run_sync(
-            partial(read_metadata, temp.path, sniffed, expected_kind=kind), limiter=self._limiter
-        )
+        # Before put_file: a rejected file must never become a blob. Types of no media kind
+        # have no parser (read_metadata returns {}): they skip the process hop.
+        metadata: dict[str, Any] = {}
+        if sniffed.kind is not None:
+            metadata = await self._parsers.read(temp.path, sniffed, expected_kind=kind)
         key = key_for(spooled.content_hash)
         stored = await self.store.put_file(
             key,
@@ -237,13 +248,15 @@ async def open_storage(
     *,
     hooks: DownloadHooks | None = None,
     dedup_guard: DedupGuard | None = None,
+    metadata_reader: Reader = read_metadata,
 ) -> AsyncIterator[Ingestor]:
     """Build and validate the backend (bucket exists / root writable), sweep stale temp
     files, and yield an `Ingestor`; everything is closed on exit.
 
-    ``hooks`` are test seams (resolver, TLS trust, allowed networks), never settings.
-    ``dedup_guard`` is held around every dedup hit's re-use of an existing blob (see
-    `storage.base.DedupGuard`); the daemon passes one, tools that never ingest need none.
+    ``hooks`` (resolver, TLS trust, allowed networks) and ``metadata_reader`` (a module-level
+    function the parser processes run instead of `read_metadata`) are test seams, never
+    settings. ``dedup_guard`` is held around every dedup hit's re-use of an existing blob
+    (see `storage.base.DedupGuard`); the daemon passes one, tools that never ingest need none.
     """
     limiter = anyio.CapacityLimiter(config.file_io_threads)
     location = config.location
@@ -263,5 +276,11 @@ async def open_storage(
             config=config,
             tmp_dir=tmp_dir,
             file_limiter=limiter,
+            parsers=MetadataParsers(
+                processes=config.metadata_processes,
+                timeout_s=config.metadata_timeout_s,
+                max_memory_bytes=config.metadata_max_memory_bytes,
+                reader=metadata_reader,
+            ),
             dedup_guard=dedup_guard,
         )

@@ -1,6 +1,10 @@
 """Facts about a stored file, read from headers only: never a full decode of untrusted media.
 
-Runs in a worker thread. Pillow's ``Image.open`` is lazy (header only) and raises on
+Runs in a killable worker process with a timeout and a memory cap (`storage.isolation`),
+never in the daemon: these parsers include native code (libmediainfo, Pillow's decoders)
+fed untrusted bytes, and a hang or a segfault there must cost one file, not the daemon. So
+`read_metadata` stays a module-level function of plain, picklable arguments; its failures
+are `ContentRejected`. Pillow's ``Image.open`` is lazy (header only) and raises on
 decompression bombs from the declared size; mutagen reads audio headers/frames; MediaInfo
 (the pymediainfo wheel bundles libmediainfo, so no system package) reads container headers.
 A file whose sniffed type is a media kind but that its parser cannot read is rejected: the

@@ -34,6 +34,9 @@ VALID = {
     "POLLER_S3_MAX_THREADS": ("3", 3),
     "POLLER_S3_MULTIPART_THRESHOLD_BYTES": ("10485760", 10485760),
     "POLLER_S3_SEND_CHECKSUM": ("false", False),
+    "POLLER_METADATA_TIMEOUT_S": ("7.5", 7.5),
+    "POLLER_METADATA_PROCESSES": ("3", 3),
+    "POLLER_METADATA_MAX_MEMORY_BYTES": ("536870912", 536870912),
     "POLLER_MAX_CLAIMS_WITHOUT_WRITEBACK": ("3", 3),
     "POLLER_ERROR_BUDGET": ("4", 4),
     "POLLER_ERROR_BACKOFF_MAX_S": ("30", 30.0),
@@ -81,6 +84,9 @@ def test_every_documented_variable_is_parsed(monkeypatch: pytest.MonkeyPatch) ->
     assert settings.storage_config().s3_endpoint_url == "http://127.0.0.1:9000"
     assert settings.storage_config().max_download_bytes == 1048576
     assert settings.storage_config().s3_send_checksum is False
+    assert settings.storage_config().metadata_timeout_s == 7.5
+    assert settings.storage_config().metadata_processes == 3
+    assert settings.storage_config().metadata_max_memory_bytes == 536870912
     assert settings.providers["replicate"].base_url == "https://replicate.example"
     assert list(settings.configured_providers()) == ["replicate"]
     assert settings.unconfigured_providers() == ["stability", "suno"]
@@ -91,6 +97,9 @@ def test_defaults_need_no_environment() -> None:
     assert settings.poller.concurrency == 64
     assert settings.core.storage_url == "file://./.data/artifacts"
     assert settings.storage_config().s3_send_checksum is True
+    assert settings.storage_config().metadata_timeout_s == 30.0
+    assert settings.storage_config().metadata_processes == 2
+    assert settings.storage_config().metadata_max_memory_bytes == 1024**3
     with pytest.raises(SettingsError, match="DATABASE_URL is not set"):
         _ = settings.database_url
 
@@ -104,6 +113,13 @@ def test_defaults_need_no_environment() -> None:
         ("POLLER_ALLOW_PRIVATE_DOWNLOADS", "perhaps", "POLLER_ALLOW_PRIVATE_DOWNLOADS:"),
         ("POLLER_LEASE_TTL_S", "-1", "POLLER_LEASE_TTL_S: Input should be greater than 0"),
         ("POLLER_BATCHSIZE", "5", "POLLER_BATCHSIZE: unknown setting"),
+        ("POLLER_METADATA_TIMEOUT_S", "0", "POLLER_METADATA_TIMEOUT_S: Input should be greater"),
+        ("POLLER_METADATA_PROCESSES", "0", "POLLER_METADATA_PROCESSES: Input should be greater"),
+        (
+            "POLLER_METADATA_MAX_MEMORY_BYTES",
+            "1048576",
+            "POLLER_METADATA_MAX_MEMORY_BYTES: Value error, must be 0 (no cap) or at least",
+        ),
         ("REPLICATE_BASE_URL", "ftp://x", "REPLICATE_BASE_URL"),
         ("REPLICATE_POLL_INTERVAL_IMAGE_MS", "soon", "REPLICATE_POLL_INTERVAL_IMAGE_MS"),
         ("POLLER_HTTP_HOST", "bad host!", "POLLER_HTTP_HOST: Value error, expected an IP"),
