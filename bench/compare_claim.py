@@ -2,12 +2,12 @@
 
 pgqueuer runs its own tool in its tuned configuration (2 dequeuers x batch 50, enqueue
 batch 50; ``reference/queues.md`` §1.8) with both of its PostgreSQL drivers, in both of its
-modes; ours runs the same modes at batch sizes 1, 10, 50 (throughput: 10 and 50). Every run
-lasts at least 30 s (DESIGN §10): throughput mode by its timer, drain mode by the size of
-the backlog, 300,000 jobs for pgqueuer and our batch 50 (both drain a few thousand jobs/s
-at that depth), fewer for our smaller batches, which are slower per job. A 10,000-job drain
-lasts under two seconds and measures a shallow queue only: both sides lose about half
-their rate with a backlog thirty times deeper.
+modes; ours runs the same modes at batch sizes 1, 10, 50 (throughput: 10 and 50). Every
+run lasts at least 30 s (DESIGN §10): throughput mode by its timer, drain mode by the depth
+of the backlog: 450,000 jobs for pgqueuer and for our batch 50 (pgqueuer's asyncpg driver
+drained 300,000 in 25 s on a quiet host), fewer for our smaller batches, which are slower
+per job. A 10,000-job drain lasts under two seconds and measures a shallow queue only: both
+sides drain a deep one roughly a third more slowly.
 Reported: every run, the ratio of the bests per mode, and the ratio of the overall bests
 (``claim_ratio_vs_pgqueuer``, goal ≥ 2.0). Runs alternate peer / ours per mode so a drift in
 machine load hits both sides alike.
@@ -32,10 +32,10 @@ PEER_CONFIGS = (
 @dataclass(frozen=True, slots=True, kw_only=True)
 class ClaimPlan:
     seconds: float = 30.0  # throughput mode (≥ 30 s)
-    drain_jobs: int = 300_000  # pgqueuer's drains and ours at the largest batch
+    drain_jobs: int = 450_000  # pgqueuer's drains and ours at the largest batch
     drain_batches: Sequence[int] = (1, 10, 50)
     # Smaller batches drain fewer jobs, sized to last ≥ 30 s at their rate (a rate per job
-    # is comparable): 300,000 single-job claim rounds would take five minutes.
+    # is comparable): 450,000 single-job claim rounds would take ten minutes.
     drain_jobs_small: Mapping[int, int] = field(default_factory=lambda: {1: 30_000, 10: 150_000})
     throughput_batches: Sequence[int] = (10, 50)
     insert_batch: int = 50  # our producer's INSERT size = pgqueuer's enqueue batch
