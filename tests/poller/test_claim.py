@@ -5,7 +5,6 @@ from __future__ import annotations
 import re
 import uuid
 from collections import Counter
-from collections.abc import AsyncIterator
 from dataclasses import replace
 from datetime import UTC, datetime
 from decimal import Decimal
@@ -27,14 +26,6 @@ from poller.repository import (
 from tests.poller.helpers import execute, fetch, insert_jobs, job_row
 
 pytestmark = pytest.mark.anyio
-
-
-@pytest.fixture
-async def pool(db_url: str) -> AsyncIterator[AsyncConnectionPool]:
-    p = open_pool(db_url, size=6)
-    await p.open()
-    yield p
-    await p.close()
 
 
 def repo(pool: AsyncConnectionPool, owner: str = "r1", lease_s: float = 30.0) -> Repository:

@@ -10,10 +10,9 @@ from psycopg_pool import AsyncConnectionPool
 from poller.model import Reschedule
 from poller.repository import PendingWrite
 from tests.poller.helpers import execute, fetch, insert_jobs
-from tests.poller.test_claim import pool, repo
+from tests.poller.test_claim import repo
 
 pytestmark = pytest.mark.anyio
-__all__ = ["pool"]  # the fixture, shared with the claim tests
 
 
 async def test_a_claim_takes_no_more_of_a_providers_jobs_than_its_free_slots(

@@ -5,7 +5,6 @@ from __future__ import annotations
 import contextvars
 import time
 import uuid
-from collections.abc import AsyncIterator
 from dataclasses import replace
 from decimal import Decimal
 from pathlib import Path
@@ -20,7 +19,7 @@ from structlog.testing import capture_logs
 
 from poller import scheduling
 from poller.daemon import Adapter, Daemon
-from poller.repository import Grant, Repository, open_pool
+from poller.repository import Grant, Repository
 from poller.settings import PollerSettings
 from poller.wakeup import Listener
 from poller.writeback import WriteBackBatcher
@@ -67,14 +66,6 @@ def poller_settings(**values: Any) -> PollerSettings:
     }
     base.update(values)
     return PollerSettings(**base)
-
-
-@pytest.fixture
-async def pool(db_url: str) -> AsyncIterator[AsyncConnectionPool]:
-    p = open_pool(db_url, size=4)
-    await p.open()
-    yield p
-    await p.close()
 
 
 async def run_daemon(

@@ -16,10 +16,9 @@ from providers.errors import ProviderRateLimited, ProviderUnavailable
 from providers.types import InlineOutput, JobHandle, PollResult, PollState, SubmitRequest
 from tests.poller.fakes import ScriptedProvider, failed, png_bytes, running, succeeded
 from tests.poller.helpers import execute, fetch, insert_jobs
-from tests.poller.test_daemon import poller_settings, pool, run_daemon, scripted_settings
+from tests.poller.test_daemon import poller_settings, run_daemon, scripted_settings
 
 pytestmark = pytest.mark.anyio
-__all__ = ["pool"]  # the fixture, shared with the daemon tests
 
 
 class SlowProvider(ScriptedProvider):

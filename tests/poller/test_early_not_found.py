@@ -11,7 +11,6 @@ into the past while the call is in progress.
 from __future__ import annotations
 
 import uuid
-from collections.abc import AsyncIterator
 from dataclasses import dataclass, replace
 from datetime import timedelta
 
@@ -61,14 +60,6 @@ class VanishingProvider(ScriptedProvider):
             raise _http.not_found_yet(self.name, handle.since_submit_s or 0.0)
         failure = ProviderFailure(code="not_found", message="job not found at the provider")
         return PollResult(state=PollState.FAILED, failure=failure)
-
-
-@pytest.fixture
-async def pool(db_url: str) -> AsyncIterator[AsyncConnectionPool]:
-    p = open_pool(db_url, size=4)
-    await p.open()
-    yield p
-    await p.close()
 
 
 async def step_and_write_back(

@@ -21,7 +21,6 @@ from psycopg_pool import AsyncConnectionPool
 from poller.admin import AdminError
 from poller.blob_locks import BLOB_LOCK_CLASS, DedupLocks, try_lock_for_delete
 from poller.gc import MIN_GRACE, check_grace, collect_garbage
-from poller.repository import open_pool
 from storage import (
     BlobInfo,
     BlobStore,
@@ -232,16 +231,6 @@ def backend(request: pytest.FixtureRequest, tmp_path: Path) -> Store:
         storage_url=f"s3://{name}/gc", s3_endpoint_url=endpoint, tmp_dir=tmp_path / "tmp"
     )
     return Store(config, lambda blob: _backdate_s3(name, f"gc/{blob.key}", GRACE * 2))
-
-
-@pytest.fixture
-async def pool(db_url: str) -> AsyncIterator[AsyncConnectionPool]:
-    opened = open_pool(db_url, size=2)
-    await opened.open(wait=True)
-    try:
-        yield opened
-    finally:
-        await opened.close()
 
 
 async def first_of(*events: anyio.Event) -> None:

@@ -4,7 +4,7 @@ an unseen commit, and the shutdown flush."""
 from __future__ import annotations
 
 import uuid
-from collections.abc import AsyncIterator, MutableMapping, Sequence
+from collections.abc import MutableMapping, Sequence
 from decimal import Decimal
 from typing import Any
 
@@ -15,19 +15,11 @@ from psycopg_pool import AsyncConnectionPool
 from structlog.testing import capture_logs
 
 from poller.model import ClaimedJob, Finish, Reschedule
-from poller.repository import PendingWrite, Repository, open_pool
+from poller.repository import PendingWrite, Repository
 from poller.writeback import WriteBackBatcher
 from tests.poller.helpers import execute, insert_jobs, job_row
 
 pytestmark = pytest.mark.anyio
-
-
-@pytest.fixture
-async def pool(db_url: str) -> AsyncIterator[AsyncConnectionPool]:
-    p = open_pool(db_url, size=4)
-    await p.open()
-    yield p
-    await p.close()
 
 
 def resched(job: ClaimedJob, **fields: Any) -> PendingWrite:
