@@ -16,8 +16,9 @@ real parses of big files take longer and the hop stays the same):
 * ``metadata_worker_rss_mb`` - resident size of one warm worker process.
 
 The workers re-run this file as ``__mp_main__`` (anyio does that with the parent's main
-module), and this file imports ``poller.cli`` like the daemon's ``main.py``: a worker here
-starts with the same imports as one under ``python main.py run``.
+module), so at module level it imports only the storage modules a parser needs, like the
+daemon's ``main.py``, which imports its CLI under the ``__main__`` guard: a worker here starts
+with the same imports as one under ``python main.py run``.
 
 Usage: ``python bench/bench_metadata.py [--files 1000] [--rounds 4] [--startups 5]``.
 """
@@ -39,8 +40,6 @@ import anyio
 import anyio.to_thread
 import psutil
 
-import poller.cli  # noqa: F401  (see the docstring: workers import what the daemon imports)
-from simulator.media import render_mp3, render_png
 from storage.isolation import MetadataParsers
 from storage.metadata import read_metadata
 from storage.sniff import Sniffed, sniff
@@ -54,6 +53,8 @@ def _parsers() -> MetadataParsers:
 
 
 def _samples(directory: Path) -> dict[str, tuple[Path, Sniffed]]:
+    from simulator.media import render_mp3, render_png  # here: workers need none of it
+
     files = {"png": render_png(64, 64, "bench"), "mp3": render_mp3(5.0, "bench")}
     out: dict[str, tuple[Path, Sniffed]] = {}
     for kind, data in files.items():

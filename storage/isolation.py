@@ -29,8 +29,10 @@ keep their ``if __name__ == "__main__"`` guard; ``main.py`` does), then unpickle
 by module and qualified name. A reader must therefore be a module-level function of an
 importable module; arguments are plain values (the path as ``str``, `Sniffed` is a frozen
 dataclass). Workers are shared by the event loop, reused, stopped after 5 idle minutes (at the
-next call), and killed when the loop ends. Starting one costs about a second of CPU (the
-daemon's imports), counted in the timeout of the parse that needed it.
+next call), and killed when the loop ends. Starting one costs about 0.4 s of CPU (Python,
+the storage package and the parsers: ``main.py`` imports its CLI under the ``__main__``
+guard, so a worker does not import the daemon), counted in the timeout of the parse that
+needed it.
 
 Waiting for a free worker is not counted in the timeout: while hostile files hold every
 worker, other files queue instead of being rejected for someone else's hang.

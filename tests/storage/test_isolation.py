@@ -316,3 +316,18 @@ def _kill_leftover(pid_file: Path) -> None:
     if text.isdigit() and int(text) > 1:
         with contextlib.suppress(psutil.NoSuchProcess):
             psutil.Process(int(text)).kill()
+
+
+def test_a_parser_process_started_by_the_daemon_does_not_import_the_daemon() -> None:
+    """anyio's worker re-runs the parent's ``__main__`` file as ``__mp_main__``: for
+    ``main.py`` that must not import the CLI and with it the whole daemon (twice the start-up
+    time and 30 MB more per parser process, measured)."""
+    root = Path(__file__).resolve().parents[2]
+    probe = (
+        "import runpy, sys; runpy.run_path('main.py', run_name='__mp_main__'); "
+        "print(sorted(m for m in sys.modules if m.split('.')[0] in ('poller', 'providers')))"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", probe], cwd=root, capture_output=True, text=True, check=True
+    )
+    assert done.stdout.strip() == "[]"
