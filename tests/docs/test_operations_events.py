@@ -54,3 +54,21 @@ def test_every_emitted_event_is_documented(emitted: set[str]) -> None:
     wildcards = tuple(e[:-1] for e in documented if e.endswith("*"))
     missing = {e for e in emitted if e not in documented and not e.startswith(wildcards)}
     assert sorted(missing) == []
+
+
+_DB_OPERATION = re.compile(r'(?:DB_ERRORS\.labels|with_db_retry)\(\s*"([a-z_]+)"')
+
+
+def test_the_db_errors_metric_lists_exactly_the_operations_the_code_counts() -> None:
+    """Alerts group `poller_db_errors_total` by ``operation``: the metrics table must name
+    every value the code can emit (a direct count or a `with_db_retry` name), and no other."""
+    counted = {
+        name
+        for path in (ROOT / "poller").rglob("*.py")
+        for name in _DB_OPERATION.findall(path.read_text(encoding="utf-8"))
+    }
+    assert {"claim", "write_back", "complete", "heartbeat"} <= counted
+    text = (ROOT / "docs" / "operations.md").read_text(encoding="utf-8")
+    row = next(line for line in text.splitlines() if line.startswith("| `poller_db_errors_total`"))
+    labels_cell = row.split("|")[2]
+    assert set(re.findall(r"`([a-z_]+)`", labels_cell)) - {"operation"} == counted
