@@ -401,13 +401,19 @@ class Daemon:
             )
         except Exception as exc:
             log.exception("job.step_crashed")
-            return self._crashed(job, ctx, f"internal error: {type(exc).__name__}: {exc}")
+            polled = isinstance(exc, steps.CrashedAfterPoll)  # its text names the cause
+            error = str(exc) if polled else f"{type(exc).__name__}: {exc}"
+            return self._crashed(job, ctx, f"internal error: {error}", polled=polled)
 
-    def _crashed(self, job: ClaimedJob, ctx: steps.StepContext, error: str) -> Outcome:
+    def _crashed(
+        self, job: ClaimedJob, ctx: steps.StepContext, error: str, *, polled: bool
+    ) -> Outcome:
         count = job.error_count + 1
         if count > self._limits.error_budget:
             return Finish(
-                status="failed", error_message=f"gave up after {count} consecutive errors: {error}"
+                status="failed",
+                error_message=f"gave up after {count} consecutive errors: {error}",
+                polled=polled,
             )
         delay = scheduling.error_backoff(
             count,
@@ -415,7 +421,9 @@ class Daemon:
             max_s=self._limits.error_backoff_max_s,
             remaining=scheduling.remaining_s(job, steps.deadline_for(job, ctx)),
         )
-        return Reschedule(status=job.status, delay_s=delay, error_count=count, last_error=error)
+        return Reschedule(
+            status=job.status, delay_s=delay, error_count=count, last_error=error, polled=polled
+        )
 
     def _release(self, entry: _InFlight) -> None:
         """Shutdown hand-back: due at once for another replica, not a failure."""

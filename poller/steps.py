@@ -18,13 +18,14 @@ from time import perf_counter
 from typing import Protocol, TypeVar
 
 import anyio
+import psycopg
 import structlog
 from structlog.typing import FilteringBoundLogger
 
 from poller import metrics, outputs, scheduling
 from poller.budgets import CreateQueue, ProviderBudget
 from poller.model import ClaimedJob, Finish, Outcome, Reschedule
-from poller.repository import DuplicateProviderJob
+from poller.repository import DuplicateProviderJob, LeaseLost
 from providers.base import Provider
 from providers.errors import (
     ProviderAuthError,
@@ -46,6 +47,14 @@ T = TypeVar("T")
 CANCEL_TIMEOUT_S = 10.0  # a best-effort provider cancel of an orphaned job waits this long
 # Submit errors that mean nothing was created: the mark is cleared and the submit tried again.
 _SAFE_TO_RESUBMIT = (ProviderConnectError, ProviderBusy, ProviderRateLimited, ProviderAuthError)
+
+
+class CrashedAfterPoll(Exception):
+    """A step crashed (a bug, not a provider error) after its status poll was made.
+
+    The daemon turns any crash into a spent unit of the error budget; this one also carries
+    the fact that the provider was polled, so ``attempts`` (polls made) stays exact.
+    """
 
 
 class SubmissionLog(Protocol):
@@ -302,7 +311,12 @@ async def _poll(job: ClaimedJob, ctx: StepContext, deadline: datetime) -> Outcom
     except ProviderError as exc:
         return await _transient(job, ctx, deadline, exc, polled=True)
     ctx.log.debug("provider.polled", state=result.state.value, raw_status=result.raw_status)
-    return await _apply(job, ctx, deadline, result, polled=True)
+    try:
+        return await _apply(job, ctx, deadline, result, polled=True)
+    except (LeaseLost, psycopg.Error):
+        raise
+    except Exception as exc:  # a bug after the poll: the daemon still counts the poll
+        raise CrashedAfterPoll(f"{type(exc).__name__}: {exc}") from exc
 
 
 async def _timed(ctx: StepContext, call: str, awaitable: Awaitable[T]) -> T:

@@ -11,6 +11,7 @@ import psycopg
 import pytest
 from psycopg_pool import AsyncConnectionPool
 
+from poller import outputs
 from poller.repository import Repository
 from providers.errors import ProviderRateLimited, ProviderUnavailable
 from providers.types import InlineOutput, JobHandle, PollResult, PollState, SubmitRequest
@@ -77,6 +78,35 @@ async def test_a_step_that_keeps_crashing_fails_the_job_once_its_budget_is_spent
     assert row["status"] == "failed"
     assert row["error_message"].startswith("gave up after 3 consecutive errors: internal error")
     assert "RuntimeError: adapter bug" in row["error_message"]
+
+
+async def test_a_step_crashing_after_its_poll_still_counts_the_poll_in_attempts(
+    db_url: str, pool: AsyncConnectionPool, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """``attempts`` is the number of polls made; a crash after the poll used to drop it."""
+    real_ingest = outputs.ingest_all
+    crashes = [RuntimeError("ingest bug")] * 2
+
+    async def crashing_ingest(*args: Any, **kwargs: Any) -> Any:
+        if crashes:
+            raise crashes.pop()
+        return await real_ingest(*args, **kwargs)
+
+    monkeypatch.setattr(outputs, "ingest_all", crashing_ingest)
+    [job_id] = insert_jobs(db_url, 1)
+    provider = ScriptedProvider(default=succeeded())
+    await run_daemon(
+        db_url,
+        pool,
+        tmp_path,
+        provider,
+        settings=poller_settings(error_budget=3, error_backoff_max_s=0.05),
+    )
+    [row] = fetch(db_url, "SELECT * FROM app.generation_jobs WHERE id = %s", (job_id,))
+    assert row["status"] == "completed"
+    assert len(provider.polled) == 3  # two crashed after their poll, the third completed
+    assert crashes == []  # both crashes happened
+    assert row["attempts"] == 3
 
 
 async def test_a_database_error_inside_a_step_does_not_spend_the_jobs_error_budget(
