@@ -38,6 +38,7 @@ from providers.errors import (
     ProviderRejected,
     ProviderUnavailable,
 )
+from providers.sending import reports_sends, watch_sends
 from providers.settings import ProviderSettings
 from providers.types import JobHandle, PollResult, PollState, SubmitRequest
 
@@ -170,7 +171,7 @@ async def _submit(job: ClaimedJob, ctx: StepContext, deadline: datetime) -> Outc
         timeout_s=max(1.0, scheduling.remaining_s(job, deadline)),
     )
     try:
-        result = await _create(ctx, request)
+        result = await _create(job, ctx, request)
     except ProviderError as exc:
         return await _submit_failed(job, ctx, deadline, exc)
     if not result.provider_job_id:
@@ -191,15 +192,17 @@ async def _submit(job: ClaimedJob, ctx: StepContext, deadline: datetime) -> Outc
     return await _apply(job, ctx, deadline, result, polled=False)
 
 
-async def _create(ctx: StepContext, request: SubmitRequest) -> PollResult:
+async def _create(job: ClaimedJob, ctx: StepContext, request: SubmitRequest) -> PollResult:
     """The create call, allowed to finish within a grace when its step is cancelled.
 
     A cancel (shutdown after its grace, a lost lease) that cut the call would leave the submit
     mark without an id, and the job would end as "submit outcome unknown" although the call
     may not even have been sent yet (Stability first downloads the input files). Given a few
     seconds more, the call usually answers: its id is recorded, or its refusal clears the mark.
-    Only a call still running after the grace stays ambiguous. The cancel then takes effect
-    at the step's next unshielded wait. The watcher task costs about 60 µs per submit, next
+    A call still running after the grace is cut. It stays ambiguous unless the adapter
+    reports its sends (`providers.sending`) and its create request had not left yet: then
+    the mark is cleared and the next claim submits again. The cancel then takes effect at
+    the step's next unshielded wait. The watcher task costs about 60 µs per submit, next
     to two database writes and the create call itself; polls do not pay it.
     """
     assert ctx.provider is not None
@@ -214,7 +217,7 @@ async def _create(ctx: StepContext, request: SubmitRequest) -> PollResult:
 
     async with anyio.create_task_group() as watch:
         watch.start_soon(cut_after_grace)
-        with call:
+        with call, watch_sends() as sends:
             try:
                 answer = await _timed(ctx, "submit", ctx.provider.submit(request))
             except Exception as exc:  # re-raised below, not as an exception group
@@ -223,6 +226,10 @@ async def _create(ctx: StepContext, request: SubmitRequest) -> PollResult:
     if isinstance(answer, Exception):
         raise answer
     if answer is None:  # cut after the grace: the step's cancellation is pending
+        if reports_sends(ctx.provider) and not sends.sent:
+            log.info("provider.submit_cut_before_sending")
+            with anyio.CancelScope(shield=True):  # nothing reached the provider
+                await ctx.db.clear_submit_mark(job)
         await anyio.lowlevel.checkpoint()
         raise ProviderUnavailable(f"{ctx.provider.name}: the create call was cut off")
     return answer

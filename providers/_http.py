@@ -34,6 +34,7 @@ from providers.errors import (
     ProviderRejected,
     ProviderUnavailable,
 )
+from providers.sending import note_request
 
 M = TypeVar("M", bound=BaseModel)
 
@@ -255,6 +256,7 @@ class Edge:
             raise ProviderRejected(
                 f"{self.provider}: invalid request URL", provider=self.provider
             ) from exc
+        note_request(method)  # from here the request may reach the provider
         try:
             response = await self.client.send(request, stream=True)
             try:

@@ -192,6 +192,8 @@ _USD = Decimal("0.000001")
 class ReplicateProvider:
     """Adapter for Replicate's predictions API."""
 
+    reports_sends = True  # every submit request goes through _http.Edge (providers.sending)
+
     def __init__(self, settings: ReplicateSettings, client: httpx.AsyncClient) -> None:
         self._settings = settings
         self._edge = _http.Edge(

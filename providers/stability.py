@@ -168,6 +168,8 @@ _ENVELOPE_SLACK_BYTES = 64 * 1024  # JSON keys, finish_reason and seed around a 
 class StabilityProvider:
     """Adapter for Stability's v2beta REST API (async endpoints; sync replies handled too)."""
 
+    reports_sends = True  # every submit request goes through _http.Edge (providers.sending)
+
     def __init__(
         self,
         settings: StabilitySettings,

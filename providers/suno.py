@@ -253,6 +253,8 @@ STATUS_MAP: dict[str, PollState] = {
 class SunoProvider:
     """Adapter for the sunoapi.org-style hosted Suno API."""
 
+    reports_sends = True  # every submit request goes through _http.Edge (providers.sending)
+
     def __init__(self, settings: SunoSettings, client: httpx.AsyncClient) -> None:
         self._settings = settings
         self._edge = _http.Edge(

@@ -7,7 +7,7 @@ import dataclasses
 from dataclasses import replace
 from datetime import datetime, timedelta
 from decimal import Decimal
-from typing import Any
+from typing import Any, ClassVar
 
 import anyio
 import psycopg
@@ -28,7 +28,8 @@ from providers.errors import (
     ProviderRejected,
     ProviderUnavailable,
 )
-from providers.types import PollResult, PollState, ProviderFailure
+from providers.sending import note_request
+from providers.types import PollResult, PollState, ProviderFailure, SubmitRequest
 from storage.errors import DiskFull
 from tests.poller.fakes import (
     FixedBucket,
@@ -490,6 +491,48 @@ async def test_a_create_call_still_running_after_the_grace_is_cut() -> None:
         )
     assert outcome is None
     assert db.recorded == [] and db.cleared == []  # ambiguous: the mark stays
+
+
+@dataclasses.dataclass
+class SendReportingProvider(ScriptedProvider):
+    """An adapter that reports its sends (`providers.sending`): it prepares for
+    ``prepare_s`` (Stability fetching input files), notes its create request, then waits
+    ``answer_s`` for the answer."""
+
+    reports_sends: ClassVar[bool] = True
+    prepare_s: float = 0.0
+    answer_s: float = 0.0
+
+    async def submit(self, request: SubmitRequest) -> PollResult:
+        await anyio.sleep(self.prepare_s)
+        note_request("POST")
+        await anyio.sleep(self.answer_s)
+        return await super().submit(request)
+
+
+async def test_a_create_cut_before_its_request_left_clears_the_submit_mark() -> None:
+    """Nothing reached the provider, so the next claim may submit again instead of failing
+    the job as "submit outcome unknown"."""
+    db = SubmissionRecorder()
+    provider = SendReportingProvider(prepare_s=30)
+    job = claimed_job()
+    with anyio.fail_after(2), capture_logs() as logs:
+        outcome = await advance_cancelled_after(
+            0.05, job, context(provider, db=db, submit_cancel_grace_s=0.1)
+        )
+    assert outcome is None
+    assert db.cleared == [job] and db.recorded == []
+    assert "provider.submit_cut_before_sending" in [e["event"] for e in logs]
+
+
+async def test_a_create_cut_after_its_request_left_keeps_the_submit_mark() -> None:
+    db = SubmissionRecorder()
+    provider = SendReportingProvider(answer_s=30)
+    with anyio.fail_after(2):
+        await advance_cancelled_after(
+            0.05, claimed_job(), context(provider, db=db, submit_cancel_grace_s=0.1)
+        )
+    assert db.cleared == [] and db.recorded == []  # ambiguous: it may have been created
 
 
 async def test_a_submit_waits_for_the_create_budget_before_marking_anything() -> None:
