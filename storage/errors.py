@@ -17,6 +17,8 @@ and the ``retryable`` flag, without importing any of those libraries::
         ├── BlockedURL                permanent: not https, private/loopback address, bad URL
         ├── TooLarge                  permanent: over ``max_download_bytes``
         └── ContentRejected           permanent: empty, wrong type, bomb, undecodable
+            ├── ParserTimeout         permanent: reading its metadata outlasted the timeout
+            └── ParserCrashed         permanent: the metadata parser process died on it
 
 Why storage-side failures are all retryable, even ``DiskFull`` and a missing bucket: they are
 not the job's fault, the provider's output is still valid, and an operator can fix the store
@@ -42,6 +44,8 @@ __all__ = [
     "DownloadTimeout",
     "DownloadUnavailable",
     "OutputGone",
+    "ParserCrashed",
+    "ParserTimeout",
     "StorageConfigError",
     "StorageError",
     "StorageUnavailable",
@@ -136,3 +140,17 @@ class ContentRejected(DownloadError):
     """The bytes are not an acceptable result: empty, wrong type, a bomb, undecodable."""
 
     code = "content_rejected"
+
+
+class ParserTimeout(ContentRejected):
+    """Reading the file's metadata outlasted ``POLLER_METADATA_TIMEOUT_S`` (its parser
+    process was killed). Its own class so that metrics tell a hostile or pathological file
+    from an ordinary unreadable one."""
+
+    code = "metadata_timeout"
+
+
+class ParserCrashed(ContentRejected):
+    """The metadata parser process died on the file, twice, each time in a fresh process."""
+
+    code = "metadata_crashed"

@@ -53,7 +53,13 @@ import anyio
 import anyio.to_process
 import structlog
 
-from storage.errors import ContentRejected, StorageError, StorageUnavailable
+from storage.errors import (
+    ContentRejected,
+    ParserCrashed,
+    ParserTimeout,
+    StorageError,
+    StorageUnavailable,
+)
 from storage.metadata import read_metadata
 from storage.sniff import Sniffed
 from storage.spool import describe_size
@@ -117,7 +123,7 @@ class MetadataParsers:
                 return await self._attempt(reader, path, sniffed, expected_kind)
             except anyio.BrokenWorkerProcess as exc:
                 _log_crash(sniffed, attempt=2)
-                raise ContentRejected(
+                raise ParserCrashed(
                     f"the metadata parser crashed on this file ({sniffed.media_type}, twice, "
                     "each time in a fresh process); the file was rejected"
                 ) from exc
@@ -146,7 +152,7 @@ class MetadataParsers:
                 timeout_s=self._timeout_s,
                 elapsed_s=round(anyio.current_time() - started, 3),
             )
-            raise ContentRejected(self._timeout_message(sniffed)) from None
+            raise ParserTimeout(self._timeout_message(sniffed)) from None
         except OSError as exc:  # fork/exec failed: the host's problem, not the file's
             raise StorageUnavailable(f"could not start a metadata parser process: {exc}") from exc
 

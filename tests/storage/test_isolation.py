@@ -25,7 +25,7 @@ import pytest
 from structlog.testing import capture_logs
 
 from storage import StorageConfig, open_storage
-from storage.errors import ContentRejected, StorageConfigError
+from storage.errors import ContentRejected, ParserCrashed, ParserTimeout, StorageConfigError
 from storage.isolation import MetadataParsers, Reader, _parse_in_worker
 from storage.metadata import read_metadata
 from storage.sniff import Sniffed, sniff
@@ -87,7 +87,7 @@ async def test_a_hanging_parse_is_killed_at_the_timeout_and_the_next_parse_works
     hung_worker = await pid_of_worker(pool, png_file)
     quick = make_parsers(timeout_s=0.5)
     started = anyio.current_time()
-    with capture_logs() as logs, pytest.raises(ContentRejected) as info:
+    with capture_logs() as logs, pytest.raises(ParserTimeout) as info:
         await quick.read(png_file, PNG_SNIFFED, expected_kind="image", reader=parsers.hang)
     elapsed = anyio.current_time() - started
     assert str(info.value) == (
@@ -112,9 +112,10 @@ async def test_a_parser_that_kills_its_process_rejects_the_file_and_the_next_par
     png_file: Path, crasher: Reader
 ) -> None:
     pool = make_parsers()
-    with capture_logs() as logs, pytest.raises(ContentRejected) as info:
+    with capture_logs() as logs, pytest.raises(ParserCrashed) as info:
         await pool.read(png_file, PNG_SNIFFED, expected_kind="image", reader=crasher)
     assert str(info.value) == CRASHED
+    assert isinstance(info.value, ContentRejected)  # the job fails; metrics tell it apart
     assert [(e["event"], e["attempt"]) for e in logs] == [
         ("storage.metadata_crashed", 1),
         ("storage.metadata_crashed", 2),
