@@ -28,6 +28,7 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
 
+import anyio
 from psycopg import AsyncConnection
 from psycopg_pool import AsyncConnectionPool
 
@@ -57,13 +58,23 @@ class DedupLocks:
     A database error while taking it propagates like any database error inside a step (the
     daemon retries the step soon, without spending the job's error budget). The pool's
     statement timeout bounds the wait for a GC holding the lock.
+
+    A guard holds its pooled connection for the refresh, an S3 self-copy that may take
+    seconds for a large object, so at most ``max_holders`` guards hold one at a time (the
+    runner gives half the pool): a burst of dedup hits queues here instead of taking every
+    connection from the claims, write-backs and lease heartbeats.
     """
 
-    def __init__(self, pool: AsyncConnectionPool) -> None:
+    def __init__(self, pool: AsyncConnectionPool, *, max_holders: int = 1) -> None:
         self._pool = pool
+        self._holders = anyio.CapacityLimiter(max_holders)
 
     @asynccontextmanager
     async def __call__(self, content_hash: str) -> AsyncIterator[None]:
-        async with self._pool.connection() as conn, conn.transaction():
+        async with (
+            self._holders,
+            self._pool.connection() as conn,
+            conn.transaction(),
+        ):
             await conn.execute(_SHARED, blob_lock_key(content_hash))
             yield

@@ -52,7 +52,10 @@ async def serve(settings: Settings, *, drain: bool = False) -> None:
         stack.push_async_callback(pool.close)
         adapters = await open_adapters(settings, stack)
         ingestor = await stack.enter_async_context(
-            open_storage(settings.storage_config(), dedup_guard=DedupLocks(pool))
+            open_storage(
+                settings.storage_config(),
+                dedup_guard=DedupLocks(pool, max_holders=max(1, cfg.db_pool_size // 2)),
+            )
         )
         daemon = Daemon(
             repo=Repository(pool, owner=owner, lease_s=cfg.lease_ttl_s),

@@ -348,3 +348,35 @@ async def test_gc_deletes_an_old_unreferenced_blob_once_its_dedup_is_over(
         assert store.deleted == [first.key]
         assert (report["unreferenced"], report["reused"], report["deleted"]) == (1, 0, 1)
         assert not await ingestor.store.exists(first.key)
+
+
+async def test_dedup_guards_hold_at_most_their_share_of_the_pool(pool: AsyncConnectionPool) -> None:
+    """A guard keeps its connection through the refresh (an S3 self-copy may take seconds):
+    a burst of them must queue, not take every connection from claims and heartbeats."""
+    locks = DedupLocks(pool, max_holders=2)
+    inside = 0
+    most = 0
+    release, two_inside = anyio.Event(), anyio.Event()
+
+    async def hold(content_hash: str) -> None:
+        nonlocal inside, most
+        async with locks(content_hash):
+            inside += 1
+            most = max(most, inside)
+            if inside == 2:
+                two_inside.set()
+            await release.wait()
+            inside -= 1
+
+    async with anyio.create_task_group() as tg:
+        for n in range(5):
+            tg.start_soon(hold, f"{n:064x}")
+        with anyio.fail_after(10):
+            await two_inside.wait()
+        await anyio.sleep(0.2)  # time for a third guard to get in, if it could
+        assert inside == 2
+        with anyio.fail_after(2):  # the rest of the pool is free for everyone else
+            async with pool.connection() as conn:
+                await conn.execute("SELECT 1")
+        release.set()
+    assert most == 2 and inside == 0
