@@ -384,6 +384,6 @@ def early_not_found(since_submit_s: float | None) -> bool:
 
 def not_found_yet(provider: str, since_submit_s: float) -> ProviderNotVisibleYet:
     return ProviderNotVisibleYet(
-        f"{provider}: job not found {since_submit_s:.0f} s after submit (will retry)",
+        f"{provider}: job not found {since_submit_s:.0f} s after its id was recorded (will retry)",
         provider=provider,
     )
