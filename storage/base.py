@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import AsyncIterator, Mapping
-from contextlib import AbstractAsyncContextManager
+from contextlib import AbstractAsyncContextManager, nullcontext
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from pathlib import Path
@@ -22,6 +22,7 @@ __all__ = [
     "StoredBlob",
     "StoredObject",
     "content_hash_of",
+    "guarded",
     "key_for",
 ]
 
@@ -109,6 +110,11 @@ class DedupGuard(Protocol):
     """
 
     def __call__(self, content_hash: str) -> AbstractAsyncContextManager[None]: ...
+
+
+def guarded(guard: DedupGuard | None, content_hash: str) -> AbstractAsyncContextManager[None]:
+    """``guard``'s context for ``content_hash``, or one that holds nothing (tests, tools)."""
+    return guard(content_hash) if guard is not None else nullcontext()
 
 
 class BlobStore(Protocol):

@@ -15,8 +15,9 @@ from storage.errors import StorageConfigError
 __all__ = ["LocalLocation", "S3Location", "StorageConfig", "parse_storage_url"]
 
 MiB = 1024 * 1024
-# A worker process maps ~130 MiB before it reads a byte (the interpreter, the daemon's
-# imports, libmediainfo): below this every parse would fail, rejecting good files.
+# A worker process mapped ~130 MiB before reading a byte (the interpreter, its imports,
+# libmediainfo; measured while workers still imported the whole daemon, so an upper bound):
+# below this every parse would fail, rejecting good files.
 MIN_METADATA_MEMORY_BYTES = 256 * MiB
 
 

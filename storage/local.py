@@ -8,10 +8,11 @@ name survives a crash with its bytes. Blobs are made read-only: content-addresse
 never change. On a dedup hit the existing blob's mtime is refreshed, which restarts the
 garbage collector's grace period for a blob about to be referenced again.
 
-With a `DedupGuard` (the daemon passes one), ``FileExistsError`` only says the blob exists:
-the refresh runs inside the guard, where it first finds out whether the blob is still there
-(garbage collection deletes under the exclusive side of the same lock, so it cannot delete
-between that check and the ``utime``). A blob found gone is published anew, outside the guard.
+``FileExistsError`` only says the blob exists: the refresh runs afterwards, inside the
+`DedupGuard` when there is one (the daemon passes one), where it first finds out whether the
+blob is still there (garbage collection deletes under the exclusive side of the same lock, so
+it cannot delete between that check and the ``utime``). A blob found gone is published anew,
+outside the guard.
 """
 
 from __future__ import annotations
@@ -30,7 +31,14 @@ from uuid import uuid4
 import anyio
 import structlog
 
-from storage.base import BlobInfo, DedupGuard, StoredObject, checked_key, content_hash_of
+from storage.base import (
+    BlobInfo,
+    DedupGuard,
+    StoredObject,
+    checked_key,
+    content_hash_of,
+    guarded,
+)
 from storage.fs import TEMP_PREFIXES, fsync_dir, make_dirs, os_error
 
 __all__ = ["LocalBlobStore"]
@@ -97,14 +105,14 @@ class LocalBlobStore:
     ) -> StoredObject:
         """Publish ``path`` (left in place for the caller to remove) under ``key``.
 
-        Without a guard a dedup hit is refreshed at once. With one, the link attempt only
-        learns that the blob exists; `_reuse_or_publish` then decides inside the guard.
+        The link attempt only learns that the blob exists; `_reuse_or_publish` then decides,
+        inside the guard if there is one.
         """
         final = self.path_for(key)
-        publish = partial(self._publish, final, path, refresh=dedup_guard is None)
-        created = await self._in_thread(publish, f"storing blob {key}")
-        if not created and dedup_guard is not None:
-            created = await self._reuse_or_publish(final, path, key, dedup_guard(content_hash))
+        created = await self._in_thread(partial(self._publish, final, path), f"storing blob {key}")
+        if not created:
+            guard = guarded(dedup_guard, content_hash)
+            created = await self._reuse_or_publish(final, path, key, guard)
         return StoredObject(key=key, uri=str(final), created=created)
 
     async def _reuse_or_publish(
@@ -113,15 +121,14 @@ class LocalBlobStore:
         """A dedup hit: inside the guard (GC cannot delete the blob meanwhile) check that the
         blob is still there and refresh it; if GC deleted it first, publish it anew, outside
         the guard: the new blob is younger than any GC cutoff, and so is one a concurrent
-        writer publishes first (then refreshed without the guard, harmlessly)."""
+        writer publishes first (re-used as it is)."""
         async with guard:
             reused = await self._in_thread(
                 partial(self._reuse, final, source), f"re-using blob {key}"
             )
         if reused:
             return False
-        publish = partial(self._publish, final, source, refresh=True)
-        return await self._in_thread(publish, f"storing blob {key}")
+        return await self._in_thread(partial(self._publish, final, source), f"storing blob {key}")
 
     async def _in_thread(self, call: Callable[[], T], doing: str) -> T:
         try:
@@ -129,49 +136,43 @@ class LocalBlobStore:
         except OSError as exc:
             raise os_error(exc, doing) from exc
 
-    def _publish(self, final: Path, source: Path, *, refresh: bool) -> bool:
-        """True: published. False: the blob exists (refreshed only when ``refresh``)."""
+    def _publish(self, final: Path, source: Path) -> bool:
+        """True: published. False: the blob exists already (the caller re-uses it)."""
         make_dirs(final.parent)
         try:
             os.link(source, final)
         except FileExistsError:
-            return self._existing(final, source, refresh=refresh)
+            return False
         except OSError as exc:
             if exc.errno not in _LINK_UNAVAILABLE:
                 raise
-            return self._publish_copy(final, source, refresh=refresh)
+            return self._publish_copy(final, source)
         os.chmod(final, BLOB_MODE)
         fsync_dir(final.parent)
         return True
 
-    def _publish_copy(self, final: Path, source: Path, *, refresh: bool) -> bool:
+    def _publish_copy(self, final: Path, source: Path) -> bool:
         """Publish a synced private copy made on the blob filesystem."""
         staged = self._stage_copy(source)
         try:
             try:
                 os.link(staged, final)
             except FileExistsError:
-                return self._existing(final, source, refresh=refresh)
+                return False
             except OSError as exc:
                 if exc.errno not in _LINK_UNAVAILABLE:
                     raise
                 if final.exists():  # no hard links at all: rename, racing writers are harmless
-                    return self._existing(final, source, refresh=refresh)
+                    return False
                 os.replace(staged, final)
             fsync_dir(final.parent)
             return True
         finally:
             staged.unlink(missing_ok=True)
 
-    def _existing(self, final: Path, source: Path, *, refresh: bool) -> bool:
-        """A dedup hit without a guard: refresh now. With one, the caller refreshes inside."""
-        if refresh:
-            self._refresh(final, source)
-            _sync_existing(final)
-        return False
-
     def _reuse(self, final: Path, source: Path) -> bool:
-        """Inside the dedup guard: refresh the blob and rely on it, or False if it is gone."""
+        """A dedup hit (inside the guard, if any): refresh the blob and rely on it, or False
+        if it is gone."""
         try:
             self._refresh(final, source)
         except FileNotFoundError:

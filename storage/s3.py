@@ -48,6 +48,7 @@ from storage.base import (
     StoredObject,
     checked_key,
     content_hash_of,
+    guarded,
 )
 from storage.config import S3Location, StorageConfig
 from storage.errors import (
@@ -233,9 +234,7 @@ class S3BlobStore:
         """
         if datetime.now(UTC) - head["LastModified"] < REFRESH_AFTER:
             return True
-        if guard is None:
-            return await self._refresh(object_key, head)
-        async with guard(content_hash):
+        async with guarded(guard, content_hash):
             return await self._refresh(object_key, head)
 
     async def _upload(
