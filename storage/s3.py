@@ -9,7 +9,9 @@ concurrent writer won: dedup). A HEAD that finds an object at least `REFRESH_AFT
 it onto itself, resetting LastModified so garbage collection's grace period restarts; with a
 `DedupGuard` that copy runs inside the guard (GC deletes under the exclusive side of the same
 lock) and doubles as the check that the object is still there: NoSuchKey means GC deleted it
-first, and it is uploaded anew outside the guard. Younger objects need neither.
+first, and it is uploaded anew outside the guard. Younger objects need neither. Where the
+copy cannot serve (over CopyObject's 5 GiB, or failed) the file is uploaded over the object
+unconditionally instead, still inside the guard.
 
 Above the multipart threshold the parts are uploaded by hand, because s3transfer refuses
 ``IfNoneMatch``, and the condition goes on ``CompleteMultipartUpload``. The content SHA-256
@@ -30,6 +32,7 @@ import base64
 import hashlib
 from collections.abc import AsyncIterator, Callable, Mapping
 from contextlib import asynccontextmanager
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from functools import partial
 from pathlib import Path
@@ -71,6 +74,7 @@ T = TypeVar("T")
 BUCKET_CHECK = "checking the bucket"
 CACHE_CONTROL = "public, max-age=31536000, immutable"
 MAX_PARTS = 10_000
+MAX_COPY_BYTES = 5 * 1024**3  # the largest source one CopyObject accepts
 PART_CONCURRENCY = 4  # memory bound: each in-flight part is held in memory once
 # A dedup hit on an older object rewrites its LastModified so GC's grace period restarts.
 REFRESH_AFTER = DEDUP_REFRESH_AFTER
@@ -127,6 +131,16 @@ def make_client(config: StorageConfig) -> S3Client:
         )
     except (ValueError, botocore.exceptions.BotoCoreError) as exc:
         raise StorageConfigError(f"cannot create the S3 client: {exc}") from exc
+
+
+@dataclass(frozen=True)
+class _Upload:
+    """One file headed for one object key."""
+
+    object_key: str
+    path: Path
+    media_type: str | None
+    content_hash: str
 
 
 class _KeyLocks:
@@ -212,18 +226,15 @@ class S3BlobStore:
         """Upload ``path`` unless the key exists; the file is left for the caller to remove."""
         object_key = self.object_key(key)
         async with self._writing.hold(object_key):
+            upload = _Upload(object_key, path, media_type, content_hash)
             head = await self._head(object_key)
-            if head is not None and await self._reuse(object_key, head, content_hash, dedup_guard):
+            if head is not None and await self._reuse(upload, head, dedup_guard):
                 return StoredObject(key=key, uri=self.uri_for(key), created=False)
-            created = await self._upload(object_key, path, media_type, content_hash)
+            created = await self._upload(upload)
         return StoredObject(key=key, uri=self.uri_for(key), created=created)
 
     async def _reuse(
-        self,
-        object_key: str,
-        head: HeadObjectOutputTypeDef,
-        content_hash: str,
-        guard: DedupGuard | None,
+        self, upload: _Upload, head: HeadObjectOutputTypeDef, guard: DedupGuard | None
     ) -> bool:
         """A dedup hit: True to rely on the object, False when it is gone (upload it again).
 
@@ -234,28 +245,30 @@ class S3BlobStore:
         """
         if datetime.now(UTC) - head["LastModified"] < REFRESH_AFTER:
             return True
-        async with guarded(guard, content_hash):
-            return await self._refresh(object_key, head)
+        async with guarded(guard, upload.content_hash):
+            return await self._refresh(upload, head)
 
-    async def _upload(
-        self, object_key: str, path: Path, media_type: str | None, content_hash: str
-    ) -> bool:
+    async def _upload(self, upload: _Upload, *, overwrite: bool = False) -> bool:
+        """Upload the file: False when the key already exists, unless ``overwrite``, which
+        rewrites the object whatever is there (the same bytes, under a content address)."""
         try:
-            size = await anyio.to_thread.run_sync(lambda: path.stat().st_size)
+            size = await anyio.to_thread.run_sync(lambda: upload.path.stat().st_size)
         except OSError as exc:
-            raise os_error(exc, f"reading {path}") from exc
+            raise os_error(exc, f"reading {upload.path}") from exc
         headers: dict[str, Any] = {
-            "ContentType": media_type or "application/octet-stream",
-            "Metadata": {"sha256": content_hash},
+            "ContentType": upload.media_type or "application/octet-stream",
+            "Metadata": {"sha256": upload.content_hash},
             "CacheControl": CACHE_CONTROL,
         }
         if size >= self._threshold:
-            return await self._put_multipart(object_key, path, size, headers)
+            return await self._put_multipart(upload, size, headers, overwrite=overwrite)
         if self._send_checksum:
-            headers["ChecksumSHA256"] = _b64(bytes.fromhex(content_hash))
-        put = partial(self._put_object, object_key, path, headers)
+            headers["ChecksumSHA256"] = _b64(bytes.fromhex(upload.content_hash))
+        put = partial(self._put_object, upload.object_key, upload.path, headers)
         return await self._run(
-            f"uploading {object_key}", partial(self._create_if_absent, put), writes=True
+            f"uploading {upload.object_key}",
+            partial(self._write, put, overwrite=overwrite),
+            writes=True,
         )
 
     # -- blocking bodies, run in worker threads ------------------------------------------------
@@ -267,6 +280,12 @@ class S3BlobStore:
             self._client.put_object(
                 Bucket=self.bucket, Key=object_key, Body=body, **headers, **condition
             )
+
+    def _write(self, write: Callable[[dict[str, Any]], object], *, overwrite: bool) -> bool:
+        if not overwrite:
+            return self._create_if_absent(write)
+        write({})
+        return True
 
     def _create_if_absent(self, write: Callable[[dict[str, Any]], object]) -> bool:
         """Run a write under ``If-None-Match: *``; False when the key already exists (412)."""
@@ -381,18 +400,25 @@ class S3BlobStore:
             "checking for an existing blob", partial(self._head_sync, object_key)
         )
 
-    async def _refresh(self, object_key: str, head: HeadObjectOutputTypeDef) -> bool:
-        """Best effort: a self-copy resets LastModified so GC does not reap a re-used blob.
+    async def _refresh(self, upload: _Upload, head: HeadObjectOutputTypeDef) -> bool:
+        """Reset the re-used object's LastModified, so GC's grace period restarts; False
+        when the object vanished since the HEAD (GC deleted it first: upload it again).
 
-        False when the object vanished since the HEAD (garbage collection deleted it in
-        between): the caller must upload it again rather than reference a missing blob.
+        A self-copy is cheapest, since no bytes travel. Where it cannot serve (an object
+        larger than one CopyObject may copy, or a copy that failed: throttled, refused by
+        an S3-compatible server) the file in hand is uploaded over the object: the same
+        bytes, a new LastModified. If that fails too the error goes to the job, which
+        retries; relying on the old object would let GC delete it before the artifact row
+        that references it commits.
         """
-        copy = partial(self._copy_onto_itself, object_key, head)
-        try:
-            return await self._run("refreshing a re-used blob", copy)
-        except StorageError as exc:
-            log.warning("storage.s3_refresh_failed", key=object_key, error=str(exc))
-            return True
+        if head.get("ContentLength", 0) <= MAX_COPY_BYTES:
+            copy = partial(self._copy_onto_itself, upload.object_key, head)
+            try:
+                return await self._run("refreshing a re-used blob", copy)
+            except StorageError as exc:
+                log.warning("storage.s3_refresh_copy_failed", key=upload.object_key, error=str(exc))
+        await self._upload(upload, overwrite=True)
+        return True
 
     def _copy_onto_itself(self, object_key: str, head: HeadObjectOutputTypeDef) -> bool:
         try:
@@ -412,8 +438,9 @@ class S3BlobStore:
         return True
 
     async def _put_multipart(
-        self, object_key: str, path: Path, size: int, headers: Mapping[str, Any]
+        self, upload: _Upload, size: int, headers: Mapping[str, Any], *, overwrite: bool
     ) -> bool:
+        object_key = upload.object_key
         extra: dict[str, Any] = {"ChecksumAlgorithm": "SHA256"} if self._send_checksum else {}
         start = partial(
             self._client.create_multipart_upload,
@@ -425,11 +452,11 @@ class S3BlobStore:
         started = await self._run("starting a multipart upload", start, writes=True)
         upload_id = started["UploadId"]
         try:
-            parts = await self._upload_parts(object_key, upload_id, path, size)
+            parts = await self._upload_parts(object_key, upload_id, upload.path, size)
             complete = partial(self._complete, object_key, upload_id, parts)
             created = await self._run(
                 "completing a multipart upload",
-                partial(self._create_if_absent, complete),
+                partial(self._write, complete, overwrite=overwrite),
                 writes=True,
             )
         except BaseException:

@@ -13,6 +13,7 @@ import anyio
 import botocore.exceptions
 import pytest
 from botocore.awsrequest import AWSPreparedRequest, AWSResponse, HTTPHeaders
+from structlog.testing import capture_logs
 
 import storage.s3
 from storage import StorageConfig, key_for, open_storage
@@ -242,6 +243,94 @@ async def test_a_blob_deleted_between_head_and_refresh_is_uploaded_again(
         again = await ingestor.ingest_bytes(data, expected_kind="image")
     assert again.created
     assert s3_client.get_object(Bucket=bucket, Key=key)["Body"].read() == data
+
+
+def refused_copy(object_key: str, head: Any) -> bool:
+    raise client_error(503, "SlowDown")
+
+
+async def old_blob(ingestor: Any, data: bytes, monkeypatch: pytest.MonkeyPatch) -> str:
+    """Store ``data`` and make every blob count as old enough to need a refresh."""
+    blob = await ingestor.ingest_bytes(data, expected_kind="image")
+    monkeypatch.setattr(storage.s3, "REFRESH_AFTER", timedelta(0))
+    await anyio.sleep(1.1)  # LastModified has one-second resolution
+    return f"media/{blob.key}"
+
+
+async def test_a_failed_refresh_copy_uploads_the_file_over_the_old_object(
+    s3_endpoint: str,
+    s3_client: S3Client,
+    bucket: str,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A throttled self-copy must not leave the re-used object with its old LastModified:
+    GC could delete it before the new artifact row commits."""
+    data = png(8, 8)
+    async with open_storage(s3_config(s3_endpoint, bucket, tmp_path)) as ingestor:
+        key = await old_blob(ingestor, data, monkeypatch)
+        written = s3_client.head_object(Bucket=bucket, Key=key)["LastModified"]
+        monkeypatch.setattr(ingestor.store, "_copy_onto_itself", refused_copy)
+        with capture_logs() as logs:
+            again = await ingestor.ingest_bytes(data, expected_kind="image")
+    head = s3_client.head_object(Bucket=bucket, Key=key)
+    assert not again.created
+    assert head["LastModified"] > written
+    assert head["Metadata"] == {"sha256": sha256(data)}
+    assert s3_client.get_object(Bucket=bucket, Key=key)["Body"].read() == data
+    assert [e["event"] for e in logs] == ["storage.s3_refresh_copy_failed"]
+    assert "SlowDown" in logs[0]["error"]
+
+
+async def test_a_refresh_that_cannot_copy_or_upload_fails_the_ingest_retryably(
+    s3_endpoint: str,
+    bucket: str,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Relying on the unrefreshed object is what the refresh exists to avoid: the job
+    retries later instead."""
+    data = png(9, 9)
+    async with open_storage(s3_config(s3_endpoint, bucket, tmp_path)) as ingestor:
+        await old_blob(ingestor, data, monkeypatch)
+        store = ingestor.store
+        monkeypatch.setattr(store, "_copy_onto_itself", refused_copy)
+
+        def refused_put(*args: Any) -> None:
+            raise client_error(503, "SlowDown")
+
+        monkeypatch.setattr(store, "_put_object", refused_put)
+        with pytest.raises(StorageUnavailable) as caught:
+            await ingestor.ingest_bytes(data, expected_kind="image")
+    assert caught.value.retryable
+    assert "uploading" in str(caught.value)
+    assert os.listdir(tmp_path / "tmp") == []
+
+
+async def test_an_object_too_large_to_copy_is_refreshed_by_a_multipart_upload(
+    s3_endpoint: str,
+    s3_client: S3Client,
+    bucket: str,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """CopyObject takes sources up to 5 GiB; a larger object is refreshed by uploading the
+    file again (multipart, without If-None-Match, which would answer 412)."""
+    data = png(4, 4) + os.urandom(6 * MiB)
+    config = multipart_config(s3_endpoint, bucket, tmp_path)
+    async with open_storage(config) as ingestor:
+        key = await old_blob(ingestor, data, monkeypatch)
+        written = s3_client.head_object(Bucket=bucket, Key=key)["LastModified"]
+        monkeypatch.setattr(storage.s3, "MAX_COPY_BYTES", 5 * MiB)
+        copies: list[str] = []
+        monkeypatch.setattr(ingestor.store, "_copy_onto_itself", lambda k, h: copies.append(k))
+        again = await ingestor.ingest_bytes(data, expected_kind="image")
+    head = s3_client.head_object(Bucket=bucket, Key=key)
+    assert not again.created
+    assert copies == []
+    assert head["LastModified"] > written
+    assert head["ContentLength"] == len(data)
+    assert s3_client.list_multipart_uploads(Bucket=bucket).get("Uploads", []) == []
 
 
 async def test_iter_blobs_ignores_foreign_objects(
