@@ -16,6 +16,7 @@ import re
 import time
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
+from datetime import UTC
 from email.utils import parsedate_to_datetime
 from pathlib import PurePosixPath
 from typing import Any, TypeVar
@@ -96,8 +97,8 @@ def _seconds_until(http_date: str, now: float | None) -> float | None:
         when = parsedate_to_datetime(http_date)
     except (TypeError, ValueError, IndexError):
         return None
-    if when.tzinfo is None:  # RFC 9110 dates are GMT; a naive one is still meant as UTC
-        return None
+    if when.tzinfo is None:  # asctime dates carry no zone: RFC 9110 dates are all GMT
+        when = when.replace(tzinfo=UTC)
     return when.timestamp() - (time.time() if now is None else now)
 
 

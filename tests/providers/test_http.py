@@ -49,6 +49,19 @@ def test_retry_after_http_date() -> None:
     assert _http.parse_retry_after(earlier, now=NOW.timestamp()) == 0.0
 
 
+@pytest.mark.parametrize(
+    "value",
+    [
+        "Sun, 01 Jun 2025 10:01:30 GMT",  # IMF-fixdate
+        "Sunday, 01-Jun-25 10:01:30 GMT",  # obsolete RFC 850 form
+        "Sun Jun  1 10:01:30 2025",  # obsolete asctime form: no zone, GMT by definition
+    ],
+)
+def test_retry_after_accepts_all_three_http_date_forms(value: str) -> None:
+    """RFC 9110 §5.6.7: a recipient MUST accept all three HTTP-date formats."""
+    assert _http.parse_retry_after(value, now=NOW.timestamp()) == pytest.approx(90.0)
+
+
 def test_retry_after_ms_header_wins() -> None:
     headers = httpx.Headers({"retry-after-ms": "1500", "retry-after": "9"})
     assert _http.retry_after_of(headers) == 1.5
