@@ -17,7 +17,7 @@ import json
 import math
 import re
 from collections.abc import Iterator
-from decimal import Decimal
+from decimal import Decimal, InvalidOperation
 from typing import Any, Self
 from urllib.parse import quote
 
@@ -356,7 +356,10 @@ class ReplicateProvider:
         seconds = pred.metrics.predict_time if pred.metrics else None
         if price is None or seconds is None or not math.isfinite(seconds) or seconds < 0:
             return None
-        return (Decimal(repr(seconds)) * price).quantize(_USD)
+        try:
+            return (Decimal(repr(seconds)) * price).quantize(_USD)
+        except InvalidOperation:  # an absurd predict_time (1e300 s): unknown, not a crash
+            return None
 
 
 def _prediction_path(prediction_id: str) -> str:

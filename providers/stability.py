@@ -162,6 +162,7 @@ class _JsonResult(BaseModel):
 
 
 _MODERATION = re.compile(r"moderat|flagged", re.IGNORECASE)
+_SEED_DIGITS = 20  # int() of a longer digit string may raise (Python's 4300-digit cap)
 _ENVELOPE_SLACK_BYTES = 64 * 1024  # JSON keys, finish_reason and seed around a base64 result
 
 
@@ -475,8 +476,9 @@ class _Done:
     def metadata(self) -> dict[str, Any]:
         seed = self.seed.strip() if self.seed else ""
         meta: dict[str, Any] = {"finish_reason": self.finish.strip().upper()[:64]}
-        if seed:
-            meta["seed"] = int(seed) if seed.isdigit() else seed[:32]
+        if seed:  # Stability's seeds are 0..4294967294; anything else is kept as text
+            numeric = seed.isascii() and seed.isdigit() and len(seed) <= _SEED_DIGITS
+            meta["seed"] = int(seed) if numeric else seed[:32]
         return meta
 
 

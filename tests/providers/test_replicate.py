@@ -422,6 +422,19 @@ async def test_cost_with_a_default_hardware_sku() -> None:
     assert result.cost_usd == Decimal("0.033865")  # 150.51 s x $0.000225/s
 
 
+async def test_an_absurd_predict_time_leaves_the_cost_unknown_instead_of_crashing() -> None:
+    """Decimal.quantize raises InvalidOperation past 28 digits; the output must still count."""
+    payload = fixture_json("replicate", "prediction_succeeded_video.json")
+    payload["metrics"]["predict_time"] = 1e300
+    async with open_rig(SPEC, settings(model_hardware={}, default_hardware="gpu-t4")) as rig:
+        rig.router.get(f"/v1/predictions/{PID}").mock(
+            return_value=httpx.Response(200, json=payload)
+        )
+        result = await rig.adapter.poll(handle(PID, "video"))
+    assert result.state is PollState.SUCCEEDED
+    assert result.cost_usd is None
+
+
 DEPLOYMENT_PARAMS = {"deployment": "acme/video-prod", "input": {"prompt": "x"}}
 
 

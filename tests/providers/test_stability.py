@@ -415,6 +415,22 @@ async def test_200_bytes_is_the_file(rig: Rig) -> None:
     assert result.cost_usd == Decimal("0.60")  # 60 credits x $0.01
 
 
+@pytest.mark.parametrize(("seed", "kept"), [("9" * 5000, "9" * 32), ("²", "²")])
+async def test_an_absurd_seed_header_is_kept_as_text_not_a_crash(
+    rig: Rig, seed: str, kept: str
+) -> None:
+    """int() raises on 5000 digits or a superscript digit: the paid-for file must survive."""
+    headers = [
+        (b"content-type", b"image/png"),
+        (b"finish-reason", b"SUCCESS"),
+        (b"seed", seed.encode("latin-1")),  # httpx reads header bytes as latin-1
+    ]
+    mock_result(rig, httpx.Response(200, content=PNG, headers=headers))
+    result = await rig.adapter.poll(upscale_handle())
+    assert result.state is PollState.SUCCEEDED
+    assert result.outputs[0].metadata["seed"] == kept
+
+
 async def test_200_json_base64_is_the_file(rig: Rig) -> None:
     mock_result(rig, reply("stability", "result_success.json"))
     result = await rig.adapter.poll(upscale_handle())
