@@ -153,11 +153,18 @@ class StabilityApi:
             name="stability.result", op="poll", run=lambda: self._result(request, job_id, key)
         )
 
-    def error(self, status: int, detail: str | None = None, *, transport: bool = False) -> Response:
+    def error(
+        self,
+        status: int,
+        detail: str | None = None,
+        *,
+        transport: bool = False,
+        name: str | None = None,
+    ) -> Response:
         self._errors += 1
         payload = {
             "id": self._state.dice.digest("error", self._errors, size=16).hex(),
-            "name": _NAMES.get(status, "error"),
+            "name": name or _NAMES.get(status, "error"),
             "errors": [detail or _MESSAGES.get(status, "request failed")],
         }
         return json_response(status, payload)
@@ -202,7 +209,8 @@ class StabilityApi:
         except (ValueError, MultipartError) as exc:
             return self.error(400, str(exc))
         if scenario.outcome == "moderation":
-            return delayed(self.error(403, _MODERATION), scenario.submit_slow_s)
+            refusal = self.error(403, _MODERATION, name="content_moderation")
+            return delayed(refusal, scenario.submit_slow_s)
         refused = submit_fault(self, scenario)
         if refused is not None:
             return refused

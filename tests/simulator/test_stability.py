@@ -85,6 +85,7 @@ def test_moderation_refusal_and_filtered_result(client: httpx.Client) -> None:
     assert refused.status_code == 403
     body = refused.json()
     assert set(body) == {"id", "name", "errors"}
+    assert body["name"] == "content_moderation"  # reference §2.7 / §2.9, not a plain "forbidden"
     assert "moderation" in body["errors"][0]
 
     job_id = _submit_upscale(client, sim_scenario="filtered polls:1")
