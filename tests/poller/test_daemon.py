@@ -415,6 +415,25 @@ async def test_quick_retries_are_bounded_then_the_error_budget_counts(
     assert requests == ["/a.png"] * 4
 
 
+async def test_a_result_url_too_long_for_result_uri_still_completes_the_job(
+    db_url: str, pool: AsyncConnectionPool, tmp_path: Path
+) -> None:
+    """A signed URL over the 2048 characters of ``result_uri`` (an S3 URL with a session
+    token): its output was downloaded and stored, then PostgreSQL refused the completion and
+    the job failed with "value too long for type character varying(2048)". The stored copy's
+    uri stands in for it, as for inline outputs."""
+    [job_id] = insert_jobs(db_url, 1)
+    with serve() as cdn:
+        flaky_cdn(cdn, "/a.png", png_bytes(), [])
+        signed = cdn.url("/a.png") + "?X-Amz-Security-Token=" + "t" * 3000
+        result = PollResult(state=PollState.SUCCEEDED, outputs=(RemoteOutput(url=signed),))
+        await run_daemon(db_url, pool, tmp_path / "store", ScriptedProvider(default=result))
+    row = job_row(db_url, job_id)
+    assert (row["status"], row["error_message"]) == ("completed", None)
+    [artifact] = fetch(db_url, "SELECT uri FROM app.artifacts")
+    assert row["result_uri"] == artifact["uri"]
+
+
 async def test_cdn_429s_wait_as_told_without_spending_the_error_budget(
     db_url: str, pool: AsyncConnectionPool, tmp_path: Path
 ) -> None:
