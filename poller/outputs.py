@@ -26,6 +26,9 @@ from storage.errors import DownloadThrottled, DownloadTimeout, DownloadUnavailab
 
 log = structlog.get_logger("poller")
 
+# The width of ``generation_jobs.result_uri``: a longer URL (a signed one with a session
+# token) made PostgreSQL refuse the completion of a finished, stored result.
+RESULT_URI_MAX = 2048
 DOWNLOAD_TRIES = 3  # per output and attempt, for dropped connections and CDN 5xx
 QUICK_RETRY_S = 0.5  # such blips are usually gone this much later (times the try number)
 
@@ -281,9 +284,12 @@ def _generated_name(job: ClaimedJob, index: int, blob: StoredBlob) -> str:
 
 
 def _result_uri(result: PollResult, records: list[ArtifactRecord]) -> str | None:
+    """The provider's address of the result; the stored copy's uri for inline and ``data:``
+    outputs, and for an address too long for the column (`RESULT_URI_MAX`)."""
+    stored = records[0].uri if records else None
     if result.result_uri:
-        return result.result_uri
+        return result.result_uri if len(result.result_uri) <= RESULT_URI_MAX else stored
     first = result.outputs[0]
     if isinstance(first, RemoteOutput) and not first.url.startswith("data:"):
-        return first.url
-    return records[0].uri if records else None
+        return first.url if len(first.url) <= RESULT_URI_MAX else stored
+    return stored

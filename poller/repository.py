@@ -8,6 +8,7 @@ outcomes into one ``UPDATE … FROM jsonb_to_recordset(…)`` round trip.
 from __future__ import annotations
 
 import json
+import math
 import re
 import select
 import uuid
@@ -390,9 +391,14 @@ def _storable(text: str | None) -> str | None:
 
 
 def _storable_value(value: Any) -> Any:
-    """`_storable` applied to every string (keys too) of a JSON-like value."""
+    """`_storable` applied to every string (keys too) of a JSON-like value; a NaN or an
+    infinity (``json.loads`` and pydantic accept ``NaN``, ``"nan"`` and ``1e999`` in a
+    vendor's reply, e.g. a clip's duration) becomes null: ``json.dumps`` writes them as
+    ``NaN``/``Infinity``, which jsonb refuses."""
     if isinstance(value, str):
         return _storable(value)
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
     if isinstance(value, Mapping):
         return {_storable_value(k): _storable_value(v) for k, v in value.items()}
     if isinstance(value, list | tuple):

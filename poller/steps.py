@@ -288,11 +288,15 @@ def _handle(job: ClaimedJob, provider_job_id: str | None = None) -> JobHandle:
     """The job as the adapter knows it (``provider_job_id``: one not recorded on the row)."""
     pid = provider_job_id or job.provider_job_id
     assert pid is not None
+    # Only a submit checks that input_params is an object; a row inserted with its provider
+    # job id skips that, and adapters read params as a mapping (a poll only refines routing
+    # and cost with them): anything else would crash every poll of a job the vendor has.
+    params = job.input_params if isinstance(job.input_params, Mapping) else {}
     return JobHandle(
         job_id=job.id,
         provider_job_id=pid,
         media_type=job.media_type,
-        params=job.input_params,
+        params=params,
         since_submit_s=_since_id_recorded_s(job),
     )
 

@@ -257,6 +257,12 @@ class Edge:
             raise ProviderRejected(
                 f"{self.provider}: invalid request URL", provider=self.provider
             ) from exc
+        except UnicodeError as exc:  # httpx parses "xn--zz", then its IDNA decoding raises
+            raise ProviderRejected(
+                f"{self.provider}: invalid request URL: the host name is not valid "
+                "(malformed punycode)",
+                provider=self.provider,
+            ) from exc
         note_request(method)  # from here the request may reach the provider
         try:
             response = await self.client.send(request, stream=True)

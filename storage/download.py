@@ -93,14 +93,27 @@ def redact(url: httpx.URL) -> str:
 
 def parse_url(text: str) -> httpx.URL:
     try:
-        return httpx.URL(text)
+        url = httpx.URL(text)
     except (httpx.InvalidURL, TypeError, ValueError) as exc:
         raise BlockedURL(f"not a valid URL: {exc}") from exc
+    _host(url)
+    return url
+
+
+def _host(url: httpx.URL) -> str:
+    """``url.host``, which decodes punycode: httpx accepts an invalid A-label (``xn--zz``)
+    and only this raises ``IDNAError``, which no caller of storage expects."""
+    try:
+        return url.host
+    except UnicodeError:
+        raw = url.raw_host.decode("ascii", "replace")
+        raise BlockedURL(f"{redact(url)}: {raw!r} is not a valid host name") from None
 
 
 def check_url(url: httpx.URL, *, allow_private: bool) -> None:
     """The URL layer of the policy; the address layer runs at connect time."""
     shown = redact(url)
+    host = _host(url)
     if url.scheme == "data":
         raise BlockedURL("data: URLs are not downloaded: decode them and use ingest_bytes")
     if allow_private and url.scheme not in ("http", "https"):
@@ -109,10 +122,10 @@ def check_url(url: httpx.URL, *, allow_private: bool) -> None:
         raise BlockedURL(f"{shown}: only https URLs are downloaded ({ALLOW_PRIVATE_HINT})")
     if url.userinfo:
         raise BlockedURL(f"{shown}: URLs with user:password@ are refused")
-    if not url.host:
+    if not host:
         raise BlockedURL(f"{shown}: the URL has no host")
-    if not is_ip_literal(url.host) and not _HOSTNAME.fullmatch(url.raw_host.decode("ascii")):
-        raise BlockedURL(f"{shown}: {url.host!r} is not a valid host name")
+    if not is_ip_literal(host) and not _HOSTNAME.fullmatch(url.raw_host.decode("ascii")):
+        raise BlockedURL(f"{shown}: {host!r} is not a valid host name")
 
 
 def _origin(url: httpx.URL) -> tuple[str, str, int | None]:

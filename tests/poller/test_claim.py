@@ -484,3 +484,21 @@ async def test_the_completion_transaction_runs_as_the_jobs_tenant(
         ("artifacts", "tenant-7"),
         ("generation_jobs", "tenant-7"),
     ]
+
+
+async def test_completion_stores_non_finite_numbers_in_metadata_as_null(
+    db_url: str, pool: AsyncConnectionPool
+) -> None:
+    """A vendor reply's ``"duration": NaN`` (or ``"nan"``, ``1e999``) reaches the metadata as
+    a float NaN or infinity; json.dumps wrote it as ``NaN``, which jsonb refuses, so a
+    finished, stored result failed as "the database rejected a value"."""
+    [job_id] = insert_jobs(db_url, 1)
+    r = repo(pool)
+    [job] = await r.claim(1, excluded=[], per_tenant=4)
+    meta = {"provider_metadata": {"duration": float("nan"), "sizes": [float("inf"), 1.5]}}
+    stored_artifact = replace(artifact(), metadata=meta)
+    outcome = Complete(artifacts=[stored_artifact], result_uri="https://cdn/1", cost_usd=None)
+    await r.complete(job, outcome, datetime(2031, 1, 1, tzinfo=UTC))
+    assert job_row(db_url, job_id)["status"] == "completed"
+    [stored] = fetch(db_url, "SELECT metadata FROM app.artifacts")
+    assert stored["metadata"]["provider_metadata"] == {"duration": None, "sizes": [None, 1.5]}

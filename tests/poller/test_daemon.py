@@ -17,7 +17,7 @@ from psycopg_pool import AsyncConnectionPool
 from pydantic_settings import SettingsConfigDict
 from structlog.testing import capture_logs
 
-from poller import scheduling
+from poller import metrics, scheduling
 from poller.daemon import Adapter, Daemon
 from poller.repository import Grant, Repository
 from poller.settings import PollerSettings
@@ -415,6 +415,25 @@ async def test_quick_retries_are_bounded_then_the_error_budget_counts(
     assert requests == ["/a.png"] * 4
 
 
+async def test_a_result_url_too_long_for_result_uri_still_completes_the_job(
+    db_url: str, pool: AsyncConnectionPool, tmp_path: Path
+) -> None:
+    """A signed URL over the 2048 characters of ``result_uri`` (an S3 URL with a session
+    token): its output was downloaded and stored, then PostgreSQL refused the completion and
+    the job failed with "value too long for type character varying(2048)". The stored copy's
+    uri stands in for it, as for inline outputs."""
+    [job_id] = insert_jobs(db_url, 1)
+    with serve() as cdn:
+        flaky_cdn(cdn, "/a.png", png_bytes(), [])
+        signed = cdn.url("/a.png") + "?X-Amz-Security-Token=" + "t" * 3000
+        result = PollResult(state=PollState.SUCCEEDED, outputs=(RemoteOutput(url=signed),))
+        await run_daemon(db_url, pool, tmp_path / "store", ScriptedProvider(default=result))
+    row = job_row(db_url, job_id)
+    assert (row["status"], row["error_message"]) == ("completed", None)
+    [artifact] = fetch(db_url, "SELECT uri FROM app.artifacts")
+    assert row["result_uri"] == artifact["uri"]
+
+
 async def test_cdn_429s_wait_as_told_without_spending_the_error_budget(
     db_url: str, pool: AsyncConnectionPool, tmp_path: Path
 ) -> None:
@@ -452,6 +471,24 @@ async def test_a_completion_the_database_rejects_fails_the_job_at_once_saying_wh
     assert "numeric field overflow" in row["error_message"]
     assert len(provider.polled) == 1
     assert fetch(db_url, "SELECT id FROM app.artifacts") == []
+
+
+async def test_a_negative_or_nan_cost_from_a_plugin_does_not_stop_the_daemon(
+    db_url: str, pool: AsyncConnectionPool, tmp_path: Path
+) -> None:
+    """Prometheus counters refuse negative increments: a plugin adapter reporting a credit
+    (negative cost) raised ValueError while the daemon logged the finished job, in a worker
+    (a completion) or in the write-back task (a failure), and took the whole daemon down. A
+    NaN made the cost counter NaN for good. Both jobs finish; the counter is left alone."""
+    completed, failed_job = insert_jobs(db_url, 2)
+    provider = ScriptedProvider()
+    provider.script(f"sub-{completed}", [replace(succeeded(), cost_usd=Decimal("-0.5"))])
+    provider.script(f"sub-{failed_job}", [replace(failed(), cost_usd=Decimal("NaN"))])
+    before = metrics.COST.labels("scripted")._value.get()
+    await run_daemon(db_url, pool, tmp_path, provider)
+    assert job_row(db_url, completed)["status"] == "completed"
+    assert job_row(db_url, failed_job)["status"] == "failed"
+    assert metrics.COST.labels("scripted")._value.get() == before
 
 
 async def test_a_retried_completion_whose_first_commit_landed_is_reported_completed(

@@ -154,3 +154,13 @@ async def test_allow_private_lifts_the_address_check() -> None:
         async with open_input_client(allow_private=True) as client:
             reply = await client.get(server.url("/x.png"))
     assert reply.content == PNG
+
+
+async def test_an_input_host_with_invalid_punycode_is_refused(
+    cert_authority: CertAuthority,
+) -> None:
+    """httpx parses ``xn--zz.com`` and raised IDNAError on its ``.host``: not an httpx error,
+    so it escaped the adapter and the job read as an internal error, then "submit outcome
+    unknown" although nothing had been sent."""
+    with pytest.raises(ProviderRejected, match=r"files\.image: invalid request URL: the host"):
+        await submit(hooks_for(cert_authority), "https://xn--zz.com/x.png")

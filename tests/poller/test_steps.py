@@ -551,3 +551,22 @@ async def test_a_submit_waits_for_the_create_budget_before_marking_anything() ->
     assert 1.9 <= outcome.delay_s <= 2.1
     assert provider.submitted == []
     assert db.marked == []
+
+
+async def test_a_poll_of_a_job_whose_input_params_are_not_an_object_still_runs() -> None:
+    """A row inserted with its provider job id and ``input_params`` that are no JSON object
+    (a list): the submit's check never ran, and the poll handed the list to the adapter as
+    its params, where Replicate's ``params.get("deployment")`` raised AttributeError; after
+    the error budget the job failed as an internal error although the provider had it.
+    Adapters get empty params instead: a poll only refines routing and cost with them."""
+    from tests.providers.conftest import open_rig
+    from tests.providers.test_replicate import PID, SPEC, mock_poll
+    from tests.providers.test_replicate import settings as replicate_settings
+
+    async with open_rig(SPEC, replicate_settings()) as rig:
+        mock_poll(rig, "prediction_processing.json")
+        ctx = dataclasses.replace(context(), provider=rig.adapter)
+        job = polling(provider_job_id=PID, media_type="video", input_params=["not", "an object"])
+        outcome = await steps.advance(job, ctx)
+    assert isinstance(outcome, Reschedule)
+    assert (outcome.status, outcome.error_count, outcome.polled) == ("processing", 0, True)

@@ -462,6 +462,8 @@ async def test_https_download_through_the_guard_pins_the_validated_address(
         ("http://cdn.test:{port}/x", "only https URLs"),
         ("https://user:pw@cdn.test:{port}/x", "user:password@"),
         ("file:///etc/passwd", "only https URLs"),
+        # An invalid punycode label: httpx parses it and raised IDNAError on `.host`.
+        ("https://xn--zz.test:{port}/x", "'xn--zz.test' is not a valid host name"),
     ],
 )
 async def test_redirects_to_forbidden_targets_are_blocked(
@@ -509,6 +511,10 @@ async def test_loopback_is_blocked_with_the_real_resolver(
         ("not a url at all", "only https URLs"),
         ("https://exa mple.com/", "not a valid host name"),
         ("https://[::1/", "not a valid URL"),
+        # Invalid punycode (A-labels): httpx parses them, then `.host` raised IDNAError,
+        # which no caller expects from storage (the job failed as an internal error).
+        ("https://xn--zz.com/a.png", "'xn--zz.com' is not a valid host name"),
+        ("https://xn--/a.png", "'xn--' is not a valid host name"),
     ],
 )
 async def test_unusable_urls_are_blocked(tmp_path: Path, url: str, message: str) -> None:
