@@ -375,9 +375,10 @@ class S3BlobStore:
             return StorageUnavailable(f"{where}: S3 answered {code or status} (HTTP {status})")
         if writes and status in _UNSUPPORTED_STATUS:
             return self._unsupported(where, code, status)
-        if status >= 500:
-            return StorageUnavailable(f"{where}: S3 answered {code or status} (HTTP {status})")
-        return StorageError(f"{where}: S3 answered {code or status} (HTTP {status}): {exc}")
+        # Any other answer is still the store's, not the file's: retryable, like every
+        # storage-side failure (storage.errors), so an operator can fix the store while the
+        # job waits; one that persists spends the job's error budget and then fails it.
+        return StorageUnavailable(f"{where}: S3 answered {code or status} (HTTP {status}): {exc}")
 
     def _unsupported(self, where: str, code: str, status: int) -> BackendMisconfigured:
         """An S3-compatible server refusing an upload feature (the SHA-256 checksum header,

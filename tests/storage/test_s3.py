@@ -528,7 +528,8 @@ def client_error(status: int, code: str) -> botocore.exceptions.ClientError:
         (400, "BadDigest", StorageUnavailable, True),
         (403, "AccessDenied", BackendMisconfigured, True),
         (404, "NoSuchBucket", BackendMisconfigured, True),
-        (400, "InvalidArgument", StorageError, False),
+        (400, "InvalidArgument", StorageUnavailable, True),
+        (416, "InvalidRange", StorageUnavailable, True),
     ],
 )
 async def test_s3_errors_are_translated(
