@@ -197,10 +197,13 @@ def test_cancel_marks_failed_and_fences_out_a_lease_holder(db_url: str) -> None:
 
 
 def test_check_is_healthy_only_at_head(db_url: str, empty_db_url: str) -> None:
-    assert ok(cli(db_url, "check")).strip() == "ok"
+    healthy = cli(db_url, "check")
+    assert ok(healthy).strip() == "ok"
+    assert healthy.stderr == ""  # the image's HEALTHCHECK output: nothing but the verdict
     done = cli(empty_db_url, "check")
     assert done.returncode == 1
-    assert "not at head" in done.stderr
+    [line] = done.stderr.strip().splitlines()  # README: each failure is one line on stderr
+    assert line.startswith("unhealthy: ") and "not at head" in line
 
 
 def test_migrate_creates_every_table_and_seed_insert_works(empty_db_url: str) -> None:
