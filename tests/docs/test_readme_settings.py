@@ -151,3 +151,6 @@ def test_max_in_flight_rows_state_the_connection_pool_cap(readme: str) -> None:
     assert all(f"capped at {MAX_CONNECTIONS}" in row for row in rows), rows
     operations = (README.parent / "docs" / "operations.md").read_text(encoding="utf-8")
     assert f"connection pool, capped at {MAX_CONNECTIONS}" in operations
+    guide = (README.parent / "docs" / "adding-a-provider.md").read_text(encoding="utf-8")
+    [row] = [r for r in guide.splitlines() if r.startswith("| `<P>_MAX_IN_FLIGHT`")]
+    assert f"capped at {MAX_CONNECTIONS}" in row and "jobs in flight" in row, row
