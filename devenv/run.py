@@ -12,14 +12,14 @@ import subprocess
 import sys
 from contextlib import ExitStack
 
-from devenv.stack import ROOT, SIM_KEYS, daemon_env, database_url, migrate, simulator
+from devenv.stack import ROOT, daemon_env, database_url, migrate, provider_keys_set, simulator
 
 
 def main() -> int:
     url = database_url()
     with ExitStack() as stack:
         sim_url = None
-        if not any(os.environ.get(name) for name in SIM_KEYS):
+        if not provider_keys_set(os.environ):
             sim_url = stack.enter_context(simulator())
             print(f"no provider keys set: using the provider simulator at {sim_url}")
         env = daemon_env(url, sim_url)

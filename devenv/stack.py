@@ -11,7 +11,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -28,6 +28,14 @@ SIM_KEYS = {
     "STABILITY_API_KEY": "sk-demo-key",
     "SUNO_API_KEY": "suno-demo-key",
 }
+# Every name a built-in provider reads its key from: a key under any of them means the
+# user wants the real API (README: `REPLICATE_API_KEY` is accepted as well).
+KEY_VARIABLES = (*SIM_KEYS, "REPLICATE_API_KEY")
+
+
+def provider_keys_set(environ: Mapping[str, str]) -> bool:
+    """True when ``environ`` holds an API key for any built-in provider."""
+    return any(environ.get(name, "").strip() for name in KEY_VARIABLES)
 
 
 def database_url() -> str:

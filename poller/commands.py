@@ -20,7 +20,7 @@ from poller.migrate import (
     check_connection,
     describe_target,
     head_revision,
-    is_at_head,
+    schema_problem,
     to_libpq_url,
     translate_connect_error,
     upgrade_to_head,
@@ -76,8 +76,9 @@ def migrate(_args: argparse.Namespace, settings: Settings) -> int:
 
 
 def run(args: argparse.Namespace, settings: Settings) -> int:
-    if not is_at_head(settings.database_url):
-        print("error: database schema is not at head: run `main.py migrate`", file=sys.stderr)
+    problem = schema_problem(settings.database_url)
+    if problem is not None:
+        print(f"error: {problem}", file=sys.stderr)
         return 2
     anyio.run(lambda: serve(settings, drain=args.drain))
     return 0
@@ -88,12 +89,12 @@ def check(_args: argparse.Namespace, settings: Settings) -> int:
     error and exits 2 through `poller.cli.main` like every other command."""
     url = settings.database_url
     try:
-        ok = is_at_head(url)
+        problem = schema_problem(url)
     except DatabaseUrlError as exc:
         print(f"unhealthy: {exc}", file=sys.stderr)
         return 1
-    if not ok:
-        print("unhealthy: database schema is not at head", file=sys.stderr)
+    if problem is not None:
+        print(f"unhealthy: {problem}", file=sys.stderr)
         return 1
     print("ok")
     return 0

@@ -123,4 +123,19 @@ def _bridge_stdlib(
     root.setLevel(max(_level(level), logging.INFO))
     for noisy in ("httpx", "httpcore", "botocore", "boto3", "urllib3", "s3transfer", "alembic"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
-    logging.getLogger("alembic.runtime.migration").setLevel(logging.INFO)  # "Running upgrade …"
+    migration = logging.getLogger("alembic.runtime.migration")
+    migration.setLevel(logging.INFO)  # "Running upgrade …"
+    for old in [f for f in migration.filters if isinstance(f, _MigrationSteps)]:
+        migration.removeFilter(old)
+    migration.addFilter(_MigrationSteps())
+
+
+class _MigrationSteps(logging.Filter):
+    """Of alembic's INFO lines, only the steps ("Running upgrade a -> b").
+
+    Every read of the revision (`check`, the start of `run`) also logs "Context impl
+    PostgresqlImpl." and "Will assume transactional DDL.": noise on each HEALTHCHECK, and two
+    extra stderr lines where `check` promises one ``unhealthy: …`` line."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return record.levelno >= logging.WARNING or record.getMessage().startswith("Running ")

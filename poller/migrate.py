@@ -14,6 +14,8 @@ from __future__ import annotations
 
 import os
 import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import ClassVar
 
@@ -22,8 +24,9 @@ from alembic import command
 from alembic.config import Config
 from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
+from alembic.util import CommandError
 from psycopg.conninfo import conninfo_to_dict
-from sqlalchemy import Engine, create_engine, pool
+from sqlalchemy import Engine, create_engine, exc, pool
 
 APP_SCHEMA = "app"
 VERSION_TABLE_SCHEMA = APP_SCHEMA
@@ -144,6 +147,24 @@ def translate_connect_error(url: str, exc: psycopg.OperationalError) -> Database
     return DatabaseUnreachableError(f"cannot reach PostgreSQL at {target}: {detail}")
 
 
+@contextmanager
+def _one_line_errors(url: str) -> Iterator[None]:
+    """SQLAlchemy wraps driver errors in a message of several lines quoting the SQL; a
+    command that fails after connecting (no privilege on schema ``app``, a migration that
+    cannot apply) gets one line naming the target instead of a traceback."""
+    try:
+        yield
+    except exc.DBAPIError as wrapped:
+        cause = wrapped.orig if isinstance(wrapped.orig, psycopg.Error) else wrapped
+        if isinstance(cause, psycopg.OperationalError):  # the server went away mid-way
+            raise translate_connect_error(url, cause) from None
+        line = _first_line(cause)
+        password = str(conninfo_to_dict(to_libpq_url(url)).get("password") or "")
+        if password:
+            line = line.replace(password, "***")
+        raise DatabaseUrlError(f"database error at {describe_target(url)}: {line}") from None
+
+
 def check_connection(url: str) -> None:
     """Connect once (bounded wait) so configuration mistakes fail fast with a clear line."""
     libpq_url = to_libpq_url(url)
@@ -196,7 +217,7 @@ def current_revision(database_url: str) -> str | None:
     check_connection(database_url)
     engine = make_engine(database_url)
     try:
-        with engine.connect() as conn:
+        with _one_line_errors(database_url), engine.connect() as conn:
             context = MigrationContext.configure(
                 conn, opts={"version_table_schema": VERSION_TABLE_SCHEMA}
             )
@@ -210,15 +231,44 @@ def is_at_head(database_url: str) -> bool:
     return current_revision(database_url) == head_revision()
 
 
+def schema_problem(database_url: str) -> str | None:
+    """None when the schema is at this code's head, else one line saying what to do.
+
+    A database migrated by a newer release is at a revision this code does not have:
+    `main.py migrate` cannot help there, so the line says so instead of suggesting it."""
+    current, head = current_revision(database_url), head_revision()
+    if current == head:
+        return None
+    if current is not None and not _is_known_revision(current):
+        return _ahead_message(current, head)
+    return "database schema is not at head: run `main.py migrate`"
+
+
+def _is_known_revision(revision: str) -> bool:
+    try:
+        return ScriptDirectory.from_config(alembic_config()).get_revision(revision) is not None
+    except CommandError:
+        return False
+
+
+def _ahead_message(current: str, head: str) -> str:
+    return (
+        f"database schema is not at head: it is at revision {current}, which this release "
+        f"does not have (its head is {head}); a newer release migrated it: run that one"
+    )
+
+
 def upgrade_to_head(database_url: str) -> None:
     """``alembic upgrade head`` on ``database_url`` (libpq or SQLAlchemy form)."""
-    check_connection(database_url)
-    with _ALEMBIC_LOCK:
+    current = current_revision(database_url)  # connects first: clear connection errors
+    if current is not None and not _is_known_revision(current):
+        raise DatabaseUrlError(_ahead_message(current, head_revision()))
+    with _ALEMBIC_LOCK, _one_line_errors(database_url):
         command.upgrade(alembic_config(database_url), "head")
 
 
 def downgrade(database_url: str, revision: str) -> None:
     """``alembic downgrade <revision>`` (``base`` empties the schema); used by tests and ops."""
     check_connection(database_url)
-    with _ALEMBIC_LOCK:
+    with _ALEMBIC_LOCK, _one_line_errors(database_url):
         command.downgrade(alembic_config(database_url), revision)

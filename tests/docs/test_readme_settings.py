@@ -7,7 +7,9 @@ documented fails the build instead of becoming an undiscoverable knob.
 
 from __future__ import annotations
 
+import json
 import re
+from decimal import Decimal
 from pathlib import Path
 
 import pytest
@@ -151,3 +153,76 @@ def test_max_in_flight_rows_state_the_connection_pool_cap(readme: str) -> None:
     assert all(f"capped at {MAX_CONNECTIONS}" in row for row in rows), rows
     operations = (README.parent / "docs" / "operations.md").read_text(encoding="utf-8")
     assert f"connection pool, capped at {MAX_CONNECTIONS}" in operations
+    guide = (README.parent / "docs" / "adding-a-provider.md").read_text(encoding="utf-8")
+    [row] = [r for r in guide.splitlines() if r.startswith("| `<P>_MAX_IN_FLIGHT`")]
+    assert f"capped at {MAX_CONNECTIONS}" in row and "jobs in flight" in row, row
+
+
+def _default_cells(section: str) -> dict[str, str]:
+    """Variable → its row's "default" cell (the second column)."""
+    cells: dict[str, str] = {}
+    for line in section.splitlines():
+        if line.startswith("| `"):
+            first, default = (c.strip() for c in line.split("|")[1:3])
+            for name in re.findall(r"`([A-Z][A-Z0-9_]+)`", first):
+                cells[name] = default
+    return cells
+
+
+def _documented(cell: str) -> object:
+    """The value a default cell states: ``unset``/``—`` → None, a back-quoted or leading
+    token otherwise (``2147483648 (2 GiB)`` → 2147483648, `` `true` `` → True)."""
+    if cell.startswith(("unset", "—")):
+        return None
+    quoted = re.match(r"`([^`]*)`", cell)
+    text = quoted.group(1) if quoted else cell.split()[0]
+    if text in ("true", "false"):
+        return text == "true"
+    if text.startswith("{"):
+        return json.loads(text)
+    try:
+        return float(text)
+    except ValueError:
+        return text
+
+
+def _code_defaults() -> dict[str, object]:
+    classes: list[type[BaseSettings]] = [PollerSettings, CoreSettings]
+    classes += [spec.settings_cls for spec in BUILTIN_PROVIDERS.values()]
+    defaults: dict[str, object] = {}
+    for cls in classes:
+        prefix = str(cls.model_config.get("env_prefix") or "")
+        for field_name, info in cls.model_fields.items():
+            for env in _env_names(field_name, info, prefix):
+                defaults[env] = info.get_default(call_default_factory=True)
+    return defaults
+
+
+# Defaults the table describes rather than states.
+_DESCRIBED = {
+    "POLLER_WORKER_ID": "`host:pid:random`",  # None in code: computed at start-up
+    "REPLICATE_HARDWARE_PRICES": "built-in table",
+    "STABILITY_CREDITS": "built-in table",
+}
+
+
+def test_the_settings_table_states_the_defaults_the_code_has(readme: str) -> None:
+    """A default that drifts from the table misleads exactly the operator who did not set
+    the variable (e.g. a poll interval or a rate budget)."""
+    cells = _default_cells(_section(readme, "Settings"))
+    wrong = []
+    for name, default in sorted(_code_defaults().items()):
+        cell = cells[name]
+        if name in _DESCRIBED:
+            assert cell.startswith(_DESCRIBED[name]), (name, cell)
+            continue
+        stated = _documented(cell)
+        if isinstance(default, dict):
+            default = {k: float(v) if isinstance(v, Decimal) else v for k, v in default.items()}
+        elif isinstance(default, int | float | Decimal) and not isinstance(default, bool):
+            default = float(default)
+        elif isinstance(default, Path):
+            default = str(default)
+        if stated != default:
+            wrong.append((name, cell, default))
+    assert wrong == []

@@ -9,8 +9,10 @@ import subprocess
 import sys
 import time
 import uuid
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit, urlunsplit
 
 import psycopg
 import pytest
@@ -197,10 +199,13 @@ def test_cancel_marks_failed_and_fences_out_a_lease_holder(db_url: str) -> None:
 
 
 def test_check_is_healthy_only_at_head(db_url: str, empty_db_url: str) -> None:
-    assert ok(cli(db_url, "check")).strip() == "ok"
+    healthy = cli(db_url, "check")
+    assert ok(healthy).strip() == "ok"
+    assert healthy.stderr == ""  # the image's HEALTHCHECK output: nothing but the verdict
     done = cli(empty_db_url, "check")
     assert done.returncode == 1
-    assert "not at head" in done.stderr
+    [line] = done.stderr.strip().splitlines()  # README: each failure is one line on stderr
+    assert line.startswith("unhealthy: ") and "not at head" in line
 
 
 def test_migrate_creates_every_table_and_seed_insert_works(empty_db_url: str) -> None:
@@ -375,3 +380,55 @@ def test_database_errors_are_one_line_without_the_password(
     message = commands.database_error(url, error)
     assert message.startswith(expected) and "\n" not in message
     assert "s3cretpw" not in message
+
+
+@pytest.fixture
+def unprivileged_url(db_url: str, pg_admin_url: str) -> Iterator[str]:
+    """``db_url`` as a role that may log in but has no privilege on schema ``app``: the
+    deployment mistake operations.md warns about (the daemon's role needs DML there)."""
+    role = f"no_grants_{uuid.uuid4().hex[:8]}"
+    try:
+        execute(pg_admin_url, f"CREATE ROLE {role} LOGIN PASSWORD 'role-pw-123'")
+    except psycopg.errors.InsufficientPrivilege:
+        pytest.skip("the test database role cannot create roles")
+    parts = urlsplit(db_url)
+    host = parts.netloc.rsplit("@", 1)[-1]
+    try:
+        yield urlunsplit(parts._replace(netloc=f"{role}:role-pw-123@{host}"))
+    finally:
+        execute(pg_admin_url, f"DROP ROLE {role}")
+
+
+def test_a_role_without_privileges_gets_one_line_not_a_traceback(unprivileged_url: str) -> None:
+    """The revision read and the migration run through SQLAlchemy, whose errors are several
+    lines quoting the SQL: README promises one line (exit 2; `check`: unhealthy, exit 1)."""
+    for command, code, prefix in (
+        ("check", 1, "unhealthy: "),
+        ("run", 2, "error: "),
+        ("migrate", 2, "error: "),
+    ):
+        done = cli(unprivileged_url, command)
+        assert done.returncode == code, (command, done.stderr)
+        [line] = done.stderr.strip().splitlines()
+        assert line.startswith(f"{prefix}database error at no_grants_"), (command, line)
+        assert "permission denied for schema app" in line
+        assert "role-pw-123" not in done.stderr + done.stdout
+
+
+def test_a_schema_migrated_by_a_newer_release_is_named_not_migrated(db_url: str) -> None:
+    """Rolled back code meets a database at a revision it does not have: `run` must not send
+    the operator to `main.py migrate`, which cannot go there (it failed with a traceback)."""
+    execute(db_url, "UPDATE app.alembic_version SET version_num = 'poller_9999'")
+    for command, code, prefix in (
+        ("check", 1, "unhealthy: "),
+        ("run", 2, "error: "),
+        ("migrate", 2, "error: "),
+    ):
+        done = cli(db_url, command)
+        assert done.returncode == code, (command, done.stderr)
+        [line] = done.stderr.strip().splitlines()
+        assert line.startswith(f"{prefix}database schema is not at head: "), (command, line)
+        assert "poller_9999" in line and "newer release" in line and "migrate`" not in line
+    assert fetch(db_url, "SELECT version_num FROM app.alembic_version") == [
+        {"version_num": "poller_9999"}
+    ]

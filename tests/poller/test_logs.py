@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import io
 import json
+import logging
 
 import structlog
 
@@ -28,3 +29,20 @@ def test_json_log_line_has_event_name_and_no_secret() -> None:
     assert line["level"] == "info"
     assert "sk-live-123456" not in out.getvalue()
     assert line["nested"]["url"] == "https://***@h/x"
+
+
+def test_alembic_logs_its_steps_but_not_its_preamble() -> None:
+    """`check` and `run` read the revision through alembic; its "Context impl …" lines must
+    not add to the one line `check` prints, while `migrate` still logs each step."""
+    out = io.StringIO()
+    configure_logging(level="info", fmt="json", stream=out)
+    migration = logging.getLogger("alembic.runtime.migration")
+    migration.info("Context impl %s.", "PostgresqlImpl")
+    migration.info("Will assume %s DDL.", "transactional")
+    migration.info("Running upgrade %s -> %s, %s", "poller_0005", "poller_0006", "doc")
+    migration.warning("Revision %s is present more than once", "x")
+    events = [json.loads(line)["event"] for line in out.getvalue().splitlines()]
+    assert events == [
+        "Running upgrade poller_0005 -> poller_0006, doc",
+        "Revision x is present more than once",
+    ]
