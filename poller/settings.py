@@ -19,6 +19,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal, Self
+from urllib.parse import urlsplit
 
 from pydantic import Field, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -148,6 +149,18 @@ class CoreSettings(BaseSettings):
     s3_endpoint_url: str | None = None
     aws_region: str | None = Field(None, validation_alias="AWS_REGION")
 
+    @field_validator("s3_endpoint_url")
+    @classmethod
+    def _endpoint_is_a_url(cls, value: str | None) -> str | None:
+        """Empty means AWS (a blank line in a compose file); anything else must be a URL
+        here, not botocore's bare "Invalid endpoint" at the first upload check."""
+        if value is None or not value.strip():
+            return None
+        parts = urlsplit(value.strip())
+        if parts.scheme not in ("http", "https") or not parts.netloc:
+            raise ValueError("must be an absolute http(s) URL such as http://127.0.0.1:9000")
+        return value.strip()
+
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class Settings:
@@ -224,12 +237,14 @@ def _reject_unknown_poller_vars(environ: Mapping[str, str]) -> None:
 def _one_line(exc: ValidationError, prefix: str) -> str:
     err = exc.errors()[0]
     loc = "_".join(str(part) for part in err["loc"]).upper()
+    # pydantic prefixes what a validator raised with its exception type: not for operators
+    message = str(err["msg"]).removeprefix("Value error, ")
     if not loc:  # a rule spanning several fields names them in its own message
-        return str(err["msg"]).removeprefix("Value error, ")
+        return message
     name = loc if loc.startswith(prefix) or not prefix else f"{prefix}{loc}"
     value = err.get("input")
     shown = f" (got {value!r})" if isinstance(value, str | int | float) else ""
-    return f"{name}: {err['msg']}{shown}"
+    return f"{name}: {message}{shown}"
 
 
 def load_settings() -> Settings:
