@@ -29,7 +29,8 @@ from poller.runner import serve
 from poller.settings import Settings, SettingsError
 from providers.registry import make_client
 from providers.types import JobHandle
-from storage import open_storage
+from storage import open_storage, parse_storage_url
+from storage.config import LocalLocation
 from storage.errors import StorageError
 
 log = structlog.get_logger("poller")
@@ -193,11 +194,23 @@ def storage(args: argparse.Namespace, settings: Settings) -> int:
     from poller.gc import check_grace
 
     grace = parse_duration(args.older_than)
-    check_grace(grace)  # these two before the store opens (and creates its root)
+    check_grace(grace)  # these three before the store opens (and creates its root)
     url = _database_url(settings)
+    _require_local_root(settings.core.storage_url)
     report = anyio.run(lambda: _gc(settings, url, grace, apply=args.apply))
     emit(args, report)
     return 0
+
+
+def _require_local_root(storage_url: str) -> None:
+    """GC of a local store that does not exist is a wrong STORAGE_URL or working directory
+    (the default is relative): say so, rather than create it and report ``scanned 0``."""
+    location = parse_storage_url(storage_url)
+    if isinstance(location, LocalLocation) and not location.root.exists():
+        raise admin.AdminError(
+            f"STORAGE_URL {storage_url!r}: {location.root.resolve()} does not exist, so there "
+            "is nothing to collect; check STORAGE_URL and the directory you run this from"
+        )
 
 
 async def _gc(settings: Settings, url: str, grace: timedelta, *, apply: bool) -> dict[str, object]:

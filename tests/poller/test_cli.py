@@ -291,6 +291,19 @@ def test_storage_gc_refuses_a_grace_period_shorter_than_the_dedup_refresh(
     assert len(done.stderr.strip().splitlines()) == 1
 
 
+def test_storage_gc_of_a_local_store_that_does_not_exist_is_refused(
+    db_url: str, tmp_path: Path
+) -> None:
+    """Run from the wrong directory, the default relative STORAGE_URL found no store: GC
+    created one and reported ``scanned 0``, as if all were well."""
+    root = tmp_path / "nowhere" / "artifacts"
+    done = cli(db_url, "storage", "gc", env={"STORAGE_URL": f"file://{root}"})
+    assert done.returncode == 2
+    [line] = done.stderr.strip().splitlines()
+    assert line.startswith(f"error: STORAGE_URL 'file://{root}': {root} does not exist"), line
+    assert not root.exists()
+
+
 @pytest.mark.parametrize("option", ["--timeout-ms", "--poll-interval-ms"])
 @pytest.mark.parametrize("value", ["-5", "0", "soon"])
 def test_submit_refuses_timings_that_are_not_positive(db_url: str, option: str, value: str) -> None:
