@@ -21,6 +21,7 @@ from poller.inputs import open_input_client
 from poller.migrate import head_revision
 from poller.repository import Repository, open_pool
 from poller.settings import Settings
+from poller.wakeup import run_to_completion
 from providers.registry import Hosting, make_client
 from storage import open_storage
 
@@ -126,7 +127,7 @@ async def _watch_database(database_url: str, readiness: Readiness, period_s: flo
             async with await psycopg.AsyncConnection.connect(
                 database_url, autocommit=True, connect_timeout=5
             ) as conn:
-                cur = await conn.execute("SELECT version_num FROM app.alembic_version")
+                cur = await run_to_completion(conn, "SELECT version_num FROM app.alembic_version")
                 row = await cur.fetchone()
             readiness.database = True
             readiness.revision = row[0] if row else None

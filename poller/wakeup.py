@@ -9,6 +9,7 @@ connection (a host crash without RST) fail within about a minute instead of hang
 from __future__ import annotations
 
 from collections.abc import Callable
+from typing import Any
 
 import anyio
 import psycopg
@@ -20,6 +21,23 @@ from poller.repository import TCP_KEEPALIVES
 log = structlog.get_logger("poller")
 
 CHANNEL = "generation_job_created"
+STATEMENT_BOUND_S = 5.0
+
+
+async def run_to_completion(
+    conn: psycopg.AsyncConnection[Any], sql: str, *, bound_s: float = STATEMENT_BOUND_S
+) -> psycopg.AsyncCursor[Any]:
+    """Run a short statement that a cancellation (shutdown) waits for, up to ``bound_s``.
+
+    psycopg answers a cancellation that lands mid-statement by cancelling the query on the
+    server and awaiting that; under anyio the pending cancellation interrupts the await at
+    once, so psycopg logs "query cancellation interrupted … closing connection" as a warning.
+    A daemon that started and drained within a few milliseconds logged it on a clean exit.
+    """
+    with anyio.move_on_after(bound_s, shield=True) as scope:
+        return await conn.execute(sql)
+    assert scope.cancelled_caught
+    raise psycopg.OperationalError(f"{sql!r} got no answer within {bound_s:g} s")
 
 
 class Listener:
@@ -50,14 +68,14 @@ class Listener:
         async with await psycopg.AsyncConnection.connect(
             self._url, autocommit=True, connect_timeout=10, **TCP_KEEPALIVES
         ) as conn:
-            await conn.execute(f"LISTEN {CHANNEL}")
+            await run_to_completion(conn, f"LISTEN {CHANNEL}")
             self._set_connected(True)
             log.info("listener.connected")
             self._on_notify()  # anything inserted while we were away is due now
             while True:
                 async for _ in conn.notifies(timeout=self._check_s):
                     self._on_notify()
-                await conn.execute("SELECT 1")  # liveness: raises if the server went away
+                await run_to_completion(conn, "SELECT 1")  # liveness: raises if it went away
 
     def _set_connected(self, up: bool) -> None:
         self.connected = up
