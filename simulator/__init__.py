@@ -71,7 +71,7 @@ Outcome (default `success`):
 * `callback_exception` - Suno `CALLBACK_EXCEPTION` with complete clips; elsewhere success.
 * `stuck` - never finishes (stays running): for timeout / cancel tests.
 * `unknown_status` - non-terminal polls report an unrecognised status (Replicate `queued`,
-  Stability 202 `{"status":"queued"}`, Suno `GENERATING`).
+  Stability 202 `{"status":"queued"}`, Suno `QUEUED_FOR_REVIEW`).
 
 Timing: `polls:N` (done on the N-th status poll), `seconds:T` (done T s after submit;
 `seconds:0` = done at the first poll).

@@ -37,6 +37,9 @@ from simulator.media import audio_duration_s
 from simulator.scenarios import Scenario
 from simulator.state import SimState
 
+# Clips complete so far, per non-terminal status (every clip once it succeeded).
+_COMPLETE_CLIPS = {"TEXT_SUCCESS": 0, "FIRST_SUCCESS": 1, "QUEUED_FOR_REVIEW": 0}
+
 
 @dataclass(frozen=True, slots=True)
 class _Model:
@@ -164,8 +167,8 @@ class SunoApi:
                 return "CALLBACK_EXCEPTION"
             failed = _FAILED.get(job.outcome)
             return failed[0] if failed else "SUCCESS"
-        if job.scenario.unknown_status:
-            return "GENERATING"
+        if job.scenario.unknown_status:  # not GENERATING: the adapter knows that one
+            return "QUEUED_FOR_REVIEW"
         if job.started is None:
             return "PENDING"
         return "TEXT_SUCCESS" if progress(job, self._state.now()) < 2 / 3 else "FIRST_SUCCESS"
@@ -246,7 +249,7 @@ class SunoApi:
         }
 
     def _response(self, job: Job, status: str, created: datetime) -> dict[str, Any]:
-        complete = {"TEXT_SUCCESS": 0, "FIRST_SUCCESS": 1, "GENERATING": 0}.get(status, job.outputs)
+        complete = _COMPLETE_CLIPS.get(status, job.outputs)
         stamp = created.strftime("%Y-%m-%d %H:%M:%S")
         return {
             "taskId": job.id,

@@ -99,7 +99,7 @@ def test_callback_exception_still_has_clips(client: httpx.Client) -> None:
 
 def test_unknown_status_and_clip_count(client: httpx.Client) -> None:
     task_id = suno_generate(client, sim_scenario="unknown_status multi:3 polls:2")
-    assert suno_record(client, task_id)["data"]["status"] == "GENERATING"
+    assert suno_record(client, task_id)["data"]["status"] == "QUEUED_FOR_REVIEW"
     data = suno_record(client, task_id)["data"]
     assert data["status"] == "SUCCESS" and len(data["response"]["sunoData"]) == 3
 
