@@ -15,6 +15,7 @@ import uuid
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
+from decimal import Decimal
 from typing import Any
 
 from psycopg import AsyncConnection, DataError, Error, IntegrityError, OperationalError
@@ -245,7 +246,7 @@ class Repository:
                     "result_uri": _storable(outcome.result_uri),
                     "artifact_id": ids[0] if ids else None,
                     "artifact_ids": Jsonb([str(i) for i in ids]),
-                    "cost_usd": outcome.cost_usd,
+                    "cost_usd": _storable_cost(outcome.cost_usd),
                     "polls": 1 if outcome.polled else 0,
                     "deadline": deadline,
                 },
@@ -367,10 +368,19 @@ def _write_back_row(w: PendingWrite) -> dict[str, Any]:
             started=o.started,
             error_count=0,
             error_message=_storable(o.error_message),
-            cost_usd=None if o.cost_usd is None else str(o.cost_usd),
+            cost_usd=_storable_cost(o.cost_usd, text=True),
             release=False,
         )
     return row
+
+
+def _storable_cost(cost: Decimal | None, *, text: bool = False) -> Decimal | str | None:
+    """A cost PostgreSQL sums: a NaN or an infinity (a plugin adapter's arithmetic gone wrong)
+    is stored as unknown, NULL. ``numeric`` accepts 'NaN', and one NaN row makes every
+    ``SUM(cost_usd)`` of a tenant's spend NaN."""
+    if cost is None or not cost.is_finite():
+        return None
+    return str(cost) if text else cost
 
 
 _SURROGATE = re.compile("[\ud800-\udfff]")

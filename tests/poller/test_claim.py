@@ -486,6 +486,26 @@ async def test_the_completion_transaction_runs_as_the_jobs_tenant(
     ]
 
 
+@pytest.mark.parametrize("cost", ["NaN", "Infinity", "-Infinity"])
+async def test_a_non_finite_cost_is_stored_as_unknown(
+    db_url: str, pool: AsyncConnectionPool, cost: str
+) -> None:
+    """numeric takes 'NaN', and one NaN row makes every SUM(cost_usd) of a tenant's spend
+    NaN; a plugin adapter's broken arithmetic must not poison the accounts."""
+    ids = insert_jobs(db_url, 2)
+    r = repo(pool)
+    jobs = {j.id: j for j in await r.claim(2, excluded=[], per_tenant=4)}
+    failed = Finish(status="failed", error_message="x", cost_usd=Decimal(cost))
+    await r.write_back([PendingWrite(job=jobs[ids[0]], outcome=failed, deadline_at=None)])
+    done = Complete(artifacts=[artifact()], result_uri="https://cdn/1", cost_usd=Decimal(cost))
+    await r.complete(jobs[ids[1]], done, datetime(2031, 1, 1, tzinfo=UTC))
+    rows = [job_row(db_url, i) for i in ids]
+    assert [(row["status"], row["cost_usd"]) for row in rows] == [
+        ("failed", None),
+        ("completed", None),
+    ]
+
+
 async def test_completion_stores_non_finite_numbers_in_metadata_as_null(
     db_url: str, pool: AsyncConnectionPool
 ) -> None:
