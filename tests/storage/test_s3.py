@@ -180,6 +180,18 @@ async def test_a_replica_winning_between_head_and_put_means_dedup(
     assert s3_client.list_multipart_uploads(Bucket=bucket).get("Uploads", []) == []
 
 
+def refused_copy(object_key: str, head: Any) -> bool:
+    raise client_error(503, "SlowDown")
+
+
+async def old_blob(ingestor: Any, data: bytes, monkeypatch: pytest.MonkeyPatch) -> str:
+    """Store ``data`` and make every blob count as old enough to need a refresh."""
+    blob = await ingestor.ingest_bytes(data, expected_kind="image")
+    monkeypatch.setattr(storage.s3, "REFRESH_AFTER", timedelta(0))
+    await anyio.sleep(1.1)  # LastModified has one-second resolution
+    return f"media/{blob.key}"
+
+
 async def test_dedup_refreshes_an_old_objects_last_modified(
     s3_endpoint: str,
     s3_client: S3Client,
@@ -189,11 +201,8 @@ async def test_dedup_refreshes_an_old_objects_last_modified(
 ) -> None:
     data = png(5, 5)
     async with open_storage(s3_config(s3_endpoint, bucket, tmp_path)) as ingestor:
-        blob = await ingestor.ingest_bytes(data, expected_kind="image")
-        key = f"media/{blob.key}"
+        key = await old_blob(ingestor, data, monkeypatch)
         written = s3_client.head_object(Bucket=bucket, Key=key)["LastModified"]
-        monkeypatch.setattr(storage.s3, "REFRESH_AFTER", timedelta(0))
-        await anyio.sleep(1.1)  # LastModified has one-second resolution
         again = await ingestor.ingest_bytes(data, expected_kind="image")
     head = s3_client.head_object(Bucket=bucket, Key=key)
     assert not again.created
@@ -243,18 +252,6 @@ async def test_a_blob_deleted_between_head_and_refresh_is_uploaded_again(
         again = await ingestor.ingest_bytes(data, expected_kind="image")
     assert again.created
     assert s3_client.get_object(Bucket=bucket, Key=key)["Body"].read() == data
-
-
-def refused_copy(object_key: str, head: Any) -> bool:
-    raise client_error(503, "SlowDown")
-
-
-async def old_blob(ingestor: Any, data: bytes, monkeypatch: pytest.MonkeyPatch) -> str:
-    """Store ``data`` and make every blob count as old enough to need a refresh."""
-    blob = await ingestor.ingest_bytes(data, expected_kind="image")
-    monkeypatch.setattr(storage.s3, "REFRESH_AFTER", timedelta(0))
-    await anyio.sleep(1.1)  # LastModified has one-second resolution
-    return f"media/{blob.key}"
 
 
 async def test_a_failed_refresh_copy_uploads_the_file_over_the_old_object(
