@@ -78,4 +78,4 @@ async def test_a_long_delay_written_back_never_passes_the_deadline(
         db_url,
         "SELECT extract(epoch FROM next_poll_at - deadline_at) AS past FROM app.generation_jobs",
     )
-    assert row["past"] <= 0.05
+    assert 0 <= row["past"] <= 0.05  # at the deadline: neither past it nor due at once

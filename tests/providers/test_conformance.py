@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import base64
 import uuid
+from typing import Any
 
 import httpx
 import pytest
@@ -17,6 +18,7 @@ from providers.stability import StabilitySettings
 from providers.suno import SunoSettings
 from providers.testing import (
     CHECK_NAMES,
+    CHECKS,
     SCENARIOS,
     ConformanceCase,
     RecordedResponse,
@@ -98,8 +100,23 @@ async def test_conformance(provider: str, check: str) -> None:
 
 
 @pytest.mark.anyio
-async def test_run_conformance_runs_everything() -> None:
+async def test_run_conformance_runs_everything(monkeypatch: pytest.MonkeyPatch) -> None:
+    ran: list[str] = []
+    for name, check in CHECKS.items():
+
+        async def recorded(case: ConformanceCase, name: str = name, check: Any = check) -> None:
+            ran.append(name)
+            await check(case)
+
+        monkeypatch.setitem(CHECKS, name, recorded)
     await run_conformance(CASES["acme"])
+    assert ran == list(CHECK_NAMES) == list(CHECKS)  # every check, once, in order
+
+
+@pytest.mark.anyio
+async def test_run_conformance_names_the_failed_check() -> None:
+    with pytest.raises(AssertionError, match="acme: conformance check 'connect_error' failed"):
+        await run_conformance(_case_with(_SwallowingAcme))
 
 
 def test_every_builtin_has_a_case() -> None:

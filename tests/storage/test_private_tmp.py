@@ -46,14 +46,21 @@ def test_a_symlink_planted_at_the_name_is_refused(tmp_path: Path) -> None:
     assert "POLLER_TMP_DIR" in str(caught.value)
 
 
-@pytest.mark.skipif(os.geteuid() != 0, reason="chown to another user needs root")
-def test_a_directory_owned_by_another_user_is_refused(tmp_path: Path) -> None:
+def test_a_directory_owned_by_another_user_is_refused(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     directory = tmp_path / "private"
-    directory.mkdir(mode=0o700)
-    os.chown(directory, NOBODY, NOBODY)
-    with pytest.raises(BackendMisconfigured, match=f"owned by uid {NOBODY}, not by this"):
+    directory.mkdir()
+    directory.chmod(0o755)  # not 0700: a chmod before the owner check must show
+    if os.geteuid() == 0:
+        os.chown(directory, NOBODY, NOBODY)
+        owner = NOBODY
+    else:  # only root can chown: the same directory as a process of another uid sees it
+        owner = os.geteuid()
+        monkeypatch.setattr(os, "geteuid", lambda: owner + 1)
+    with pytest.raises(BackendMisconfigured, match=f"owned by uid {owner}, not by this"):
         make_private_dir(directory)
-    assert _mode(directory) == 0o700  # left as found: not ours to change
+    assert _mode(directory) == 0o755  # left as found: not ours to change
 
 
 async def test_s3_start_up_uses_a_private_default_temp_dir(
