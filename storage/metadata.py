@@ -19,6 +19,7 @@ from typing import Any
 
 import mutagen
 from mutagen.aac import AAC
+from mutagen.flac import FLAC
 from PIL import Image
 from pymediainfo import MediaInfo
 
@@ -37,7 +38,7 @@ _AUDIO_CODECS = {
     "audio/aiff": "pcm",
     "audio/aac": "aac",
 }
-_PARSERS: dict[str, Callable[[Path], Any]] = {"audio/aac": AAC}
+_PARSERS: dict[str, Callable[[Path], Any]] = {"audio/aac": AAC, "audio/flac": FLAC}
 _OGG_CODECS = {
     "OggVorbis": "vorbis",
     "OggOpus": "opus",
@@ -102,7 +103,8 @@ def _image(path: Path) -> dict[str, Any]:
 
 def _audio(path: Path, sniffed: Sniffed) -> dict[str, Any]:
     # mutagen.File guesses the format, and recognises raw ADTS AAC only by a file name
-    # ending in .aac: the extension-less temp file would read as "no audio stream".
+    # ending in .aac: the extension-less temp file would read as "no audio stream". It also
+    # takes any file starting with an ID3 tag for MP3, which a tagged FLAC can start with.
     parse = _PARSERS.get(sniffed.media_type, mutagen.File)
     try:
         parsed = parse(path)

@@ -12,7 +12,7 @@ from storage.config import LocalLocation, S3Location
 from storage.errors import ContentRejected, StorageConfigError
 from storage.sniff import safe_filename, sniff
 from tests.storage.helpers import fixture, image_bytes, local_config, png, wav
-from tests.storage.media_bytes import adts_aac, flac, ogg_opus, webm
+from tests.storage.media_bytes import adts_aac, flac, id3v2, ogg_opus, webm
 
 pytestmark = pytest.mark.anyio
 
@@ -126,6 +126,24 @@ async def test_raw_adts_aac_is_read_despite_the_extension_less_temp_file(
     assert blob.metadata["duration_s"] == pytest.approx(1.16, abs=0.05)
 
 
+@pytest.mark.parametrize(
+    ("data", "media_type", "codec"),
+    [(id3v2() + adts_aac(), "audio/aac", "aac"), (id3v2() + flac(), "audio/flac", "flac")],
+    ids=["aac", "flac"],
+)
+async def test_an_id3_tag_in_front_does_not_make_audio_mp3(
+    ingestor: Ingestor, data: bytes, media_type: str, codec: str
+) -> None:
+    """filetype calls anything starting with "ID3" MP3; what follows the tag is the type.
+
+    Before: ADTS AAC with a tag (ffmpeg -write_id3v2 1) was read as MP3 and rejected as
+    unreadable; tagged FLAC was stored as audio/mpeg with codec mp3.
+    """
+    blob = await ingestor.ingest_bytes(data, expected_kind="audio")
+    assert (blob.media_type, blob.metadata["codec"]) == (media_type, codec)
+    assert blob.metadata["duration_s"] == pytest.approx(1.1, abs=0.2)
+
+
 async def test_audio_only_mp4_is_not_a_video(ingestor: Ingestor) -> None:
     with pytest.raises(ContentRejected, match="audio/mp4, which is audio"):
         await ingestor.ingest_bytes(fixture("tone.m4a"), expected_kind="video")
@@ -157,6 +175,9 @@ async def test_any_kind_accepts_unknown_types_without_metadata(ingestor: Ingesto
         (b"\xef\xbb\xbf[1, 2]", "application/json"),
         (b"RIFF\x24\0\0\0WAVEfmt ", "audio/wav"),
         (b"\x00\x01\x02\x03", "application/octet-stream"),
+        (id3v2() + b"\xff\xfb\x90\x00" + bytes(64), "audio/mpeg"),
+        (id3v2(), "audio/mpeg"),
+        (id3v2()[:8], "audio/mpeg"),
         (b"", "application/octet-stream"),
     ],
 )
