@@ -128,7 +128,22 @@ def _audio(path: Path, sniffed: Sniffed) -> dict[str, Any]:
     }
     if getattr(info, "bits_per_sample", None):
         facts["bits_per_sample"] = info.bits_per_sample
+    if codec == "aac" and sniffed.media_type == "audio/mp4":
+        facts |= _mp4_aac_facts(path)
     return {name: value for name, value in facts.items() if value is not None}
+
+
+def _mp4_aac_facts(path: Path) -> dict[str, Any]:
+    """Corrections for AAC in MP4: the ``mp4a`` sample entry's channel count and sample size
+    are template values (ffmpeg always writes 2 and 16), and mutagen falls back on them when
+    the AAC configuration says mono (it cannot rule out parametric stereo), so a mono file
+    read as stereo. MediaInfo reads the configuration; AAC has no bit depth at all."""
+    try:
+        track = _first(list(MediaInfo.parse(path).tracks), "Audio")
+    except Exception:  # mutagen's reading stands: these are corrections, not the validation
+        track = None
+    channels = getattr(track, "channel_s", None)
+    return {"bits_per_sample": None, **({"channels": int(channels)} if channels else {})}
 
 
 def _first(tracks: list[Any], kind: str) -> Any:

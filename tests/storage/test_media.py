@@ -75,6 +75,9 @@ async def test_wav_and_m4a_audio_metadata(ingestor: Ingestor) -> None:
     }
     assert m4a_blob.media_type == "audio/mp4"
     assert m4a_blob.metadata["codec"] == "aac"
+    # Mono AAC (ffprobe: channels=1): the mp4a entry's template says 2, mutagen believed it.
+    assert m4a_blob.metadata["channels"] == 1
+    assert "bits_per_sample" not in m4a_blob.metadata  # the entry's template 16: AAC has none
     assert m4a_blob.metadata["duration_s"] == pytest.approx(1.0, abs=0.1)
 
 
