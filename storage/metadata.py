@@ -20,6 +20,7 @@ from typing import Any
 import mutagen
 from mutagen.aac import AAC
 from mutagen.flac import FLAC
+from mutagen.mp3 import MP3
 from PIL import Image
 from pymediainfo import MediaInfo
 
@@ -38,7 +39,11 @@ _AUDIO_CODECS = {
     "audio/aiff": "pcm",
     "audio/aac": "aac",
 }
-_PARSERS: dict[str, Callable[[Path], Any]] = {"audio/aac": AAC, "audio/flac": FLAC}
+_PARSERS: dict[str, Callable[[Path], Any]] = {
+    "audio/aac": AAC,
+    "audio/flac": FLAC,
+    "audio/mpeg": MP3,
+}
 _OGG_CODECS = {
     "OggVorbis": "vorbis",
     "OggOpus": "opus",
@@ -104,7 +109,8 @@ def _image(path: Path) -> dict[str, Any]:
 def _audio(path: Path, sniffed: Sniffed) -> dict[str, Any]:
     # mutagen.File guesses the format, and recognises raw ADTS AAC only by a file name
     # ending in .aac: the extension-less temp file would read as "no audio stream". It also
-    # takes any file starting with an ID3 tag for MP3, which a tagged FLAC can start with.
+    # takes any file starting with an ID3 tag for MP3, which a tagged FLAC can start with, and
+    # knows untagged MP3 only by frame starts FF FB/F3/F2.
     parse = _PARSERS.get(sniffed.media_type, mutagen.File)
     try:
         parsed = parse(path)

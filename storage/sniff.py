@@ -85,10 +85,23 @@ def sniff(head: bytes) -> Sniffed:
     if guess is not None:
         mime = _CANONICAL.get(guess.mime, guess.mime)
         return Sniffed(media_type=mime, kind=_KIND_OF.get(mime), extension=guess.extension)
+    if _mp3_frame(head):
+        return Sniffed(media_type="audio/mpeg", kind="audio", extension="mp3")
     text = _text_type(head)
     if text is not None:
         return Sniffed(media_type=text[0], kind=None, extension=text[1])
     return Sniffed(media_type="application/octet-stream", kind=None, extension=None)
+
+
+def _mp3_frame(head: bytes) -> bool:
+    """An untagged MP3 frame header of a kind filetype misses (it knows FF FB/F3/F2 only):
+    MPEG-1 with CRC protection (FF FA) and MPEG-2.5 (FF E2/E3: 8 to 12 kHz speech). Layer III
+    with valid bitrate and sample-rate indices; mutagen then validates the frames."""
+    if len(head) < 4 or head[0] != 0xFF or head[1] & 0xE0 != 0xE0:
+        return False
+    version, layer = (head[1] >> 3) & 3, (head[1] >> 1) & 3
+    bitrate, rate = head[2] >> 4, (head[2] >> 2) & 3
+    return version != 1 and layer == 1 and bitrate not in (0, 15) and rate != 3
 
 
 def _behind_id3(head: bytes) -> Any:

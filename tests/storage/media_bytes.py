@@ -14,7 +14,7 @@ from mutagen.ogg import OggPage
 
 _new_page: Callable[[], Any] = OggPage  # mutagen is untyped
 
-__all__ = ["adts_aac", "flac", "id3v2", "ogg_opus", "webm"]
+__all__ = ["adts_aac", "flac", "id3v2", "mp3_frames", "ogg_opus", "webm"]
 
 
 def flac(*, rate: int = 44100, channels: int = 2, bits: int = 16, seconds: int = 1) -> bytes:
@@ -34,6 +34,11 @@ def id3v2(title: bytes = b"generated") -> bytes:
     text = b"\x03" + title
     frame = b"TIT2" + synchsafe(len(text)) + b"\x00\x00" + text
     return b"ID3\x04\x00\x00" + synchsafe(len(frame)) + frame
+
+
+def mp3_frames(header: bytes, frame_bytes: int, *, frames: int = 100) -> bytes:
+    """Untagged MP3: ``frames`` frames of ``frame_bytes`` behind the 4-byte ``header``."""
+    return (header + bytes(frame_bytes - 4)) * frames
 
 
 def adts_aac(*, frames: int = 50) -> bytes:

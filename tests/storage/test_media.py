@@ -12,7 +12,7 @@ from storage.config import LocalLocation, S3Location
 from storage.errors import ContentRejected, StorageConfigError
 from storage.sniff import safe_filename, sniff
 from tests.storage.helpers import fixture, image_bytes, local_config, png, wav
-from tests.storage.media_bytes import adts_aac, flac, id3v2, ogg_opus, webm
+from tests.storage.media_bytes import adts_aac, flac, id3v2, mp3_frames, ogg_opus, webm
 
 pytestmark = pytest.mark.anyio
 
@@ -147,6 +147,27 @@ async def test_an_id3_tag_in_front_does_not_make_audio_mp3(
     assert blob.metadata["duration_s"] == pytest.approx(1.1, abs=0.2)
 
 
+@pytest.mark.parametrize(
+    ("data", "sample_rate", "seconds"),
+    [
+        # MPEG-1 Layer III with CRC protection (FF FA), 128 kbit/s, 44.1 kHz: 417-byte frames
+        (mp3_frames(b"\xff\xfa\x90\xc0", 417), 44100, 2.606),
+        # MPEG-2.5 Layer III (FF E3), 16 kbit/s, 8 kHz (low-rate speech): 144-byte frames
+        (mp3_frames(b"\xff\xe3\x28\xc0", 144), 8000, 7.2),
+    ],
+    ids=["mpeg1-crc", "mpeg2.5"],
+)
+async def test_untagged_mp3_that_filetype_does_not_know_is_still_mp3(
+    ingestor: Ingestor, data: bytes, sample_rate: int, seconds: float
+) -> None:
+    """filetype knows only FF FB/F3/F2 frame starts; before, these (ffprobe: mp3) were
+    rejected as "application/octet-stream, not a supported audio type"."""
+    blob = await ingestor.ingest_bytes(data, expected_kind="audio")
+    assert (blob.media_type, blob.metadata["codec"]) == ("audio/mpeg", "mp3")
+    assert blob.metadata["sample_rate"] == sample_rate
+    assert blob.metadata["duration_s"] == pytest.approx(seconds, abs=0.01)
+
+
 async def test_audio_only_mp4_is_not_a_video(ingestor: Ingestor) -> None:
     with pytest.raises(ContentRejected, match="audio/mp4, which is audio"):
         await ingestor.ingest_bytes(fixture("tone.m4a"), expected_kind="video")
@@ -181,6 +202,10 @@ async def test_any_kind_accepts_unknown_types_without_metadata(ingestor: Ingesto
         (id3v2() + b"\xff\xfb\x90\x00" + bytes(64), "audio/mpeg"),
         (id3v2(), "audio/mpeg"),
         (id3v2()[:8], "audio/mpeg"),
+        (b"\xff\xf1\x50\x80" + bytes(16), "audio/aac"),  # ADTS: layer bits 00, not MP3
+        (b"\xff\xfa\xf0\xc0" + bytes(16), "application/octet-stream"),  # bitrate index 15
+        (b"\xff\xfa\x9c\xc0" + bytes(16), "application/octet-stream"),  # rate index 3
+        (b"\xff\xea\x90\xc0" + bytes(16), "application/octet-stream"),  # version 01
         (b"", "application/octet-stream"),
     ],
 )
