@@ -13,6 +13,7 @@ sniff is a gate, the parser succeeding is the validation.
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -136,7 +137,38 @@ def _audio(path: Path, sniffed: Sniffed) -> dict[str, Any]:
         facts["bits_per_sample"] = info.bits_per_sample
     if codec == "aac" and sniffed.media_type == "audio/mp4":
         facts |= _mp4_aac_facts(path)
+    if sniffed.media_type == "audio/wav" and (seconds := _streamed_wav_seconds(path)) is not None:
+        facts["duration_s"] = seconds
+    if sniffed.media_type == "audio/flac" and getattr(info, "total_samples", None) == 0:
+        facts["duration_s"] = None  # STREAMINFO's 0 means "unknown" (written to a pipe)
     return {name: value for name, value in facts.items() if value is not None}
+
+
+def _streamed_wav_seconds(path: Path) -> float | None:
+    """The length of a WAV whose header does not state it, from the bytes it holds.
+
+    A writer that cannot seek back (ffmpeg to a pipe, streaming TTS APIs) leaves the data
+    chunk's size at 0xFFFFFFFF or 0, and mutagen believes it: 13.5 hours for 1.5 s of
+    44.1 kHz mono. None when the header's size fits the file (mutagen's length stands).
+    """
+    rate = block_align = 0
+    with path.open("rb") as wave:
+        size = os.fstat(wave.fileno()).st_size
+        wave.seek(12)  # RIFF, its size, WAVE
+        while len(header := wave.read(8)) == 8:
+            chunk, length, start = header[:4], int.from_bytes(header[4:], "little"), wave.tell()
+            if chunk == b"fmt ":
+                fmt = wave.read(16)
+                rate, block_align = (
+                    int.from_bytes(fmt[4:8], "little"),
+                    int.from_bytes(fmt[12:14], "little"),
+                )
+            elif chunk == b"data":
+                if 0 < length <= size - start or not rate or not block_align:
+                    return None
+                return round((size - start) // block_align / rate, 3)
+            wave.seek(start + length + (length & 1))  # chunks are padded to even sizes
+    return None
 
 
 def _mp4_aac_facts(path: Path) -> dict[str, Any]:

@@ -168,6 +168,42 @@ async def test_untagged_mp3_that_filetype_does_not_know_is_still_mp3(
     assert blob.metadata["duration_s"] == pytest.approx(seconds, abs=0.01)
 
 
+def _streamed(data: bytes, data_size: int) -> bytes:
+    """``data`` (a WAV from `wav`: fmt at 12, data at 36) with the sizes a streaming writer
+    leaves: it cannot seek back, so RIFF and data sizes stay 0xFFFFFFFF (ffmpeg to a pipe) or
+    0 (some streaming TTS APIs)."""
+    assert data[36:40] == b"data"
+    return data[:4] + b"\xff\xff\xff\xff" + data[8:40] + data_size.to_bytes(4, "little") + data[44:]
+
+
+@pytest.mark.parametrize("data_size", [0xFFFFFFFF, 0], ids=["ffffffff", "zero"])
+async def test_a_streamed_wav_reports_the_audio_it_holds(
+    ingestor: Ingestor, data_size: int
+) -> None:
+    """Before: mutagen believed the data size: 0xFFFFFFFF at 8 kHz 16-bit mono made a 0.5 s
+    file 268435.456 s long (13.5 h at 44.1 kHz), and 0 made it 0 s."""
+    blob = await ingestor.ingest_bytes(_streamed(wav(0.5, 8000), data_size), expected_kind="audio")
+    assert blob.media_type == "audio/wav"
+    assert blob.metadata["duration_s"] == 0.5
+
+
+async def test_a_wav_with_chunks_after_its_data_keeps_the_declared_length(
+    ingestor: Ingestor,
+) -> None:
+    data = wav(0.5, 8000) + b"LIST" + (26).to_bytes(4, "little") + b"INFO" + bytes(22)
+    blob = await ingestor.ingest_bytes(data, expected_kind="audio")
+    assert blob.metadata["duration_s"] == 0.5
+
+
+async def test_a_streamed_flac_has_no_duration_rather_than_zero(ingestor: Ingestor) -> None:
+    """STREAMINFO's total samples 0 means "unknown" (ffmpeg writing FLAC to a pipe); before,
+    it was recorded as a duration of 0.0 s."""
+    blob = await ingestor.ingest_bytes(flac(seconds=0), expected_kind="audio")
+    assert blob.media_type == "audio/flac"
+    assert "duration_s" not in blob.metadata
+    assert blob.metadata["sample_rate"] == 44100
+
+
 async def test_audio_only_mp4_is_not_a_video(ingestor: Ingestor) -> None:
     with pytest.raises(ContentRejected, match="audio/mp4, which is audio"):
         await ingestor.ingest_bytes(fixture("tone.m4a"), expected_kind="video")
