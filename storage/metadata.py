@@ -13,12 +13,15 @@ sniff is a gate, the parser succeeding is the validation.
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import mutagen
 from mutagen.aac import AAC
+from mutagen.flac import FLAC
+from mutagen.mp3 import MP3
 from PIL import Image
 from pymediainfo import MediaInfo
 
@@ -37,7 +40,11 @@ _AUDIO_CODECS = {
     "audio/aiff": "pcm",
     "audio/aac": "aac",
 }
-_PARSERS: dict[str, Callable[[Path], Any]] = {"audio/aac": AAC}
+_PARSERS: dict[str, Callable[[Path], Any]] = {
+    "audio/aac": AAC,
+    "audio/flac": FLAC,
+    "audio/mpeg": MP3,
+}
 _OGG_CODECS = {
     "OggVorbis": "vorbis",
     "OggOpus": "opus",
@@ -102,7 +109,9 @@ def _image(path: Path) -> dict[str, Any]:
 
 def _audio(path: Path, sniffed: Sniffed) -> dict[str, Any]:
     # mutagen.File guesses the format, and recognises raw ADTS AAC only by a file name
-    # ending in .aac: the extension-less temp file would read as "no audio stream".
+    # ending in .aac: the extension-less temp file would read as "no audio stream". It also
+    # takes any file starting with an ID3 tag for MP3, which a tagged FLAC can start with, and
+    # knows untagged MP3 only by frame starts FF FB/F3/F2.
     parse = _PARSERS.get(sniffed.media_type, mutagen.File)
     try:
         parsed = parse(path)
@@ -126,7 +135,53 @@ def _audio(path: Path, sniffed: Sniffed) -> dict[str, Any]:
     }
     if getattr(info, "bits_per_sample", None):
         facts["bits_per_sample"] = info.bits_per_sample
+    if codec == "aac" and sniffed.media_type == "audio/mp4":
+        facts |= _mp4_aac_facts(path)
+    if sniffed.media_type == "audio/wav" and (seconds := _streamed_wav_seconds(path)) is not None:
+        facts["duration_s"] = seconds
+    if sniffed.media_type == "audio/flac" and getattr(info, "total_samples", None) == 0:
+        facts["duration_s"] = None  # STREAMINFO's 0 means "unknown" (written to a pipe)
     return {name: value for name, value in facts.items() if value is not None}
+
+
+def _streamed_wav_seconds(path: Path) -> float | None:
+    """The length of a WAV whose header does not state it, from the bytes it holds.
+
+    A writer that cannot seek back (ffmpeg to a pipe, streaming TTS APIs) leaves the data
+    chunk's size at 0xFFFFFFFF or 0, and mutagen believes it: 13.5 hours for 1.5 s of
+    44.1 kHz mono. None when the header's size fits the file (mutagen's length stands).
+    """
+    rate = block_align = 0
+    with path.open("rb") as wave:
+        size = os.fstat(wave.fileno()).st_size
+        wave.seek(12)  # RIFF, its size, WAVE
+        while len(header := wave.read(8)) == 8:
+            chunk, length, start = header[:4], int.from_bytes(header[4:], "little"), wave.tell()
+            if chunk == b"fmt ":
+                fmt = wave.read(16)
+                rate, block_align = (
+                    int.from_bytes(fmt[4:8], "little"),
+                    int.from_bytes(fmt[12:14], "little"),
+                )
+            elif chunk == b"data":
+                if 0 < length <= size - start or not rate or not block_align:
+                    return None
+                return round((size - start) // block_align / rate, 3)
+            wave.seek(start + length + (length & 1))  # chunks are padded to even sizes
+    return None
+
+
+def _mp4_aac_facts(path: Path) -> dict[str, Any]:
+    """Corrections for AAC in MP4: the ``mp4a`` sample entry's channel count and sample size
+    are template values (ffmpeg always writes 2 and 16), and mutagen falls back on them when
+    the AAC configuration says mono (it cannot rule out parametric stereo), so a mono file
+    read as stereo. MediaInfo reads the configuration; AAC has no bit depth at all."""
+    try:
+        track = _first(list(MediaInfo.parse(path).tracks), "Audio")
+    except Exception:  # mutagen's reading stands: these are corrections, not the validation
+        track = None
+    channels = getattr(track, "channel_s", None)
+    return {"bits_per_sample": None, **({"channels": int(channels)} if channels else {})}
 
 
 def _first(tracks: list[Any], kind: str) -> Any:

@@ -11,6 +11,7 @@ from __future__ import annotations
 import re
 import unicodedata
 from dataclasses import dataclass
+from typing import Any
 
 import filetype
 
@@ -79,13 +80,47 @@ class Sniffed:
 def sniff(head: bytes) -> Sniffed:
     """Identify ``head`` (the first `SNIFF_BYTES` or the whole content)."""
     guess = filetype.guess(head) if head else None
+    if guess is not None and guess.mime == "audio/mpeg":
+        guess = _behind_id3(head) or guess
     if guess is not None:
         mime = _CANONICAL.get(guess.mime, guess.mime)
         return Sniffed(media_type=mime, kind=_KIND_OF.get(mime), extension=guess.extension)
+    if _mp3_frame(head):
+        return Sniffed(media_type="audio/mpeg", kind="audio", extension="mp3")
     text = _text_type(head)
     if text is not None:
         return Sniffed(media_type=text[0], kind=None, extension=text[1])
     return Sniffed(media_type="application/octet-stream", kind=None, extension=None)
+
+
+def _mp3_frame(head: bytes) -> bool:
+    """An untagged MP3 frame header of a kind filetype misses (it knows FF FB/F3/F2 only):
+    MPEG-1 with CRC protection (FF FA) and MPEG-2.5 (FF E2/E3: 8 to 12 kHz speech). Layer III
+    with valid bitrate and sample-rate indices; mutagen then validates the frames."""
+    if len(head) < 4 or head[0] != 0xFF or head[1] & 0xE0 != 0xE0:
+        return False
+    version, layer = (head[1] >> 3) & 3, (head[1] >> 1) & 3
+    bitrate, rate = head[2] >> 4, (head[2] >> 2) & 3
+    return version != 1 and layer == 1 and bitrate not in (0, 15) and rate != 3
+
+
+def _behind_id3(head: bytes) -> Any:
+    """The audio type after a leading ID3v2 tag, or None (then it is MP3, or unknown).
+
+    filetype calls every file that starts with ``ID3`` MP3, but the tag also precedes ADTS
+    AAC (ffmpeg's ``-write_id3v2``, HLS audio) and, from some taggers, FLAC. A tag longer
+    than the head (large cover art) leaves nothing to look at: MP3 stays the answer.
+    """
+    if len(head) < 10 or any(byte & 0x80 for byte in head[6:10]):
+        return None
+    size = 0
+    for byte in head[6:10]:
+        size = (size << 7) | byte
+    end = 10 + size + (10 if head[5] & 0x10 else 0)  # flag 0x10: a footer follows
+    inner = filetype.guess(head[end:]) if len(head) > end else None
+    if inner is None or _KIND_OF.get(_CANONICAL.get(inner.mime, inner.mime)) != "audio":
+        return None
+    return inner
 
 
 def _text_type(head: bytes) -> tuple[str, str] | None:

@@ -14,7 +14,7 @@ from mutagen.ogg import OggPage
 
 _new_page: Callable[[], Any] = OggPage  # mutagen is untyped
 
-__all__ = ["adts_aac", "flac", "ogg_opus", "webm"]
+__all__ = ["adts_aac", "flac", "id3v2", "mp3_frames", "ogg_opus", "webm"]
 
 
 def flac(*, rate: int = 44100, channels: int = 2, bits: int = 16, seconds: int = 1) -> bytes:
@@ -22,6 +22,23 @@ def flac(*, rate: int = 44100, channels: int = 2, bits: int = 16, seconds: int =
     packed = (rate << 44) | ((channels - 1) << 41) | ((bits - 1) << 36) | (rate * seconds)
     info = struct.pack(">HH", 4096, 4096) + bytes(6) + packed.to_bytes(8, "big") + bytes(16)
     return b"fLaC" + bytes([0x80]) + len(info).to_bytes(3, "big") + info
+
+
+def id3v2(title: bytes = b"generated") -> bytes:
+    """An ID3v2.4 tag with one TIT2 frame, as ffmpeg's ``-write_id3v2 1`` (ADTS muxer) puts
+    in front of AAC, and some taggers in front of FLAC: sizes are 7-bit "synchsafe"."""
+
+    def synchsafe(size: int) -> bytes:
+        return bytes((size >> shift) & 0x7F for shift in (21, 14, 7, 0))
+
+    text = b"\x03" + title
+    frame = b"TIT2" + synchsafe(len(text)) + b"\x00\x00" + text
+    return b"ID3\x04\x00\x00" + synchsafe(len(frame)) + frame
+
+
+def mp3_frames(header: bytes, frame_bytes: int, *, frames: int = 100) -> bytes:
+    """Untagged MP3: ``frames`` frames of ``frame_bytes`` behind the 4-byte ``header``."""
+    return (header + bytes(frame_bytes - 4)) * frames
 
 
 def adts_aac(*, frames: int = 50) -> bytes:

@@ -12,7 +12,7 @@ from storage.config import LocalLocation, S3Location
 from storage.errors import ContentRejected, StorageConfigError
 from storage.sniff import safe_filename, sniff
 from tests.storage.helpers import fixture, image_bytes, local_config, png, wav
-from tests.storage.media_bytes import adts_aac, flac, ogg_opus, webm
+from tests.storage.media_bytes import adts_aac, flac, id3v2, mp3_frames, ogg_opus, webm
 
 pytestmark = pytest.mark.anyio
 
@@ -75,6 +75,9 @@ async def test_wav_and_m4a_audio_metadata(ingestor: Ingestor) -> None:
     }
     assert m4a_blob.media_type == "audio/mp4"
     assert m4a_blob.metadata["codec"] == "aac"
+    # Mono AAC (ffprobe: channels=1): the mp4a entry's template says 2, mutagen believed it.
+    assert m4a_blob.metadata["channels"] == 1
+    assert "bits_per_sample" not in m4a_blob.metadata  # the entry's template 16: AAC has none
     assert m4a_blob.metadata["duration_s"] == pytest.approx(1.0, abs=0.1)
 
 
@@ -126,6 +129,81 @@ async def test_raw_adts_aac_is_read_despite_the_extension_less_temp_file(
     assert blob.metadata["duration_s"] == pytest.approx(1.16, abs=0.05)
 
 
+@pytest.mark.parametrize(
+    ("data", "media_type", "codec"),
+    [(id3v2() + adts_aac(), "audio/aac", "aac"), (id3v2() + flac(), "audio/flac", "flac")],
+    ids=["aac", "flac"],
+)
+async def test_an_id3_tag_in_front_does_not_make_audio_mp3(
+    ingestor: Ingestor, data: bytes, media_type: str, codec: str
+) -> None:
+    """filetype calls anything starting with "ID3" MP3; what follows the tag is the type.
+
+    Before: ADTS AAC with a tag (ffmpeg -write_id3v2 1) was read as MP3 and rejected as
+    unreadable; tagged FLAC was stored as audio/mpeg with codec mp3.
+    """
+    blob = await ingestor.ingest_bytes(data, expected_kind="audio")
+    assert (blob.media_type, blob.metadata["codec"]) == (media_type, codec)
+    assert blob.metadata["duration_s"] == pytest.approx(1.1, abs=0.2)
+
+
+@pytest.mark.parametrize(
+    ("data", "sample_rate", "seconds"),
+    [
+        # MPEG-1 Layer III with CRC protection (FF FA), 128 kbit/s, 44.1 kHz: 417-byte frames
+        (mp3_frames(b"\xff\xfa\x90\xc0", 417), 44100, 2.606),
+        # MPEG-2.5 Layer III (FF E3), 16 kbit/s, 8 kHz (low-rate speech): 144-byte frames
+        (mp3_frames(b"\xff\xe3\x28\xc0", 144), 8000, 7.2),
+    ],
+    ids=["mpeg1-crc", "mpeg2.5"],
+)
+async def test_untagged_mp3_that_filetype_does_not_know_is_still_mp3(
+    ingestor: Ingestor, data: bytes, sample_rate: int, seconds: float
+) -> None:
+    """filetype knows only FF FB/F3/F2 frame starts; before, these (ffprobe: mp3) were
+    rejected as "application/octet-stream, not a supported audio type"."""
+    blob = await ingestor.ingest_bytes(data, expected_kind="audio")
+    assert (blob.media_type, blob.metadata["codec"]) == ("audio/mpeg", "mp3")
+    assert blob.metadata["sample_rate"] == sample_rate
+    assert blob.metadata["duration_s"] == pytest.approx(seconds, abs=0.01)
+
+
+def _streamed(data: bytes, data_size: int) -> bytes:
+    """``data`` (a WAV from `wav`: fmt at 12, data at 36) with the sizes a streaming writer
+    leaves: it cannot seek back, so RIFF and data sizes stay 0xFFFFFFFF (ffmpeg to a pipe) or
+    0 (some streaming TTS APIs)."""
+    assert data[36:40] == b"data"
+    return data[:4] + b"\xff\xff\xff\xff" + data[8:40] + data_size.to_bytes(4, "little") + data[44:]
+
+
+@pytest.mark.parametrize("data_size", [0xFFFFFFFF, 0], ids=["ffffffff", "zero"])
+async def test_a_streamed_wav_reports_the_audio_it_holds(
+    ingestor: Ingestor, data_size: int
+) -> None:
+    """Before: mutagen believed the data size: 0xFFFFFFFF at 8 kHz 16-bit mono made a 0.5 s
+    file 268435.456 s long (13.5 h at 44.1 kHz), and 0 made it 0 s."""
+    blob = await ingestor.ingest_bytes(_streamed(wav(0.5, 8000), data_size), expected_kind="audio")
+    assert blob.media_type == "audio/wav"
+    assert blob.metadata["duration_s"] == 0.5
+
+
+async def test_a_wav_with_chunks_after_its_data_keeps_the_declared_length(
+    ingestor: Ingestor,
+) -> None:
+    data = wav(0.5, 8000) + b"LIST" + (26).to_bytes(4, "little") + b"INFO" + bytes(22)
+    blob = await ingestor.ingest_bytes(data, expected_kind="audio")
+    assert blob.metadata["duration_s"] == 0.5
+
+
+async def test_a_streamed_flac_has_no_duration_rather_than_zero(ingestor: Ingestor) -> None:
+    """STREAMINFO's total samples 0 means "unknown" (ffmpeg writing FLAC to a pipe); before,
+    it was recorded as a duration of 0.0 s."""
+    blob = await ingestor.ingest_bytes(flac(seconds=0), expected_kind="audio")
+    assert blob.media_type == "audio/flac"
+    assert "duration_s" not in blob.metadata
+    assert blob.metadata["sample_rate"] == 44100
+
+
 async def test_audio_only_mp4_is_not_a_video(ingestor: Ingestor) -> None:
     with pytest.raises(ContentRejected, match="audio/mp4, which is audio"):
         await ingestor.ingest_bytes(fixture("tone.m4a"), expected_kind="video")
@@ -157,6 +235,13 @@ async def test_any_kind_accepts_unknown_types_without_metadata(ingestor: Ingesto
         (b"\xef\xbb\xbf[1, 2]", "application/json"),
         (b"RIFF\x24\0\0\0WAVEfmt ", "audio/wav"),
         (b"\x00\x01\x02\x03", "application/octet-stream"),
+        (id3v2() + b"\xff\xfb\x90\x00" + bytes(64), "audio/mpeg"),
+        (id3v2(), "audio/mpeg"),
+        (id3v2()[:8], "audio/mpeg"),
+        (b"\xff\xf1\x50\x80" + bytes(16), "audio/aac"),  # ADTS: layer bits 00, not MP3
+        (b"\xff\xfa\xf0\xc0" + bytes(16), "application/octet-stream"),  # bitrate index 15
+        (b"\xff\xfa\x9c\xc0" + bytes(16), "application/octet-stream"),  # rate index 3
+        (b"\xff\xea\x90\xc0" + bytes(16), "application/octet-stream"),  # version 01
         (b"", "application/octet-stream"),
     ],
 )
