@@ -279,12 +279,14 @@ class Daemon:
             stale.scope.cancel()
 
     def _excluded(self) -> list[str]:
-        """Providers this replica must not claim for right now."""
+        """Providers this replica must not claim for right now. A paused one is not among
+        them: the claim skips its jobs by the shared pause, except those it must time out."""
         excluded = list(self._unserved)
         counts = self._per_provider
         for name, adapter in self._adapters.items():
             at_cap = counts[name] >= adapter.settings.max_in_flight
-            if at_cap or self._budgets[name].blocked:
+            budget = self._budgets[name]
+            if at_cap or (budget.blocked and not budget.paused):
                 excluded.append(name)
         return excluded
 

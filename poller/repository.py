@@ -51,6 +51,7 @@ class Grant:
 
     granted: int
     wait_s: float  # when nothing was granted: how long until a token (or the pause) is due
+    paused: bool = False  # the wait is a pause of the provider (429 lockout, credentials)
 
 
 # A host crash or a failover without RST leaves a half-open TCP connection: a statement sent
@@ -291,7 +292,7 @@ class Repository:
             return Grant(granted=want, wait_s=0.0)
         granted, avail, refill, paused_s = row
         if paused_s is not None and paused_s > 0:
-            return Grant(granted=0, wait_s=float(paused_s))
+            return Grant(granted=0, wait_s=float(paused_s), paused=True)
         missing = max(0.0, 1.0 - float(avail))
         wait = missing / float(refill) if refill > 0 else 1.0
         return Grant(granted=int(granted), wait_s=wait)

@@ -199,6 +199,8 @@ async def test_excluded_and_paused_providers_are_not_claimed(
     insert_jobs(db_url, 2, provider="unconfigured")
     insert_jobs(db_url, 2, provider="paused")
     wanted = set(insert_jobs(db_url, 2, provider="scripted"))
+    # A step has recorded their deadlines (a job without one is claimed once to record it).
+    execute(db_url, "UPDATE app.generation_jobs SET deadline_at = now() + interval '1 hour'")
     r = repo(pool)
     await r.pause_provider("paused", 60, "rate limited")
     got = await r.claim(50, excluded=["unconfigured"], per_tenant=4)

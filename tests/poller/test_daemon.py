@@ -6,6 +6,7 @@ import contextvars
 import time
 import uuid
 from dataclasses import replace
+from datetime import timedelta
 from decimal import Decimal
 from pathlib import Path
 from typing import Any, ClassVar
@@ -589,3 +590,22 @@ async def test_the_listener_backoff_starts_over_after_a_successful_reconnect(
                 await real_sleep(0.01)
             tg.cancel_scope.cancel()
     assert delays[:4] == [0.5, 1.0, 2.0, 0.5]
+
+
+async def test_a_job_inserted_while_its_provider_is_paused_still_times_out_on_time(
+    db_url: str, pool: AsyncConnectionPool, tmp_path: Path
+) -> None:
+    """The claim takes a paused provider's jobs once their ``deadline_at`` passes, but a job
+    inserted during the pause has none yet (only a step records it): it was never claimed,
+    so it stayed pending past created_at + timeout_ms for the whole pause (a Retry-After
+    may last a day)."""
+    [job_id] = insert_jobs(db_url, 1, timeout_ms=1000)
+    await Repository(pool, owner="operator", lease_s=5).pause_provider(
+        "scripted", 3600, "rate limited"
+    )
+    provider = ScriptedProvider(default=running)
+    await run_daemon(db_url, pool, tmp_path, provider, stop_after=3.0)
+    row = job_row(db_url, job_id)
+    assert row["status"] == "timed_out", row
+    assert provider.submitted == []  # nothing was sent to the paused provider
+    assert row["completed_at"] - row["created_at"] < timedelta(seconds=2)
