@@ -219,7 +219,9 @@ class Repository:
             raise DuplicateProviderJob(provider_job_id) from None
 
     async def clear_submit_mark(self, job: ClaimedJob) -> None:
-        await self._fenced(sql.CLEAR_SUBMIT_MARK, job)
+        # Left in place by a blip, the mark fails the job as "submit outcome unknown" at its
+        # next claim, although the provider refused the create call and holds nothing.
+        await with_db_retry("clear_submit_mark", lambda: self._fenced(sql.CLEAR_SUBMIT_MARK, job))
 
     async def write_back(self, writes: Sequence[PendingWrite]) -> set[uuid.UUID]:
         """Apply many outcomes in one statement; returns the ids whose lease still held."""

@@ -18,7 +18,7 @@ from psycopg_pool import AsyncConnectionPool
 from pydantic_settings import SettingsConfigDict
 from structlog.testing import capture_logs
 
-from poller import metrics, scheduling
+from poller import metrics, scheduling, sql
 from poller.daemon import Adapter, Daemon
 from poller.repository import Grant, Repository
 from poller.settings import PollerSettings
@@ -609,3 +609,35 @@ async def test_a_job_inserted_while_its_provider_is_paused_still_times_out_on_ti
     assert row["status"] == "timed_out", row
     assert provider.submitted == []  # nothing was sent to the paused provider
     assert row["completed_at"] - row["created_at"] < timedelta(seconds=2)
+
+
+async def test_a_database_blip_while_clearing_the_submit_mark_does_not_fail_the_job(
+    db_url: str, pool: AsyncConnectionPool, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A create call refused before anything was created clears the submit mark so the job
+    is submitted again. A lost connection on that one write left the mark, and the next
+    claim failed the job as "submit outcome unknown" although the provider had nothing."""
+    [job_id] = insert_jobs(db_url, 1)
+    fenced = Repository._fenced
+    blips: list[str] = []
+
+    async def blip_on_first_clear(self: Repository, statement: str, *a: Any, **kw: Any) -> None:
+        if statement == sql.CLEAR_SUBMIT_MARK and not blips:
+            blips.append(statement)
+            raise psycopg.OperationalError("server closed the connection unexpectedly")
+        await fenced(self, statement, *a, **kw)
+
+    class RefusesOnce(ScriptedProvider):
+        async def submit(self, request: Any) -> PollResult:
+            if not self.submitted:
+                self.submitted.append(request)
+                raise ProviderConnectError("scripted: connection refused")
+            return await super().submit(request)
+
+    monkeypatch.setattr(Repository, "_fenced", blip_on_first_clear)
+    provider = RefusesOnce()
+    await run_daemon(db_url, pool, tmp_path, provider)
+    row = job_row(db_url, job_id)
+    assert blips
+    assert (row["status"], row["error_message"]) == ("completed", None)
+    assert len(provider.submitted) == 2
