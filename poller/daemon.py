@@ -393,12 +393,13 @@ class Daemon:
             return await steps.advance(job, ctx)
         except LeaseLost:
             raise
-        except psycopg.Error as exc:
+        except (psycopg.Error, steps.DatabaseErrorAfterPoll) as exc:
             metrics.DB_ERRORS.labels("step").inc()
             log.warning("db.step_failed", error=str(exc))
             return Reschedule(
                 status=job.status,
                 delay_s=_DB_ERROR_DELAY_S,
+                polled=isinstance(exc, steps.DatabaseErrorAfterPoll),  # `attempts` counts it
                 error_count=job.error_count,
                 last_error=f"database error: {exc}",
             )

@@ -58,6 +58,14 @@ class CrashedAfterPoll(Exception):
     """
 
 
+class DatabaseErrorAfterPoll(Exception):
+    """A database error (pausing the provider, a dedup lock) after the status poll was made.
+
+    The daemon reschedules it soon without spending the error budget, like any database
+    error inside a step, but counts the poll in ``attempts``; its ``__cause__`` is the
+    psycopg error."""
+
+
 class SubmissionLog(Protocol):
     """The fenced writes a submit needs (implemented by `Repository`)."""
 
@@ -320,12 +328,17 @@ async def _poll(job: ClaimedJob, ctx: StepContext, deadline: datetime) -> Outcom
     try:
         result = await _timed(ctx, "poll", ctx.provider.poll(_handle(job)))
     except ProviderError as exc:
-        return await _transient(job, ctx, deadline, exc, polled=True)
+        try:
+            return await _transient(job, ctx, deadline, exc, polled=True)
+        except psycopg.Error as db_exc:  # pausing the provider failed: the poll still counts
+            raise DatabaseErrorAfterPoll(str(db_exc)) from db_exc
     ctx.log.debug("provider.polled", state=result.state.value, raw_status=result.raw_status)
     try:
         return await _apply(job, ctx, deadline, result, polled=True)
-    except (LeaseLost, psycopg.Error):
+    except LeaseLost:
         raise
+    except psycopg.Error as exc:
+        raise DatabaseErrorAfterPoll(str(exc)) from exc
     except Exception as exc:  # a bug after the poll: the daemon still counts the poll
         raise CrashedAfterPoll(f"{type(exc).__name__}: {exc}") from exc
 
