@@ -171,7 +171,7 @@ async def _submit(job: ClaimedJob, ctx: StepContext, deadline: datetime) -> Outc
     if wait > 0:  # nothing was sent: the job waits for the create budget, like any budget
         delay = scheduling.capped(wait, scheduling.remaining_s(job, deadline))
         return Reschedule(status=job.status, delay_s=delay, error_count=job.error_count)
-    await ctx.db.mark_submit_started(job, deadline)
+    await _mark_submit_started(job, ctx, deadline)
     request = SubmitRequest(
         job_id=job.id,
         media_type=job.media_type,
@@ -198,6 +198,21 @@ async def _submit(job: ClaimedJob, ctx: StepContext, deadline: datetime) -> Outc
         )
     log.info("provider.submitted", provider_job_id=result.provider_job_id)
     return await _apply(job, ctx, deadline, result, polled=False)
+
+
+async def _mark_submit_started(job: ClaimedJob, ctx: StepContext, deadline: datetime) -> None:
+    """The fenced mark, shielded: a cancel (shutdown after its grace) that cut its round trip
+    could leave it committed unseen, and the released job then failed as "submit outcome
+    unknown" without any create call. A cancel that arrives meanwhile clears it again and
+    takes effect before the call is made."""
+    with anyio.CancelScope(shield=True):
+        await ctx.db.mark_submit_started(job, deadline)
+    try:
+        await anyio.lowlevel.checkpoint()
+    except anyio.get_cancelled_exc_class():
+        with anyio.CancelScope(shield=True):  # nothing was sent: the next claim submits
+            await ctx.db.clear_submit_mark(job)
+        raise
 
 
 async def _create(job: ClaimedJob, ctx: StepContext, request: SubmitRequest) -> PollResult:

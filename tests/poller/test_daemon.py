@@ -641,3 +641,25 @@ async def test_a_database_blip_while_clearing_the_submit_mark_does_not_fail_the_
     assert blips
     assert (row["status"], row["error_message"]) == ("completed", None)
     assert len(provider.submitted) == 2
+
+
+async def test_a_shutdown_while_marking_the_submit_leaves_no_mark_without_a_call(
+    db_url: str, pool: AsyncConnectionPool, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The shutdown's cancel reached the step while the submit mark's reply was on its way:
+    the mark had committed, no create call was made, and the released job was failed as
+    "submit outcome unknown" at its next claim."""
+    [job_id] = insert_jobs(db_url, 1)
+    mark = Repository.mark_submit_started
+
+    async def slow_reply(self: Repository, job: Any, deadline: Any) -> None:
+        await mark(self, job, deadline)  # committed on the server ...
+        await anyio.sleep(0.5)  # ... and the reply still in flight when the cancel lands
+
+    monkeypatch.setattr(Repository, "mark_submit_started", slow_reply)
+    provider = ScriptedProvider()
+    cfg = poller_settings(shutdown_grace_s=0.1)
+    await run_daemon(db_url, pool, tmp_path, provider, settings=cfg, stop_after=0.2)
+    row = job_row(db_url, job_id)
+    assert provider.submitted == []
+    assert (row["status"], row["submit_started_at"], row["lease_owner"]) == ("pending", None, None)
