@@ -25,7 +25,7 @@ from structlog.typing import FilteringBoundLogger
 from poller import metrics, outputs, scheduling
 from poller.budgets import CreateQueue, ProviderBudget
 from poller.model import ClaimedJob, Finish, Outcome, Reschedule
-from poller.repository import DuplicateProviderJob, LeaseLost
+from poller.repository import DuplicateProviderJob, LeaseLost, RecordedThenLost
 from providers.base import Provider
 from providers.errors import (
     ProviderAuthError,
@@ -267,7 +267,7 @@ async def _record_submission(job: ClaimedJob, ctx: StepContext, provider_job_id:
     try:
         with anyio.CancelScope(shield=True):
             await ctx.db.record_submission(job, provider_job_id)
-    except DuplicateProviderJob:
+    except (DuplicateProviderJob, RecordedThenLost):  # the latter: the new owner polls it
         raise
     except Exception as exc:
         log.error("provider.orphaned", provider_job_id=provider_job_id, error=repr(exc))
