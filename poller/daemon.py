@@ -359,6 +359,7 @@ class Daemon:
     async def _advance_and_write(self, entry: _InFlight, ctx: steps.StepContext) -> None:
         job = entry.job
         outcome: Outcome | None = None
+        steps.POLL_MADE.set(False)
         try:
             with entry.scope:
                 outcome = await self._guarded_advance(job, ctx)
@@ -369,7 +370,7 @@ class Daemon:
             log.warning("lease.lost", stage="step")
             return
         except anyio.get_cancelled_exc_class():
-            self._release(entry)
+            self._release(entry, polled=steps.POLL_MADE.get())
             raise
         if outcome is None:  # the heartbeat found the lease lost and cancelled the step
             return
@@ -429,8 +430,9 @@ class Daemon:
             status=job.status, delay_s=delay, error_count=count, last_error=error, polled=polled
         )
 
-    def _release(self, entry: _InFlight) -> None:
-        """Shutdown hand-back: due at once for another replica, not a failure."""
+    def _release(self, entry: _InFlight, *, polled: bool = False) -> None:
+        """Shutdown hand-back: due at once for another replica, not a failure (a status poll
+        the step made before its cancel still counts in ``attempts``)."""
         if entry.lease_lost:
             return
         job = entry.job
@@ -439,7 +441,11 @@ class Daemon:
             PendingWrite(
                 job=job,
                 outcome=Reschedule(
-                    status=job.status, delay_s=0.0, error_count=job.error_count, release=True
+                    status=job.status,
+                    delay_s=0.0,
+                    polled=polled,
+                    error_count=job.error_count,
+                    release=True,
                 ),
                 deadline_at=None,
             )

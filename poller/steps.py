@@ -11,6 +11,7 @@ fail the job with a message a human understands. The only SQL here goes through 
 from __future__ import annotations
 
 from collections.abc import Awaitable, Mapping
+from contextvars import ContextVar
 from dataclasses import dataclass
 from datetime import datetime
 from decimal import Decimal
@@ -48,6 +49,12 @@ T = TypeVar("T")
 CANCEL_TIMEOUT_S = 10.0  # a best-effort provider cancel of an orphaned job waits this long
 # Submit errors that mean nothing was created: the mark is cleared and the submit tried again.
 _SAFE_TO_RESUBMIT = (ProviderConnectError, ProviderBusy, ProviderRateLimited, ProviderAuthError)
+
+
+# Set once the step's status poll has been answered (or failed): a step cancelled after it
+# (a shutdown during the downloads) is released with the poll counted in ``attempts``. The
+# daemon resets it before each step; the step runs in the daemon's task, so it sees the value.
+POLL_MADE: ContextVar[bool] = ContextVar("poll_made", default=False)
 
 
 class CrashedAfterPoll(Exception):
@@ -343,10 +350,12 @@ async def _poll(job: ClaimedJob, ctx: StepContext, deadline: datetime) -> Outcom
     try:
         result = await _timed(ctx, "poll", ctx.provider.poll(_handle(job)))
     except ProviderError as exc:
+        POLL_MADE.set(True)
         try:
             return await _transient(job, ctx, deadline, exc, polled=True)
         except psycopg.Error as db_exc:  # pausing the provider failed: the poll still counts
             raise DatabaseErrorAfterPoll(str(db_exc)) from db_exc
+    POLL_MADE.set(True)
     ctx.log.debug("provider.polled", state=result.state.value, raw_status=result.raw_status)
     try:
         return await _apply(job, ctx, deadline, result, polled=True)

@@ -18,7 +18,7 @@ from psycopg_pool import AsyncConnectionPool
 from pydantic_settings import SettingsConfigDict
 from structlog.testing import capture_logs
 
-from poller import metrics, scheduling, sql
+from poller import metrics, outputs, scheduling, sql
 from poller.daemon import Adapter, Daemon
 from poller.repository import Grant, Repository
 from poller.settings import PollerSettings
@@ -663,3 +663,25 @@ async def test_a_shutdown_while_marking_the_submit_leaves_no_mark_without_a_call
     row = job_row(db_url, job_id)
     assert provider.submitted == []
     assert (row["status"], row["submit_started_at"], row["lease_owner"]) == ("pending", None, None)
+
+
+async def test_a_poll_made_before_a_shutdown_release_still_counts_in_attempts(
+    db_url: str, pool: AsyncConnectionPool, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The poll said succeeded and the outputs were downloading when the shutdown's grace
+    ran out: the job was released with polls = 0, and ``attempts`` missed that poll."""
+    [job_id] = insert_jobs(db_url, 1)
+    execute(db_url, "UPDATE app.generation_jobs SET provider_job_id = 'sub-' || id")
+
+    async def endless_download(*args: Any, **kwargs: Any) -> Any:
+        await anyio.sleep(60)
+        raise AssertionError("unreachable")
+
+    monkeypatch.setattr(outputs, "ingest_all", endless_download)
+    provider = ScriptedProvider(default=succeeded(png_bytes()))
+    cfg = poller_settings(shutdown_grace_s=0.1)
+    await run_daemon(db_url, pool, tmp_path, provider, settings=cfg, stop_after=0.5)
+    row = job_row(db_url, job_id)
+    assert len(provider.polled) == 1
+    assert (row["status"], row["lease_owner"], row["claim_count"]) == ("pending", None, 0)
+    assert row["attempts"] == 1
