@@ -31,6 +31,7 @@ class ProviderBudget:
         self._chunk = chunk
         self._tokens = 0
         self._blocked_until = 0.0
+        self._paused_until = 0.0  # the part of the block that is a pause of the provider
         self._lock = anyio.Lock()  # one request to the shared bucket at a time
 
     @property
@@ -38,10 +39,21 @@ class ProviderBudget:
         """True while the last answer was "wait": the claim skips this provider meanwhile."""
         return self._tokens == 0 and time.monotonic() < self._blocked_until
 
+    @property
+    def paused(self) -> bool:
+        """Blocked by a pause of the provider (recorded in the shared row for every replica),
+        not merely by an empty bucket. The claim itself skips a paused provider's jobs,
+        except those whose deadline has passed (or is not recorded yet): excluding the
+        provider here as well kept this replica from timing them out until the pause ended."""
+        return self.blocked and time.monotonic() < self._paused_until
+
     def block_for(self, seconds: float) -> None:
-        """Stop spending (e.g. after a 429) until the shared row says otherwise."""
+        """Stop spending after a pause of the provider (a 429, rejected credentials) until the
+        shared row says otherwise."""
         self._tokens = 0
-        self._blocked_until = max(self._blocked_until, time.monotonic() + seconds)
+        until = time.monotonic() + seconds
+        self._blocked_until = max(self._blocked_until, until)
+        self._paused_until = max(self._paused_until, until)
 
     async def acquire(self) -> float:
         """Take one token: 0.0 when granted, else the seconds to wait before trying again.
@@ -90,6 +102,8 @@ class ProviderBudget:
             return 0.0
         wait = max(0.05, grant.wait_s)
         self._blocked_until = now + wait
+        if grant.paused:
+            self._paused_until = now + wait
         return wait
 
 

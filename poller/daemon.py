@@ -279,12 +279,14 @@ class Daemon:
             stale.scope.cancel()
 
     def _excluded(self) -> list[str]:
-        """Providers this replica must not claim for right now."""
+        """Providers this replica must not claim for right now. A paused one is not among
+        them: the claim skips its jobs by the shared pause, except those it must time out."""
         excluded = list(self._unserved)
         counts = self._per_provider
         for name, adapter in self._adapters.items():
             at_cap = counts[name] >= adapter.settings.max_in_flight
-            if at_cap or self._budgets[name].blocked:
+            budget = self._budgets[name]
+            if at_cap or (budget.blocked and not budget.paused):
                 excluded.append(name)
         return excluded
 
@@ -357,6 +359,7 @@ class Daemon:
     async def _advance_and_write(self, entry: _InFlight, ctx: steps.StepContext) -> None:
         job = entry.job
         outcome: Outcome | None = None
+        steps.POLL_MADE.set(False)
         try:
             with entry.scope:
                 outcome = await self._guarded_advance(job, ctx)
@@ -367,7 +370,7 @@ class Daemon:
             log.warning("lease.lost", stage="step")
             return
         except anyio.get_cancelled_exc_class():
-            self._release(entry)
+            self._release(entry, polled=steps.POLL_MADE.get())
             raise
         if outcome is None:  # the heartbeat found the lease lost and cancelled the step
             return
@@ -391,12 +394,13 @@ class Daemon:
             return await steps.advance(job, ctx)
         except LeaseLost:
             raise
-        except psycopg.Error as exc:
+        except (psycopg.Error, steps.DatabaseErrorAfterPoll) as exc:
             metrics.DB_ERRORS.labels("step").inc()
             log.warning("db.step_failed", error=str(exc))
             return Reschedule(
                 status=job.status,
                 delay_s=_DB_ERROR_DELAY_S,
+                polled=isinstance(exc, steps.DatabaseErrorAfterPoll),  # `attempts` counts it
                 error_count=job.error_count,
                 last_error=f"database error: {exc}",
             )
@@ -426,8 +430,9 @@ class Daemon:
             status=job.status, delay_s=delay, error_count=count, last_error=error, polled=polled
         )
 
-    def _release(self, entry: _InFlight) -> None:
-        """Shutdown hand-back: due at once for another replica, not a failure."""
+    def _release(self, entry: _InFlight, *, polled: bool = False) -> None:
+        """Shutdown hand-back: due at once for another replica, not a failure (a status poll
+        the step made before its cancel still counts in ``attempts``)."""
         if entry.lease_lost:
             return
         job = entry.job
@@ -436,7 +441,11 @@ class Daemon:
             PendingWrite(
                 job=job,
                 outcome=Reschedule(
-                    status=job.status, delay_s=0.0, error_count=job.error_count, release=True
+                    status=job.status,
+                    delay_s=0.0,
+                    polled=polled,
+                    error_count=job.error_count,
+                    release=True,
                 ),
                 deadline_at=None,
             )

@@ -26,11 +26,16 @@ from psycopg_pool.base import AttemptWithBackoff
 
 from poller import sql
 from poller.model import ClaimedJob, Complete, Finish, Reschedule
-from poller.retrying import with_db_retry
+from poller.retrying import CountedCall, with_db_retry
 
 
 class LeaseLost(Exception):
     """A fenced write matched no row: another replica owns the job now. Never retried."""
+
+
+class RecordedThenLost(LeaseLost):
+    """Recording the provider's job id committed unseen, and the lease was lost before the
+    retry: the id is on the row (the new owner polls that job), so it is not orphaned."""
 
 
 class DuplicateProviderJob(Exception):
@@ -52,6 +57,7 @@ class Grant:
 
     granted: int
     wait_s: float  # when nothing was granted: how long until a token (or the pause) is due
+    paused: bool = False  # the wait is a pause of the provider (429 lockout, credentials)
 
 
 # A host crash or a failover without RST leaves a half-open TCP connection: a statement sent
@@ -210,16 +216,33 @@ class Repository:
         )
 
     async def record_submission(self, job: ClaimedJob, provider_job_id: str) -> None:
+        attempt = CountedCall(
+            lambda: self._fenced(sql.RECORD_SUBMISSION, job, provider_job_id=provider_job_id)
+        )
         try:
-            await with_db_retry(
-                "record_submission",
-                lambda: self._fenced(sql.RECORD_SUBMISSION, job, provider_job_id=provider_job_id),
-            )
+            await with_db_retry("record_submission", attempt)
         except UniqueViolation:
             raise DuplicateProviderJob(provider_job_id) from None
+        except LeaseLost:
+            # A retry after an outage that outlasted the lease: the first attempt may have
+            # committed unseen, and the replica that claimed the job since polls that id.
+            if attempt.retried and await self._holds_provider_job(job, provider_job_id):
+                raise RecordedThenLost(str(job.id)) from None
+            raise
+
+    async def _holds_provider_job(self, job: ClaimedJob, provider_job_id: str) -> bool:
+        try:
+            async with self.pool.connection() as conn:
+                cur = await conn.execute(HOLDS_PROVIDER_JOB, {"id": job.id})
+                row = await cur.fetchone()
+        except Error:  # unknown: treated as not recorded, as before
+            return False
+        return row is not None and row[0] == provider_job_id
 
     async def clear_submit_mark(self, job: ClaimedJob) -> None:
-        await self._fenced(sql.CLEAR_SUBMIT_MARK, job)
+        # Left in place by a blip, the mark fails the job as "submit outcome unknown" at its
+        # next claim, although the provider refused the create call and holds nothing.
+        await with_db_retry("clear_submit_mark", lambda: self._fenced(sql.CLEAR_SUBMIT_MARK, job))
 
     async def write_back(self, writes: Sequence[PendingWrite]) -> set[uuid.UUID]:
         """Apply many outcomes in one statement; returns the ids whose lease still held."""
@@ -292,7 +315,7 @@ class Repository:
             return Grant(granted=want, wait_s=0.0)
         granted, avail, refill, paused_s = row
         if paused_s is not None and paused_s > 0:
-            return Grant(granted=0, wait_s=float(paused_s))
+            return Grant(granted=0, wait_s=float(paused_s), paused=True)
         missing = max(0.0, 1.0 - float(avail))
         wait = missing / float(refill) if refill > 0 else 1.0
         return Grant(granted=int(granted), wait_s=wait)
@@ -323,6 +346,9 @@ SELECT j.id FROM app.generation_jobs j
   JOIN unnest(%(ids)s::uuid[], %(versions)s::bigint[]) AS r(id, version) ON j.id = r.id
  WHERE j.lease_version = r.version AND j.lease_owner IS NULL
 """
+
+# After a retried RECORD_SUBMISSION that matched nothing (rare), so not in `poller.sql`.
+HOLDS_PROVIDER_JOB = "SELECT provider_job_id FROM app.generation_jobs WHERE id = %(id)s"
 
 # Errors about the values of one write, not about the connection or the server: the same on
 # every attempt (SQLSTATE classes 22 and 23).
@@ -453,6 +479,7 @@ __all__ = [
     "Grant",
     "LeaseLost",
     "PendingWrite",
+    "RecordedThenLost",
     "Repository",
     "open_pool",
     "rejected_outcome",

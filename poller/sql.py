@@ -10,7 +10,10 @@ ACTIVE = "('pending','processing')"
 # Jobs whose provider is known but not served by this replica (no credentials, at its in-flight
 # cap, out of tokens) or paused for every replica (429 lockout, bad credentials) are skipped by
 # the claim, except a paused provider's jobs past their deadline: a pause may last a day, the
-# deadline must still end the job (its step times out before any call to the provider). Jobs
+# deadline must still end the job (its step times out before any call to the provider). A
+# job without a deadline_at yet (inserted during the pause: only a step records it) is claimed
+# once too, so its step records the deadline and reschedules it for then without calling the
+# provider; skipped instead, it outlived created_at + timeout_ms by the whole pause. Jobs
 # naming a provider nobody knows *are* claimed, so they can be failed with a clear message.
 #
 # Paused providers come from the STABLE function app.paused_providers(), which the planner
@@ -20,7 +23,8 @@ ACTIVE = "('pending','processing')"
 _CLAIMABLE = f"""
     j.status IN {ACTIVE} AND j.next_poll_at <= now()
     AND j.provider_id <> ALL(%(excluded)s::text[])
-    AND (j.provider_id <> ALL(app.paused_providers()) OR j.deadline_at <= now())
+    AND (j.provider_id <> ALL(app.paused_providers())
+         OR j.deadline_at IS NULL OR j.deadline_at <= now())
 """
 
 # Round-robin across tenants: a loose index scan finds the tenants with due work, each tenant

@@ -11,6 +11,7 @@ fail the job with a message a human understands. The only SQL here goes through 
 from __future__ import annotations
 
 from collections.abc import Awaitable, Mapping
+from contextvars import ContextVar
 from dataclasses import dataclass
 from datetime import datetime
 from decimal import Decimal
@@ -25,7 +26,7 @@ from structlog.typing import FilteringBoundLogger
 from poller import metrics, outputs, scheduling
 from poller.budgets import CreateQueue, ProviderBudget
 from poller.model import ClaimedJob, Finish, Outcome, Reschedule
-from poller.repository import DuplicateProviderJob, LeaseLost
+from poller.repository import DuplicateProviderJob, LeaseLost, RecordedThenLost
 from providers.base import Provider
 from providers.errors import (
     ProviderAuthError,
@@ -50,12 +51,26 @@ CANCEL_TIMEOUT_S = 10.0  # a best-effort provider cancel of an orphaned job wait
 _SAFE_TO_RESUBMIT = (ProviderConnectError, ProviderBusy, ProviderRateLimited, ProviderAuthError)
 
 
+# Set once the step's status poll has been answered (or failed): a step cancelled after it
+# (a shutdown during the downloads) is released with the poll counted in ``attempts``. The
+# daemon resets it before each step; the step runs in the daemon's task, so it sees the value.
+POLL_MADE: ContextVar[bool] = ContextVar("poll_made", default=False)
+
+
 class CrashedAfterPoll(Exception):
     """A step crashed (a bug, not a provider error) after its status poll was made.
 
     The daemon turns any crash into a spent unit of the error budget; this one also carries
     the fact that the provider was polled, so ``attempts`` (polls made) stays exact.
     """
+
+
+class DatabaseErrorAfterPoll(Exception):
+    """A database error (pausing the provider, a dedup lock) after the status poll was made.
+
+    The daemon reschedules it soon without spending the error budget, like any database
+    error inside a step, but counts the poll in ``attempts``; its ``__cause__`` is the
+    psycopg error."""
 
 
 class SubmissionLog(Protocol):
@@ -163,7 +178,7 @@ async def _submit(job: ClaimedJob, ctx: StepContext, deadline: datetime) -> Outc
     if wait > 0:  # nothing was sent: the job waits for the create budget, like any budget
         delay = scheduling.capped(wait, scheduling.remaining_s(job, deadline))
         return Reschedule(status=job.status, delay_s=delay, error_count=job.error_count)
-    await ctx.db.mark_submit_started(job, deadline)
+    await _mark_submit_started(job, ctx, deadline)
     request = SubmitRequest(
         job_id=job.id,
         media_type=job.media_type,
@@ -190,6 +205,21 @@ async def _submit(job: ClaimedJob, ctx: StepContext, deadline: datetime) -> Outc
         )
     log.info("provider.submitted", provider_job_id=result.provider_job_id)
     return await _apply(job, ctx, deadline, result, polled=False)
+
+
+async def _mark_submit_started(job: ClaimedJob, ctx: StepContext, deadline: datetime) -> None:
+    """The fenced mark, shielded: a cancel (shutdown after its grace) that cut its round trip
+    could leave it committed unseen, and the released job then failed as "submit outcome
+    unknown" without any create call. A cancel that arrives meanwhile clears it again and
+    takes effect before the call is made."""
+    with anyio.CancelScope(shield=True):
+        await ctx.db.mark_submit_started(job, deadline)
+    try:
+        await anyio.lowlevel.checkpoint()
+    except anyio.get_cancelled_exc_class():
+        with anyio.CancelScope(shield=True):  # nothing was sent: the next claim submits
+            await ctx.db.clear_submit_mark(job)
+        raise
 
 
 async def _create(job: ClaimedJob, ctx: StepContext, request: SubmitRequest) -> PollResult:
@@ -244,7 +274,7 @@ async def _record_submission(job: ClaimedJob, ctx: StepContext, provider_job_id:
     try:
         with anyio.CancelScope(shield=True):
             await ctx.db.record_submission(job, provider_job_id)
-    except DuplicateProviderJob:
+    except (DuplicateProviderJob, RecordedThenLost):  # the latter: the new owner polls it
         raise
     except Exception as exc:
         log.error("provider.orphaned", provider_job_id=provider_job_id, error=repr(exc))
@@ -320,12 +350,19 @@ async def _poll(job: ClaimedJob, ctx: StepContext, deadline: datetime) -> Outcom
     try:
         result = await _timed(ctx, "poll", ctx.provider.poll(_handle(job)))
     except ProviderError as exc:
-        return await _transient(job, ctx, deadline, exc, polled=True)
+        POLL_MADE.set(True)
+        try:
+            return await _transient(job, ctx, deadline, exc, polled=True)
+        except psycopg.Error as db_exc:  # pausing the provider failed: the poll still counts
+            raise DatabaseErrorAfterPoll(str(db_exc)) from db_exc
+    POLL_MADE.set(True)
     ctx.log.debug("provider.polled", state=result.state.value, raw_status=result.raw_status)
     try:
         return await _apply(job, ctx, deadline, result, polled=True)
-    except (LeaseLost, psycopg.Error):
+    except LeaseLost:
         raise
+    except psycopg.Error as exc:
+        raise DatabaseErrorAfterPoll(str(exc)) from exc
     except Exception as exc:  # a bug after the poll: the daemon still counts the poll
         raise CrashedAfterPoll(f"{type(exc).__name__}: {exc}") from exc
 

@@ -69,7 +69,7 @@ async def test_a_wait_answer_is_remembered_until_it_expires() -> None:
     bucket = FakeBucket(tokens=0, wait_s=0.2)
     b = budget(bucket, chunk=4)
     assert await b.acquire() == pytest.approx(0.2, abs=0.05)
-    assert b.blocked
+    assert b.blocked and not b.paused  # an empty bucket, not a pause of the provider
     assert 0 < await b.acquire() <= 0.2
     assert bucket.requests == 1
     await anyio.sleep(0.25)
@@ -144,3 +144,19 @@ async def test_jobs_waiting_for_create_tokens_get_turns_one_refill_apart() -> No
     assert waits[0] == 0.0
     assert waits[1] == pytest.approx(2.0, abs=0.05)
     assert all(b - a == pytest.approx(0.25, abs=0.02) for a, b in itertools.pairwise(waits[1:]))
+
+
+class PausedBucket:
+    async def take_tokens(self, provider: str, want: int) -> Grant:
+        return Grant(granted=0, wait_s=3600.0, paused=True)
+
+
+async def test_a_pause_is_told_apart_from_an_empty_bucket() -> None:
+    """The daemon excludes a blocked provider from its claims, but not a paused one: the
+    claim skips a paused provider's jobs itself, except those it must time out."""
+    b = ProviderBudget(PausedBucket(), "p", chunk=4)
+    assert await b.acquire() == pytest.approx(3600.0, abs=1)
+    assert b.blocked and b.paused
+    local = budget(FakeBucket(tokens=5), chunk=4)
+    local.block_for(60)  # this replica's own 429
+    assert local.blocked and local.paused

@@ -14,7 +14,7 @@ import psycopg
 import pytest
 from psycopg_pool import AsyncConnectionPool
 
-from poller import sql
+from poller import sql, steps
 from poller.model import ArtifactRecord, ClaimedJob, Complete, Finish, Reschedule
 from poller.repository import (
     LeaseLost,
@@ -23,7 +23,9 @@ from poller.repository import (
     open_pool,
     write_back_params,
 )
+from tests.poller.fakes import ScriptedProvider
 from tests.poller.helpers import execute, fetch, insert_jobs, job_row
+from tests.poller.test_steps import context
 
 pytestmark = pytest.mark.anyio
 
@@ -199,6 +201,8 @@ async def test_excluded_and_paused_providers_are_not_claimed(
     insert_jobs(db_url, 2, provider="unconfigured")
     insert_jobs(db_url, 2, provider="paused")
     wanted = set(insert_jobs(db_url, 2, provider="scripted"))
+    # A step has recorded their deadlines (a job without one is claimed once to record it).
+    execute(db_url, "UPDATE app.generation_jobs SET deadline_at = now() + interval '1 hour'")
     r = repo(pool)
     await r.pause_provider("paused", 60, "rate limited")
     got = await r.claim(50, excluded=["unconfigured"], per_tenant=4)
@@ -522,3 +526,32 @@ async def test_completion_stores_non_finite_numbers_in_metadata_as_null(
     assert job_row(db_url, job_id)["status"] == "completed"
     [stored] = fetch(db_url, "SELECT metadata FROM app.artifacts")
     assert stored["metadata"]["provider_metadata"] == {"duration": None, "sizes": [None, 1.5]}
+
+
+async def test_an_id_recorded_unseen_before_a_takeover_is_not_canceled_as_an_orphan(
+    db_url: str, pool: AsyncConnectionPool
+) -> None:
+    """Recording the provider's id commits, but the reply is lost; by the retry, the lease
+    has expired (the outage outlasted it) and another replica has claimed the job, id and
+    all. The retry's LeaseLost read as "the id could not be recorded": the step logged the
+    job as orphaned and canceled it at the provider, under the replica now polling it."""
+    insert_jobs(db_url, 1)
+    takeover: list[ClaimedJob] = []
+
+    class RecordThenDrop(Repository):
+        async def _fenced(self, statement: str, job: ClaimedJob, **extra: object) -> None:
+            await super()._fenced(statement, job, **extra)
+            if statement == sql.RECORD_SUBMISSION and not takeover:
+                execute(db_url, "UPDATE app.generation_jobs SET next_poll_at = now()")
+                takeover.extend(await repo(pool, owner="r2").claim(1, excluded=[], per_tenant=1))
+                raise psycopg.OperationalError("server closed the connection unexpectedly")
+
+    r1 = RecordThenDrop(pool, owner="r1", lease_s=30)
+    [job] = await r1.claim(1, excluded=[], per_tenant=1)
+    provider = ScriptedProvider()
+    with pytest.raises(LeaseLost):
+        await steps.advance(job, context(provider, db=r1))  # type: ignore[arg-type]
+    assert [j.id for j in takeover] == [job.id]
+    assert provider.canceled == []
+    row = job_row(db_url, job.id)
+    assert (row["provider_job_id"], row["lease_owner"]) == (f"sub-{job.id}", "r2")

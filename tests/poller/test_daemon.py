@@ -6,6 +6,7 @@ import contextvars
 import time
 import uuid
 from dataclasses import replace
+from datetime import timedelta
 from decimal import Decimal
 from pathlib import Path
 from typing import Any, ClassVar
@@ -17,7 +18,7 @@ from psycopg_pool import AsyncConnectionPool
 from pydantic_settings import SettingsConfigDict
 from structlog.testing import capture_logs
 
-from poller import metrics, scheduling
+from poller import metrics, outputs, scheduling, sql
 from poller.daemon import Adapter, Daemon
 from poller.repository import Grant, Repository
 from poller.settings import PollerSettings
@@ -589,3 +590,98 @@ async def test_the_listener_backoff_starts_over_after_a_successful_reconnect(
                 await real_sleep(0.01)
             tg.cancel_scope.cancel()
     assert delays[:4] == [0.5, 1.0, 2.0, 0.5]
+
+
+async def test_a_job_inserted_while_its_provider_is_paused_still_times_out_on_time(
+    db_url: str, pool: AsyncConnectionPool, tmp_path: Path
+) -> None:
+    """The claim takes a paused provider's jobs once their ``deadline_at`` passes, but a job
+    inserted during the pause has none yet (only a step records it): it was never claimed,
+    so it stayed pending past created_at + timeout_ms for the whole pause (a Retry-After
+    may last a day)."""
+    [job_id] = insert_jobs(db_url, 1, timeout_ms=1000)
+    await Repository(pool, owner="operator", lease_s=5).pause_provider(
+        "scripted", 3600, "rate limited"
+    )
+    provider = ScriptedProvider(default=running)
+    await run_daemon(db_url, pool, tmp_path, provider, stop_after=3.0)
+    row = job_row(db_url, job_id)
+    assert row["status"] == "timed_out", row
+    assert provider.submitted == []  # nothing was sent to the paused provider
+    assert row["completed_at"] - row["created_at"] < timedelta(seconds=2)
+
+
+async def test_a_database_blip_while_clearing_the_submit_mark_does_not_fail_the_job(
+    db_url: str, pool: AsyncConnectionPool, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A create call refused before anything was created clears the submit mark so the job
+    is submitted again. A lost connection on that one write left the mark, and the next
+    claim failed the job as "submit outcome unknown" although the provider had nothing."""
+    [job_id] = insert_jobs(db_url, 1)
+    fenced = Repository._fenced
+    blips: list[str] = []
+
+    async def blip_on_first_clear(self: Repository, statement: str, *a: Any, **kw: Any) -> None:
+        if statement == sql.CLEAR_SUBMIT_MARK and not blips:
+            blips.append(statement)
+            raise psycopg.OperationalError("server closed the connection unexpectedly")
+        await fenced(self, statement, *a, **kw)
+
+    class RefusesOnce(ScriptedProvider):
+        async def submit(self, request: Any) -> PollResult:
+            if not self.submitted:
+                self.submitted.append(request)
+                raise ProviderConnectError("scripted: connection refused")
+            return await super().submit(request)
+
+    monkeypatch.setattr(Repository, "_fenced", blip_on_first_clear)
+    provider = RefusesOnce()
+    await run_daemon(db_url, pool, tmp_path, provider)
+    row = job_row(db_url, job_id)
+    assert blips
+    assert (row["status"], row["error_message"]) == ("completed", None)
+    assert len(provider.submitted) == 2
+
+
+async def test_a_shutdown_while_marking_the_submit_leaves_no_mark_without_a_call(
+    db_url: str, pool: AsyncConnectionPool, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The shutdown's cancel reached the step while the submit mark's reply was on its way:
+    the mark had committed, no create call was made, and the released job was failed as
+    "submit outcome unknown" at its next claim."""
+    [job_id] = insert_jobs(db_url, 1)
+    mark = Repository.mark_submit_started
+
+    async def slow_reply(self: Repository, job: Any, deadline: Any) -> None:
+        await mark(self, job, deadline)  # committed on the server ...
+        await anyio.sleep(0.5)  # ... and the reply still in flight when the cancel lands
+
+    monkeypatch.setattr(Repository, "mark_submit_started", slow_reply)
+    provider = ScriptedProvider()
+    cfg = poller_settings(shutdown_grace_s=0.1)
+    await run_daemon(db_url, pool, tmp_path, provider, settings=cfg, stop_after=0.2)
+    row = job_row(db_url, job_id)
+    assert provider.submitted == []
+    assert (row["status"], row["submit_started_at"], row["lease_owner"]) == ("pending", None, None)
+
+
+async def test_a_poll_made_before_a_shutdown_release_still_counts_in_attempts(
+    db_url: str, pool: AsyncConnectionPool, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The poll said succeeded and the outputs were downloading when the shutdown's grace
+    ran out: the job was released with polls = 0, and ``attempts`` missed that poll."""
+    [job_id] = insert_jobs(db_url, 1)
+    execute(db_url, "UPDATE app.generation_jobs SET provider_job_id = 'sub-' || id")
+
+    async def endless_download(*args: Any, **kwargs: Any) -> Any:
+        await anyio.sleep(60)
+        raise AssertionError("unreachable")
+
+    monkeypatch.setattr(outputs, "ingest_all", endless_download)
+    provider = ScriptedProvider(default=succeeded(png_bytes()))
+    cfg = poller_settings(shutdown_grace_s=0.1)
+    await run_daemon(db_url, pool, tmp_path, provider, settings=cfg, stop_after=0.5)
+    row = job_row(db_url, job_id)
+    assert len(provider.polled) == 1
+    assert (row["status"], row["lease_owner"], row["claim_count"]) == ("pending", None, 0)
+    assert row["attempts"] == 1

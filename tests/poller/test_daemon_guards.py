@@ -131,6 +131,30 @@ async def test_a_database_error_inside_a_step_does_not_spend_the_jobs_error_budg
     assert not failures
 
 
+async def test_a_poll_followed_by_a_database_error_still_counts_in_attempts(
+    db_url: str, pool: AsyncConnectionPool, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """``attempts`` counts every status poll made (DESIGN §10). A database error after the
+    poll (pausing the provider after a 429, a dedup lock) rescheduled the step as if no poll
+    had been made, like a crash after a poll did before `CrashedAfterPoll`."""
+    failures = [psycopg.OperationalError("server closed the connection")] * 2
+
+    async def flaky_pause(self: Repository, provider: str, seconds: float, reason: str) -> None:
+        if failures:
+            raise failures.pop()
+
+    monkeypatch.setattr(Repository, "pause_provider", flaky_pause)
+    [job_id] = insert_jobs(db_url, 1)
+    provider = ScriptedProvider(default=succeeded())
+    limited = ProviderRateLimited("429", provider="scripted", retry_after_s=0.01)
+    provider.script(f"sub-{job_id}", [limited, limited])
+    await run_daemon(db_url, pool, tmp_path, provider)
+    [row] = fetch(db_url, "SELECT status, attempts FROM app.generation_jobs")
+    assert not failures
+    assert len(provider.polled) == 3
+    assert (row["status"], row["attempts"]) == ("completed", 3)
+
+
 async def test_a_database_outage_at_start_up_is_waited_out(
     db_url: str, pool: AsyncConnectionPool, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:

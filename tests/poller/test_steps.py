@@ -402,8 +402,9 @@ async def test_a_database_error_in_a_dedup_lock_is_left_to_the_daemon() -> None:
         result_uri="https://scripted.invalid/results/1",
     )
     ctx = context(ScriptedProvider(default=result), store=store)
-    with pytest.raises(psycopg.OperationalError):
+    with pytest.raises(steps.DatabaseErrorAfterPoll) as raised:  # the poll counts
         await steps.advance(polling(), ctx)
+    assert isinstance(raised.value.__cause__, psycopg.OperationalError)
 
 
 async def test_a_cancel_does_not_cut_the_store_of_an_only_copy() -> None:
