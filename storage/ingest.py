@@ -2,7 +2,10 @@
 
 Pipeline for every output, URL or inline bytes: temp file on the storage filesystem → stream
 with size cap, early type check on the first 8 KiB, SHA-256 in a worker thread → fsync →
-zero-byte check → metadata from headers → ``BlobStore.put_file`` under ``sha256/<2 hex>/<hex>``.
+zero-byte check → metadata from headers → type check on what the parse found (a video
+container with no video track is audio: ``audio/mp4``, ``audio/webm``, ``audio/x-matroska``;
+the early check lets such containers through for an audio job) → ``BlobStore.put_file``
+under ``sha256/<2 hex>/<hex>``.
 The temp file is removed in a shielded ``finally``, so nothing half-written survives any
 failure or cancellation.
 
@@ -45,11 +48,12 @@ from storage.fs import (
 )
 from storage.isolation import MetadataParsers, Reader
 from storage.local import LocalBlobStore
-from storage.metadata import read_metadata
+from storage.metadata import AUDIO_ONLY, read_metadata
 from storage.s3 import S3BlobStore
 from storage.sniff import (
     SNIFF_BYTES,
     Sniffed,
+    as_audio_only,
     check_expected_kind,
     check_kind,
     safe_filename,
@@ -185,6 +189,11 @@ class Ingestor:
         metadata: dict[str, Any] = {}
         if sniffed.kind is not None:
             metadata = await self._parsers.read(temp.path, sniffed, expected_kind=kind)
+        # A video container may hold audio only: the parse decides, then the job's kind is
+        # checked against what the file is (the head check let it pass for an audio job).
+        if metadata.pop(AUDIO_ONLY, False):
+            sniffed = as_audio_only(sniffed)
+        check_kind(sniffed, kind, spooled.head, parsed=True)
         key = key_for(spooled.content_hash)
         stored = await self.store.put_file(
             key,

@@ -9,6 +9,11 @@ decompression bombs from the declared size; mutagen reads audio headers/frames; 
 (the pymediainfo wheel bundles libmediainfo, so no system package) reads container headers.
 A file whose sniffed type is a media kind but that its parser cannot read is rejected: the
 sniff is a gate, the parser succeeding is the validation.
+
+A video container (MP4/QuickTime, WebM, Matroska) with audio tracks and no video track is
+audio: its facts are audio facts from the same MediaInfo parse, flagged with the key
+`AUDIO_ONLY`, which the caller removes and turns into the audio type
+(`storage.sniff.as_audio_only`), then checks the job's kind against.
 """
 
 from __future__ import annotations
@@ -26,9 +31,12 @@ from PIL import Image
 from pymediainfo import MediaInfo
 
 from storage.errors import ContentRejected
-from storage.sniff import Sniffed
+from storage.sniff import Sniffed, may_be_audio_only
 
-__all__ = ["MAX_IMAGE_PIXELS", "read_metadata"]
+__all__ = ["AUDIO_ONLY", "MAX_IMAGE_PIXELS", "read_metadata"]
+
+# In the facts of a video container that holds audio only; never stored (the caller pops it).
+AUDIO_ONLY = "_audio_only"
 
 # Pillow warns above this and raises only above twice this; we refuse the whole warning band.
 MAX_IMAGE_PIXELS: int = Image.MAX_IMAGE_PIXELS or 89_478_485
@@ -61,6 +69,14 @@ _VIDEO_CODECS = {
     "MPEG-4 Visual": "mpeg4",
     "ProRes": "prores",
 }
+# MediaInfo's audio format names (lower-cased: it says "Flac" for some Matroska tracks) → the
+# codec names `_audio` reports for the same streams.
+_MEDIAINFO_AUDIO_CODECS = {
+    "mpeg audio": "mp3",
+    "ac-3": "ac3",
+    "e-ac-3": "eac3",
+}
+_LOSSLESS = ("flac", "pcm", "alac")  # bit depth is a property of the stream only for these
 
 
 def read_metadata(path: Path, sniffed: Sniffed, *, expected_kind: str | None) -> dict[str, Any]:
@@ -194,9 +210,12 @@ def _video(path: Path, sniffed: Sniffed, *, require_video: bool) -> dict[str, An
     except Exception as exc:  # libmediainfo errors surface as assorted exceptions
         raise _undecodable(sniffed.media_type, exc) from exc
     general, video, audio = (_first(tracks, kind) for kind in ("General", "Video", "Audio"))
+    if video is None and audio is not None and may_be_audio_only(sniffed):
+        return _audio_only(general, audio)
     duration_ms = getattr(general, "duration", None) or getattr(video, "duration", None)
     if video is None and (require_video or duration_ms is None):
-        raise ContentRejected(f"the content looks like {sniffed.media_type} but has no video track")
+        missing = "video track" if require_video else "audio or video track"
+        raise ContentRejected(f"the content looks like {sniffed.media_type} but has no {missing}")
     facts: dict[str, Any] = {
         "duration_s": round(float(duration_ms) / 1000, 3) if duration_ms else None,
         "container": getattr(general, "format", None),
@@ -212,6 +231,32 @@ def _video(path: Path, sniffed: Sniffed, *, require_video: bool) -> dict[str, An
     if audio is not None:
         facts["audio_codec"] = str(audio.format).lower() if audio.format else None
     return {name: value for name, value in facts.items() if value is not None}
+
+
+def _audio_only(general: Any, audio: Any) -> dict[str, Any]:
+    """Audio facts (as `_audio` names them) of a video container without a video track."""
+    duration_ms = getattr(audio, "duration", None) or getattr(general, "duration", None)
+    fmt = str(audio.format or "").lower()
+    codec = _MEDIAINFO_AUDIO_CODECS.get(fmt, fmt) or None
+    facts: dict[str, Any] = {
+        "duration_s": round(float(duration_ms) / 1000, 3) if duration_ms else None,
+        "sample_rate": _leading_int(audio.sampling_rate),
+        "channels": _leading_int(audio.channel_s),
+        "bitrate": _leading_int(audio.bit_rate),
+        "codec": codec,
+        "bits_per_sample": _leading_int(audio.bit_depth) if codec in _LOSSLESS else None,
+        AUDIO_ONLY: True,
+    }
+    return {name: value for name, value in facts.items() if value is not None}
+
+
+def _leading_int(value: Any) -> int | None:
+    """MediaInfo's number, or the first of several (``"44100 / 22050"`` for HE-AAC, ``"2 / 1"``
+    for a stream that changes layout); None when there is none."""
+    try:
+        return int(float(str(value).split("/")[0])) if value is not None else None
+    except ValueError:
+        return None
 
 
 def _int(value: Any) -> int | None:

@@ -4,6 +4,11 @@ The type is sniffed from the first bytes (``filetype``, pure Python, ~10 µs) an
 from ``Content-Type`` or the URL: a CDN error page served as ``image/png`` with status 200 is
 still HTML. The sniff is a gate only; the metadata parser succeeding is the real validation.
 Each kind accepts an explicit list of raster/audio/video types: SVG and HTML are never images.
+
+MP4/QuickTime, WebM and Matroska sniff as video, but hold audio only just as often
+(``ffmpeg -c:a aac out.mp4``, Opus in WebM): the first bytes cannot tell. For those the
+audio-versus-video decision waits for the metadata parse, which reports whether a video
+track exists (`may_be_audio_only`, `as_audio_only`, ``check_kind(…, parsed=True)``).
 """
 
 from __future__ import annotations
@@ -21,8 +26,10 @@ __all__ = [
     "KINDS",
     "SNIFF_BYTES",
     "Sniffed",
+    "as_audio_only",
     "check_expected_kind",
     "check_kind",
+    "may_be_audio_only",
     "safe_filename",
     "sniff",
 ]
@@ -58,6 +65,8 @@ _KIND_OF: dict[str, str] = {
             "audio/mp4",
             "audio/aac",
             "audio/aiff",
+            "audio/webm",
+            "audio/x-matroska",
         ),
         "audio",
     ),
@@ -66,6 +75,18 @@ _KIND_OF: dict[str, str] = {
         "video",
     ),
 }
+
+
+# Containers sniffed as video that may hold audio only → their type and extension when the
+# parse finds no video track (the usual names: .m4a for MP4/QuickTime audio, .mka Matroska).
+_AUDIO_ONLY: dict[str, tuple[str, str]] = {
+    "video/mp4": ("audio/mp4", "m4a"),
+    "video/x-m4v": ("audio/mp4", "m4a"),
+    "video/quicktime": ("audio/mp4", "m4a"),
+    "video/webm": ("audio/webm", "webm"),
+    "video/x-matroska": ("audio/x-matroska", "mka"),
+}
+_AUDIO_ONLY_TYPES = frozenset(media_type for media_type, _ in _AUDIO_ONLY.values())
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -91,6 +112,17 @@ def sniff(head: bytes) -> Sniffed:
     if text is not None:
         return Sniffed(media_type=text[0], kind=None, extension=text[1])
     return Sniffed(media_type="application/octet-stream", kind=None, extension=None)
+
+
+def may_be_audio_only(sniffed: Sniffed) -> bool:
+    """A video container that may hold no video track: its kind is known after the parse."""
+    return sniffed.media_type in _AUDIO_ONLY
+
+
+def as_audio_only(sniffed: Sniffed) -> Sniffed:
+    """What ``sniffed`` (`may_be_audio_only`) is once the parse found audio and no video."""
+    media_type, extension = _AUDIO_ONLY[sniffed.media_type]
+    return Sniffed(media_type=media_type, kind="audio", extension=extension)
 
 
 def _mp3_frame(head: bytes) -> bool:
@@ -150,10 +182,23 @@ def check_expected_kind(expected_kind: str | None) -> str | None:
     )
 
 
-def check_kind(sniffed: Sniffed, expected_kind: str | None, head: bytes) -> None:
-    """Raise `ContentRejected` unless the sniffed type is acceptable for ``expected_kind``."""
+def check_kind(
+    sniffed: Sniffed, expected_kind: str | None, head: bytes, *, parsed: bool = False
+) -> None:
+    """Raise `ContentRejected` unless the sniffed type is acceptable for ``expected_kind``.
+
+    Before the parse (``parsed=False``) a video container passes for an audio job: it may
+    hold audio only. After the parse, ``sniffed`` is what the parse made of it (`as_audio_only`
+    for a container without a video track), and this check runs again with ``parsed=True``.
+    """
     if expected_kind is None or sniffed.kind == expected_kind:
         return
+    if not parsed and expected_kind == "audio" and may_be_audio_only(sniffed):
+        return
+    if parsed and expected_kind == "video" and sniffed.media_type in _AUDIO_ONLY_TYPES:
+        raise ContentRejected(
+            f"expected a video but the file has no video track (audio only, {sniffed.media_type})"
+        )
     if sniffed.kind is not None:
         found = f"{sniffed.media_type}, which is {_with_article(sniffed.kind)}"
     elif sniffed.media_type in _ERROR_PAGE_TYPES:
@@ -189,6 +234,7 @@ _SAME_TYPE = {
     "mp4": ("m4v",),
     "m4v": ("mp4",),
     "m4a": ("mp4",),
+    "mka": ("mkv",),
     "mov": ("qt",),
     "mpg": ("mpeg",),
     "aiff": ("aif",),

@@ -311,6 +311,24 @@ async def test_a_generated_file_name_takes_the_usual_extension_of_the_sniffed_ty
     assert (artifact["type"], artifact["filename"]) == ("audio/mpeg", f"{job_id}-0.mp3")
 
 
+async def test_an_audio_job_returning_audio_in_an_mp4_completes_as_audio(
+    db_url: str, pool: AsyncConnectionPool, tmp_path: Path
+) -> None:
+    """Replicate audio models return ``.mp4`` audio (AAC, brand ``isom``) that sniffs as
+    video/mp4: the job completes with an ``audio/mp4`` artifact named ``.m4a``."""
+    mp4 = (Path(__file__).parents[1] / "storage" / "fixtures" / "tone-aac.mp4").read_bytes()
+    [job_id] = insert_jobs(db_url, 1, media_type="audio")
+    inline = InlineOutput(data=mp4, media_type="video/mp4")
+    done = PollResult(state=PollState.SUCCEEDED, outputs=(inline,), raw_status="succeeded")
+    await run_daemon(db_url, pool, tmp_path, ScriptedProvider(default=done))
+    [row] = fetch(db_url, "SELECT status, error_message FROM app.generation_jobs")
+    assert (row["status"], row["error_message"]) == ("completed", None)
+    [artifact] = fetch(db_url, "SELECT type, filename, metadata FROM app.artifacts")
+    assert (artifact["type"], artifact["filename"]) == ("audio/mp4", f"{job_id}-0.m4a")
+    assert artifact["metadata"]["codec"] == "aac" and artifact["metadata"]["channels"] == 1
+    assert not {"width", "has_audio", "_audio_only"} & set(artifact["metadata"])
+
+
 class TimedSubmits(ScriptedProvider):
     """Records when each create call arrives."""
 

@@ -84,15 +84,24 @@ def _uint(element_id: int, value: int) -> bytes:
     return _element(element_id, value.to_bytes(max(1, (value.bit_length() + 7) // 8)))
 
 
-def webm(*, width: int = 64, height: int = 48, duration_ms: float = 1000.0) -> bytes:
-    """EBML header (DocType webm), Info with a duration, one VP8 track, one tiny cluster."""
+def webm(
+    *,
+    width: int = 64,
+    height: int = 48,
+    duration_ms: float = 1000.0,
+    video: bool = True,
+    audio: bytes | None = None,
+    doctype: bytes = b"webm",
+) -> bytes:
+    """EBML header (DocType ``doctype``), Info with a duration, one VP8 track (``video``), one
+    mono 48 kHz track of codec ``audio`` (e.g. ``b"A_OPUS"``) if given, one tiny cluster."""
     header = _element(
         0x1A45DFA3,
         _uint(0x4286, 1)
         + _uint(0x42F7, 1)
         + _uint(0x42F2, 4)
         + _uint(0x42F3, 8)
-        + _element(0x4282, b"webm")
+        + _element(0x4282, doctype)
         + _uint(0x4287, 2)
         + _uint(0x4285, 2),
     )
@@ -103,9 +112,23 @@ def webm(*, width: int = 64, height: int = 48, duration_ms: float = 1000.0) -> b
         + _element(0x4D80, b"test")
         + _element(0x5741, b"test"),
     )
-    video = _element(0xE0, _uint(0xB0, width) + _uint(0xBA, height))
-    track = _element(
-        0xAE, _uint(0xD7, 1) + _uint(0x73C5, 1) + _uint(0x83, 1) + _element(0x86, b"V_VP8") + video
-    )
+    tracks = b""
+    if video:
+        picture = _element(0xE0, _uint(0xB0, width) + _uint(0xBA, height))
+        tracks += _element(
+            0xAE,
+            _uint(0xD7, 1) + _uint(0x73C5, 1) + _uint(0x83, 1) + _element(0x86, b"V_VP8") + picture,
+        )
+    if audio is not None:
+        sound = _element(0xE1, _element(0xB5, struct.pack(">d", 48000.0)) + _uint(0x9F, 1))
+        number = 2 if video else 1
+        tracks += _element(
+            0xAE,
+            _uint(0xD7, number)
+            + _uint(0x73C5, number)
+            + _uint(0x83, 2)
+            + _element(0x86, audio)
+            + sound,
+        )
     cluster = _element(0x1F43B675, _uint(0xE7, 0) + _element(0xA3, b"\x81\x00\x00\x80" + bytes(32)))
-    return header + _element(0x18538067, info + _element(0x1654AE6B, track) + cluster)
+    return header + _element(0x18538067, info + _element(0x1654AE6B, tracks) + cluster)

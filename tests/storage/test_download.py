@@ -28,6 +28,7 @@ from storage.errors import (
 from tests.storage.helpers import (
     CertAuthority,
     assert_nothing_stored,
+    fixture,
     guarded_hooks,
     local_config,
     png,
@@ -249,6 +250,29 @@ async def test_wrong_media_kind_is_rejected(http_server: LoopbackServer, tmp_pat
         await assert_nothing_stored(ingestor, root_of(tmp_path) / ".tmp")
     assert str(caught.value) == "expected audio but the content is image/png, which is an image"
     assert not caught.value.retryable
+
+
+async def test_audio_in_a_video_container_is_audio_after_the_download(
+    http_server: LoopbackServer, tmp_path: Path
+) -> None:
+    """Replicate audio models return .mp4 audio: the first 8 KiB say video/mp4, so the check
+    for an audio job waits for the metadata parse, which finds no video track."""
+    http_server.routes["/out.mp4"] = body(fixture("tone-aac.mp4"))
+    http_server.routes["/clip.mp4"] = body(fixture("clip.mp4"))
+    async with open_storage(local_config(root_of(tmp_path))) as ingestor:
+        blob = await ingestor.ingest_url(http_server.url("/out.mp4"), expected_kind="audio")
+        assert (blob.media_type, blob.filename, blob.extension) == ("audio/mp4", "out.mp4", "m4a")
+        assert blob.metadata["codec"] == "aac" and "width" not in blob.metadata
+        with pytest.raises(ContentRejected) as as_video:
+            await ingestor.ingest_url(http_server.url("/out.mp4"), expected_kind="video")
+        with pytest.raises(ContentRejected) as as_audio:
+            await ingestor.ingest_url(http_server.url("/clip.mp4"), expected_kind="audio")
+        assert [b.content_hash async for b in ingestor.store.iter_blobs()] == [blob.content_hash]
+        assert [entry async for entry in anyio.Path(root_of(tmp_path) / ".tmp").iterdir()] == []
+    assert str(as_video.value) == (
+        "expected a video but the file has no video track (audio only, audio/mp4)"
+    )
+    assert str(as_audio.value) == "expected audio but the content is video/mp4, which is a video"
 
 
 async def test_zero_bytes_are_rejected(http_server: LoopbackServer, tmp_path: Path) -> None:

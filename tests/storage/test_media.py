@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from collections.abc import AsyncIterator
 from pathlib import Path
 
@@ -11,7 +12,14 @@ from storage import Ingestor, StorageConfig, open_storage, parse_storage_url
 from storage.config import LocalLocation, S3Location
 from storage.errors import ContentRejected, StorageConfigError
 from storage.sniff import safe_filename, sniff
-from tests.storage.helpers import fixture, image_bytes, local_config, png, wav
+from tests.storage.helpers import (
+    assert_nothing_stored,
+    fixture,
+    image_bytes,
+    local_config,
+    png,
+    wav,
+)
 from tests.storage.media_bytes import adts_aac, flac, id3v2, mp3_frames, ogg_opus, webm
 
 pytestmark = pytest.mark.anyio
@@ -209,9 +217,92 @@ async def test_audio_only_mp4_is_not_a_video(ingestor: Ingestor) -> None:
         await ingestor.ingest_bytes(fixture("tone.m4a"), expected_kind="video")
 
 
+AUDIO_ONLY_CONTAINERS = [
+    pytest.param(
+        "tone-aac.mp4",  # ffmpeg -c:a aac out.mp4: brand isom, sniffed video/mp4
+        "audio/mp4",
+        "m4a",
+        {"codec": "aac", "sample_rate": 22050, "channels": 1, "bitrate": 25205},
+        id="aac-in-mp4",
+    ),
+    pytest.param(
+        webm(video=False, audio=b"A_OPUS"),
+        "audio/webm",
+        "webm",
+        {"codec": "opus", "sample_rate": 48000, "channels": 1},
+        id="opus-in-webm",
+    ),
+    pytest.param(
+        webm(video=False, audio=b"A_FLAC", doctype=b"matroska"),
+        "audio/x-matroska",
+        "mka",
+        {"codec": "flac", "sample_rate": 48000, "channels": 1},
+        id="flac-in-matroska",
+    ),
+]
+
+
+def _body(data: str | bytes) -> bytes:
+    return fixture(data) if isinstance(data, str) else data
+
+
+@pytest.mark.parametrize("expected_kind", ["audio", None])
+@pytest.mark.parametrize(("data", "media_type", "extension", "facts"), AUDIO_ONLY_CONTAINERS)
+async def test_a_video_container_without_a_video_track_is_audio(
+    ingestor: Ingestor,
+    data: str | bytes,
+    media_type: str,
+    extension: str,
+    facts: dict[str, object],
+    expected_kind: str | None,
+) -> None:
+    """Replicate audio models return .mp4/.webm audio: the first bytes say video, the parse
+    finds no video track, so it is audio, for an audio job and for a job of any kind."""
+    blob = await ingestor.ingest_bytes(_body(data), expected_kind=expected_kind, filename="out")
+    assert (blob.media_type, blob.extension, blob.filename) == (
+        media_type,
+        extension,
+        f"out.{extension}",
+    )
+    assert blob.metadata["duration_s"] == pytest.approx(1.0, abs=0.05)
+    assert dict(blob.metadata) == {"duration_s": blob.metadata["duration_s"], **facts}
+
+
+@pytest.mark.parametrize(("data", "media_type", "extension", "facts"), AUDIO_ONLY_CONTAINERS)
+async def test_a_video_job_rejects_a_video_container_without_a_video_track(
+    ingestor: Ingestor,
+    tmp_path: Path,
+    data: str | bytes,
+    media_type: str,
+    extension: str,
+    facts: dict[str, object],
+) -> None:
+    message = f"expected a video but the file has no video track (audio only, {media_type})"
+    with pytest.raises(ContentRejected, match=re.escape(message)):
+        await ingestor.ingest_bytes(_body(data), expected_kind="video")
+    await assert_nothing_stored(ingestor, tmp_path / "root" / ".tmp")
+
+
+@pytest.mark.parametrize(
+    ("data", "media_type"),
+    [("clip.mp4", "video/mp4"), (webm(audio=b"A_OPUS"), "video/webm")],
+    ids=["mp4", "webm"],
+)
+async def test_an_audio_job_still_rejects_a_real_video(
+    ingestor: Ingestor, data: str | bytes, media_type: str
+) -> None:
+    """The check waits for the parse, and a video track still makes it a video."""
+    with pytest.raises(
+        ContentRejected, match=f"expected audio but the content is {media_type}, which is a video"
+    ):
+        await ingestor.ingest_bytes(_body(data), expected_kind="audio")
+
+
 async def test_truncated_media_is_rejected_as_unreadable(ingestor: Ingestor) -> None:
     with pytest.raises(ContentRejected, match="looks like video/mp4 but has no video track"):
         await ingestor.ingest_bytes(fixture("clip.mp4")[:64], expected_kind="video")
+    with pytest.raises(ContentRejected, match="looks like video/mp4 but has no audio or video"):
+        await ingestor.ingest_bytes(fixture("clip.mp4")[:64], expected_kind="audio")
     with pytest.raises(ContentRejected, match="looks like an image but cannot be read"):
         await ingestor.ingest_bytes(png()[:12] + b"\xff" * 60, expected_kind="image")
 
@@ -286,6 +377,8 @@ async def test_the_stored_name_agrees_with_the_sniffed_type(
         ("photo.JPEG", "jpg", "photo.JPEG"),
         ("scan.tiff", "tif", "scan.tiff"),
         ("clip.mp4", "m4v", "clip.mp4"),
+        ("song.mp4", "m4a", "song.mp4"),  # audio-only MP4: the provider's .mp4 stands
+        ("song.mkv", "mka", "song.mkv"),
         ("v1.2_final", "png", "v1.2_final.png"),
         ("blob.bin", None, "blob.bin"),
     ],
