@@ -252,8 +252,10 @@ UNIQUE_CONSTRAINTS = {
     ("step_cache", ("cache_key",)),
 }
 
-# Secondary indexes: name -> (table, columns, partial predicate fragment or None, unique)
-_ACTIVE = "'pending'"
+# Secondary indexes: name -> (table, columns, partial predicate or None, unique). A predicate
+# ``column IN (...)`` must admit exactly those values; the claim's indexes cover the active
+# (not yet terminal) statuses only (DESIGN §2: "partial index for the claim on active rows").
+_ACTIVE = "status IN ('pending', 'processing')"
 INDEXES: dict[str, tuple[str, tuple[str, ...], str | None, bool]] = {
     "ix_chat_sessions_tenant_id": ("chat_sessions", ("tenant_id",), None, False),
     "ix_chat_sessions_tenant_id_user_id": ("chat_sessions", ("tenant_id", "user_id"), None, False),

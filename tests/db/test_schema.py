@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterator
 from typing import Any
 
@@ -33,6 +34,21 @@ def conn(pg_admin_url: str, pg_template: str) -> Iterator[psycopg.Connection[Any
 
 def _rows(conn: psycopg.Connection[Any], query: str) -> list[tuple[Any, ...]]:
     return conn.execute(query).fetchall()
+
+
+# PostgreSQL prints ``col IN ('a', 'b')`` on a varchar as ``(col)::text = ANY ((ARRAY['a'::
+# character varying, ...])::text[])`` (15 through 18). Unparsed expressions stay as they are.
+_ANY = re.compile(r"^\(*(\w+)\)::text = ANY \(\(ARRAY\[(.*)\]\)::text\[\]\)+$")
+_SEED_IN = re.compile(r"^(\w+) IN \((.*)\)$")
+
+
+def _value_set(expression: str) -> tuple[str, frozenset[str]] | str:
+    """``(column, admitted values)`` of an IN-list expression, else the expression itself."""
+    body = expression.removeprefix("CHECK ").strip()
+    for pattern in (_ANY, _SEED_IN):
+        if match := pattern.match(body):
+            return match[1], frozenset(re.findall(r"'([^']*)'", match[2]))
+    return body
 
 
 def test_app_schema_holds_exactly_the_expected_tables(conn: psycopg.Connection[Any]) -> None:
@@ -130,6 +146,8 @@ def test_secondary_indexes(conn: psycopg.Connection[Any]) -> None:
         assert (got_table, got_columns, got_unique) == (table, columns, unique), name
         if predicate is None:
             assert got_predicate is None, name
+        elif isinstance(expected := _value_set(predicate), tuple):
+            assert _value_set(got_predicate) == expected, name  # exactly those values
         else:
             assert predicate in got_predicate, name
 
@@ -161,6 +179,24 @@ def test_minimal_insert_fills_every_other_column(conn: psycopg.Connection[Any], 
     for column in ("created_at", "updated_at", "id"):
         if column in row:
             assert row[column] is not None, column
+
+
+def test_check_constraints_admit_exactly_the_seed_values(conn: psycopg.Connection[Any]) -> None:
+    """Accepting every seed value and rejecting "bogus" cannot see a CHECK that also admits a
+    status the seed does not have (say ``cancelled`` on jobs): compare the value sets."""
+    rows = _rows(
+        conn,
+        """SELECT c.conrelid::regclass::text, pg_get_constraintdef(c.oid)
+             FROM pg_constraint c
+            WHERE c.contype = 'c' AND c.connamespace = 'app'::regnamespace""",
+    )
+    actual: dict[tuple[str, str], frozenset[str]] = {}
+    for table, definition in rows:
+        parsed = _value_set(definition)
+        assert isinstance(parsed, tuple), (table, definition)
+        column, values = parsed
+        actual[(table.removeprefix("app."), column)] = values
+    assert actual == {key: frozenset(values) for key, values in seed.ENUMS.items()}
 
 
 @pytest.mark.parametrize(
