@@ -144,7 +144,8 @@ class CoreSettings(BaseSettings):
 
     model_config = SettingsConfigDict(frozen=True, extra="ignore")
 
-    database_url: str | None = None
+    # Holds the password: kept out of repr (tracebacks with locals, debug prints, test output).
+    database_url: str | None = Field(None, repr=False)
     storage_url: str = "file://./.data/artifacts"
     s3_endpoint_url: str | None = None
     aws_region: str | None = Field(None, validation_alias="AWS_REGION")

@@ -228,3 +228,17 @@ def test_an_invalid_secret_is_never_echoed(
     message = str(info.value)
     assert message.startswith(f"{name}: must be an absolute http(s) URL")
     assert "cb-secret-123" not in message
+
+
+def test_repr_of_the_settings_hides_the_database_password(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """DATABASE_URL carries the password; API keys are SecretStr. A repr (a traceback with
+    locals, a debug print) shows neither."""
+    monkeypatch.setenv("DATABASE_URL", "postgresql://poller:pg-pass-1234@db:5432/media")
+    monkeypatch.setenv("REPLICATE_API_TOKEN", "r8_replicate_token_1234")
+    settings = load_settings()
+    assert settings.database_url.endswith("@db:5432/media")  # still usable
+    for shown in (repr(settings), repr(settings.core), str(settings.core)):
+        assert "pg-pass-1234" not in shown
+        assert "r8_replicate_token_1234" not in shown
