@@ -81,9 +81,13 @@ def configure_logging(
         if use_console
         else structlog.processors.JSONRenderer(sort_keys=False)
     )
+    # Exceptions become data (JSON) or text (console) *before* the scrubber: a renderer that
+    # formats ``exc_info`` itself prints the exception message unscrubbed (and rich, where
+    # installed, adds every frame's locals).
+    exceptions = structlog.processors.format_exc_info if use_console else _DICT_TRACEBACKS
     tail: list[Any] = [
         structlog.processors.StackInfoRenderer(),
-        _DICT_TRACEBACKS if not use_console else _identity,
+        exceptions,
         scrubber,
         renderer,
     ]
@@ -93,29 +97,21 @@ def configure_logging(
         logger_factory=structlog.PrintLoggerFactory(file=out),
         cache_logger_on_first_use=False,
     )
-    _bridge_stdlib(shared, scrubber, renderer, out, level)
-
-
-def _identity(_logger: object, _name: str, event: Any) -> Any:
-    return event
+    _bridge_stdlib(shared, [exceptions, scrubber, renderer], out, level)
 
 
 def _level(name: str) -> int:
     return int(logging.getLevelName(name.upper()))
 
 
-def _bridge_stdlib(
-    shared: list[Any], scrubber: SecretScrubber, renderer: Any, out: TextIO, level: str
-) -> None:
+def _bridge_stdlib(shared: list[Any], last: list[Any], out: TextIO, level: str) -> None:
+    """``last``: exception formatting, the scrubber and the renderer, as for structlog's own
+    lines (a stdlib record's ``exc_info`` must be scrubbed too: asyncio, pools, botocore)."""
     handler = logging.StreamHandler(out)
     handler.setFormatter(
         structlog.stdlib.ProcessorFormatter(
             foreign_pre_chain=shared,
-            processors=[
-                structlog.stdlib.ProcessorFormatter.remove_processors_meta,
-                scrubber,
-                renderer,
-            ],
+            processors=[structlog.stdlib.ProcessorFormatter.remove_processors_meta, *last],
         )
     )
     root = logging.getLogger()
