@@ -552,6 +552,7 @@ class Daemon:
                 outcome.cost_usd,
                 job_id=str(job.id),
                 provider=job.provider_id,
+                tenant_id=job.tenant_id,  # the job context a step binds (_JOB_CONTEXT)
                 error=outcome.error_message,
             )
 
