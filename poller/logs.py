@@ -2,8 +2,9 @@
 
 Event names are stable and dotted (``job.claimed``, ``lease.lost`` …); values travel in
 keyword fields. Job context (job_id, provider, tenant_id) is bound per task with contextvars.
-A last processor removes every configured secret and any credentials embedded in URLs or
-``Authorization`` values, so a provider error that echoes our request cannot leak a key.
+A last processor removes every configured secret, any credentials embedded in URLs, URL
+query strings (where signed URLs keep their signature) and ``Authorization`` values, so a
+provider error that echoes our request cannot leak a key.
 """
 
 from __future__ import annotations
@@ -20,6 +21,8 @@ _URL_CREDENTIALS = re.compile(r"(?P<scheme>[a-z][a-z0-9+.-]*://)[^/\s:@]+(?::[^/
 _BEARER = re.compile(
     r"(?P<kw>bearer|token|api[_-]?key)(?P<sep>[\s=:\"']+)[A-Za-z0-9._\-]{8,}", re.I
 )
+# Signed CDN URLs carry their credential in the query (X-Amz-Signature=, sig=, Expires=…).
+_URL_QUERY = re.compile(r"(?P<url>[a-z][a-z0-9+.-]*://[^\s\"'?#<>]*)\?[^\s\"'#<>)]*", re.I)
 REDACTED = "***"
 # Tracebacks without frame locals: locals can hold request headers, keys and media bytes.
 _DICT_TRACEBACKS = structlog.processors.ExceptionRenderer(
@@ -40,6 +43,8 @@ class SecretScrubber:
         # Cheap substring checks first: this runs on every string of every log line.
         if "@" in text:
             text = _URL_CREDENTIALS.sub(lambda m: f"{m['scheme']}{REDACTED}@", text)
+        if "?" in text and "://" in text:
+            text = _URL_QUERY.sub(lambda m: f"{m['url']}?{REDACTED}", text)
         lowered = text.lower()
         if "bearer" in lowered or "token" in lowered or "key" in lowered:
             text = _BEARER.sub(lambda m: f"{m['kw']}{m['sep']}{REDACTED}", text)

@@ -80,3 +80,16 @@ def test_console_exceptions_are_scrubbed() -> None:
     text = out.getvalue()
     assert text.count("RuntimeError: boom *** postgresql://***@db/x") == 2
     assert "sk-live-123456" not in text and "pg-pw-42" not in text
+
+
+def test_scrubber_removes_the_query_of_signed_urls() -> None:
+    """A signed CDN URL is a credential until it expires: its query never reaches a log."""
+    scrub = SecretScrubber().scrub
+    text = scrub(
+        "download failed: https://b.s3.amazonaws.com/o.png?X-Amz-Credential=AKIAEX"
+        "&X-Amz-Signature=f00dfeed (and https://cdn.example/a.mp3?sig=deadbeef)"
+    )
+    assert text == (
+        "download failed: https://b.s3.amazonaws.com/o.png?*** (and https://cdn.example/a.mp3?***)"
+    )
+    assert scrub("is this ok? yes") == "is this ok? yes"
