@@ -275,7 +275,7 @@ class Daemon:
         if stale is not None and not (stale.lease_lost or stale.writing):
             stale.lease_lost = True
             metrics.LEASE_LOST.inc()
-            log.warning("lease.lost", job_id=str(job.id), stage="reclaimed")
+            log.warning("lease.lost", **job.log_fields(), stage="reclaimed")
             stale.scope.cancel()
 
     def _excluded(self) -> list[str]:
@@ -550,8 +550,7 @@ class Daemon:
                 job,
                 outcome.status,
                 outcome.cost_usd,
-                job_id=str(job.id),
-                provider=job.provider_id,
+                **job.log_fields(),  # outside the step: its bound context is absent
                 error=outcome.error_message,
             )
 
@@ -592,7 +591,7 @@ class Daemon:
                 if entry.job.id not in kept and not entry.writing:
                     entry.lease_lost = True
                     metrics.LEASE_LOST.inc()
-                    log.warning("lease.lost", job_id=str(entry.job.id), stage="heartbeat")
+                    log.warning("lease.lost", **entry.job.log_fields(), stage="heartbeat")
                     entry.scope.cancel()
 
     async def _wind_down(self, workers: Workers[_InFlight]) -> None:

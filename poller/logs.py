@@ -2,8 +2,9 @@
 
 Event names are stable and dotted (``job.claimed``, ``lease.lost`` …); values travel in
 keyword fields. Job context (job_id, provider, tenant_id) is bound per task with contextvars.
-A last processor removes every configured secret and any credentials embedded in URLs or
-``Authorization`` values, so a provider error that echoes our request cannot leak a key.
+A last processor removes every configured secret, any credentials embedded in URLs, URL
+query strings (where signed URLs keep their signature) and ``Authorization`` values, so a
+provider error that echoes our request cannot leak a key.
 """
 
 from __future__ import annotations
@@ -20,6 +21,8 @@ _URL_CREDENTIALS = re.compile(r"(?P<scheme>[a-z][a-z0-9+.-]*://)[^/\s:@]+(?::[^/
 _BEARER = re.compile(
     r"(?P<kw>bearer|token|api[_-]?key)(?P<sep>[\s=:\"']+)[A-Za-z0-9._\-]{8,}", re.I
 )
+# Signed CDN URLs carry their credential in the query (X-Amz-Signature=, sig=, Expires=…).
+_URL_QUERY = re.compile(r"(?P<url>[a-z][a-z0-9+.-]*://[^\s\"'?#<>]*)\?[^\s\"'#<>)]*", re.I)
 REDACTED = "***"
 # Tracebacks without frame locals: locals can hold request headers, keys and media bytes.
 _DICT_TRACEBACKS = structlog.processors.ExceptionRenderer(
@@ -40,6 +43,8 @@ class SecretScrubber:
         # Cheap substring checks first: this runs on every string of every log line.
         if "@" in text:
             text = _URL_CREDENTIALS.sub(lambda m: f"{m['scheme']}{REDACTED}@", text)
+        if "?" in text and "://" in text:
+            text = _URL_QUERY.sub(lambda m: f"{m['url']}?{REDACTED}", text)
         lowered = text.lower()
         if "bearer" in lowered or "token" in lowered or "key" in lowered:
             text = _BEARER.sub(lambda m: f"{m['kw']}{m['sep']}{REDACTED}", text)
@@ -81,9 +86,13 @@ def configure_logging(
         if use_console
         else structlog.processors.JSONRenderer(sort_keys=False)
     )
+    # Exceptions become data (JSON) or text (console) *before* the scrubber: a renderer that
+    # formats ``exc_info`` itself prints the exception message unscrubbed (and rich, where
+    # installed, adds every frame's locals).
+    exceptions = structlog.processors.format_exc_info if use_console else _DICT_TRACEBACKS
     tail: list[Any] = [
         structlog.processors.StackInfoRenderer(),
-        _DICT_TRACEBACKS if not use_console else _identity,
+        exceptions,
         scrubber,
         renderer,
     ]
@@ -93,29 +102,21 @@ def configure_logging(
         logger_factory=structlog.PrintLoggerFactory(file=out),
         cache_logger_on_first_use=False,
     )
-    _bridge_stdlib(shared, scrubber, renderer, out, level)
-
-
-def _identity(_logger: object, _name: str, event: Any) -> Any:
-    return event
+    _bridge_stdlib(shared, [exceptions, scrubber, renderer], out, level)
 
 
 def _level(name: str) -> int:
     return int(logging.getLevelName(name.upper()))
 
 
-def _bridge_stdlib(
-    shared: list[Any], scrubber: SecretScrubber, renderer: Any, out: TextIO, level: str
-) -> None:
+def _bridge_stdlib(shared: list[Any], last: list[Any], out: TextIO, level: str) -> None:
+    """``last``: exception formatting, the scrubber and the renderer, as for structlog's own
+    lines (a stdlib record's ``exc_info`` must be scrubbed too: asyncio, pools, botocore)."""
     handler = logging.StreamHandler(out)
     handler.setFormatter(
         structlog.stdlib.ProcessorFormatter(
             foreign_pre_chain=shared,
-            processors=[
-                structlog.stdlib.ProcessorFormatter.remove_processors_meta,
-                scrubber,
-                renderer,
-            ],
+            processors=[structlog.stdlib.ProcessorFormatter.remove_processors_meta, *last],
         )
     )
     root = logging.getLogger()

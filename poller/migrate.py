@@ -117,14 +117,27 @@ def describe_target(url: str) -> str:
     try:
         params = conninfo_to_dict(libpq_url)
     except psycopg.ProgrammingError as exc:
-        # libpq quotes the whole URI (password included) in its message: cut it off.
+        # libpq quotes the whole URI (password included) in its message: cut it off. A
+        # badly percent-encoded password (a raw "%" in it) is quoted on its own.
         reason = _first_line(exc).replace(libpq_url, "<url>").split(" in URI", 1)[0]
+        password = _raw_password(libpq_url)
+        if password:
+            reason = reason.replace(password, "***")
         raise DatabaseUrlError(f"database URL cannot be parsed: {reason}") from None
     host = str(params.get("host") or "localhost")
     port = str(params.get("port") or "5432")
     user = str(params.get("user") or os.environ.get("PGUSER") or "(default user)")
     dbname = str(params.get("dbname") or "(default database)")
     return f"{user}@{host}:{port}/{dbname}"
+
+
+def _raw_password(libpq_url: str) -> str:
+    """The password as written in the URL (still percent-encoded), for cutting it out of
+    libpq's messages when the URL does not parse."""
+    _, _, rest = libpq_url.partition("://")
+    netloc = rest.split("/", 1)[0].split("?", 1)[0]
+    userinfo = netloc.rpartition("@")[0]
+    return userinfo.partition(":")[2]
 
 
 # -------------------------------------------------------------------- error translation

@@ -48,6 +48,10 @@ class ClaimedJob:
     def lateness_s(self) -> float:
         return max(0.0, (self.db_now - self.due_at).total_seconds())
 
+    def log_fields(self) -> dict[str, str]:
+        """The job context a step binds, for lines logged outside one (write-back, heartbeat)."""
+        return {"job_id": str(self.id), "provider": self.provider_id, "tenant_id": self.tenant_id}
+
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class Reschedule:

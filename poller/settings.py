@@ -18,10 +18,10 @@ import uuid
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Literal, Self
+from typing import Literal, Self, get_args
 from urllib.parse import urlsplit
 
-from pydantic import Field, ValidationError, field_validator, model_validator
+from pydantic import Field, SecretStr, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from providers.errors import ProviderPluginError
@@ -144,7 +144,8 @@ class CoreSettings(BaseSettings):
 
     model_config = SettingsConfigDict(frozen=True, extra="ignore")
 
-    database_url: str | None = None
+    # Holds the password: kept out of repr (tracebacks with locals, debug prints, test output).
+    database_url: str | None = Field(None, repr=False)
     storage_url: str = "file://./.data/artifacts"
     s3_endpoint_url: str | None = None
     aws_region: str | None = Field(None, validation_alias="AWS_REGION")
@@ -234,7 +235,7 @@ def _reject_unknown_poller_vars(environ: Mapping[str, str]) -> None:
     )
 
 
-def _one_line(exc: ValidationError, prefix: str) -> str:
+def _one_line(exc: ValidationError, prefix: str, model: type[BaseSettings] | None = None) -> str:
     err = exc.errors()[0]
     loc = "_".join(str(part) for part in err["loc"]).upper()
     # pydantic prefixes what a validator raised with its exception type: not for operators
@@ -244,7 +245,20 @@ def _one_line(exc: ValidationError, prefix: str) -> str:
     name = loc if loc.startswith(prefix) or not prefix else f"{prefix}{loc}"
     value = err.get("input")
     shown = f" (got {value!r})" if isinstance(value, str | int | float) else ""
+    if model is not None and _is_secret(model, err["loc"]):
+        shown = ""  # SUNO_CALLBACK_URL, API keys: the value goes to stderr and log collectors
     return f"{name}: {message}{shown}"
+
+
+def _is_secret(model: type[BaseSettings], loc: tuple[int | str, ...]) -> bool:
+    """True when the error is about a `SecretStr` field (named by field name or alias)."""
+    key = str(loc[0]).lower() if loc else ""
+    for field_name, field in model.model_fields.items():
+        names = {field_name, str(field.alias or ""), str(field.validation_alias or "")}
+        if key in {n.lower() for n in names if n}:
+            kinds = get_args(field.annotation) or (field.annotation,)
+            return any(isinstance(k, type) and issubclass(k, SecretStr) for k in kinds)
+    return False
 
 
 def load_settings() -> Settings:
@@ -271,7 +285,7 @@ def load_settings() -> Settings:
         try:
             providers[name] = spec.settings_cls()
         except ValidationError as exc:
-            raise SettingsError(_one_line(exc, f"{name.upper()}_")) from None
+            raise SettingsError(_one_line(exc, f"{name.upper()}_", spec.settings_cls)) from None
     return Settings(core=core, poller=poller, providers=providers, specs=specs)
 
 

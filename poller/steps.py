@@ -378,6 +378,12 @@ async def _timed(ctx: StepContext, call: str, awaitable: Awaitable[T]) -> T:
         outcome = type(exc).__name__
         metrics.PROVIDER_ERRORS.labels(name, outcome).inc()
         raise
+    except anyio.get_cancelled_exc_class():
+        outcome = "cancelled"  # shutdown, lost lease, deadline: the call did not finish
+        raise
+    except Exception as exc:  # an adapter bug: a crashed call is not an "ok" one
+        outcome = type(exc).__name__
+        raise
     finally:
         elapsed = perf_counter() - start
         metrics.labelled(metrics.POLL_SECONDS, name, call, outcome).observe(elapsed)

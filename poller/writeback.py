@@ -138,7 +138,7 @@ class WriteBackBatcher:
             return
         [write] = batch
         metrics.DB_ERRORS.labels("write_back").inc()
-        log.error("db.write_back_rejected", job_id=str(write.job.id), error=str(exc))
+        log.error("db.write_back_rejected", **write.job.log_fields(), error=str(exc))
         failed = [replace(write, outcome=rejected_outcome(exc, polled=write.outcome.polled))]
         try:
             applied = await self._apply(failed)
@@ -153,6 +153,6 @@ class WriteBackBatcher:
         for write in batch:
             if write.job.id not in applied:
                 metrics.LEASE_LOST.inc()
-                log.warning("lease.lost", job_id=str(write.job.id), stage="write_back")
+                log.warning("lease.lost", **write.job.log_fields(), stage="write_back")
             elif self._on_applied is not None:
                 self._on_applied(write)

@@ -48,6 +48,9 @@ _TOKEN_PATTERNS = (
     re.compile(r"\b(?:r8_|sk-)[A-Za-z0-9_-]{8,}"),
 )
 _BASE64_RUN = re.compile(r"[A-Za-z0-9+/=]{80,}")
+# A URL's query: signed CDN URLs carry their credential there (X-Amz-Signature=, sig=,
+# token=). ``https:\/\/`` is the same URL inside JSON that escapes slashes.
+_URL_QUERY = re.compile(r"(?i)(?P<url>https?:(?:\\?/){2}[^\s\"'?<>]*)\?[^\s\"'<>]*")
 _WHITESPACE = re.compile(r"\s+")
 
 
@@ -68,6 +71,8 @@ def snippet(raw: bytes | str, secrets: Iterable[str] = (), limit: int = SNIPPET_
     """A short, single-line, secret-free excerpt of a reply for error messages and logs."""
     text = raw.decode("utf-8", "replace") if isinstance(raw, bytes) else raw
     text = redact(text, secrets)
+    if "?" in text:
+        text = _URL_QUERY.sub(lambda m: f"{m['url']}?…", text)
     text = _BASE64_RUN.sub("<base64…>", text)
     text = _WHITESPACE.sub(" ", text).strip()
     text = "".join(ch if ch.isprintable() else "?" for ch in text)

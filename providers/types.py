@@ -39,6 +39,17 @@ class RemoteOutput:
     headers: Mapping[str, str] = field(default_factory=dict)
     metadata: Mapping[str, Any] = field(default_factory=dict)  # e.g. Suno title, cover image
 
+    def __repr__(self) -> str:
+        """No credentials in a log line or a test failure: the ``Authorization`` header and
+        the signed URL's query string (``X-Amz-Signature=…``, ``token=…``) stay out."""
+        base, query, _ = self.url.partition("?")
+        shown = (base[:200] + "…" if len(base) > 200 else base) + ("?…" if query else "")
+        headers = sorted(self.headers)  # names only
+        return (
+            f"RemoteOutput(url={shown!r}, media_type={self.media_type!r}, "
+            f"filename={self.filename!r}, headers={headers!r})"
+        )
+
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class InlineOutput:

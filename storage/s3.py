@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import base64
 import hashlib
+import re
 from collections.abc import AsyncIterator, Callable, Mapping
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
@@ -92,6 +93,9 @@ _RETRYABLE_CODES = frozenset(
 # On an upload, the answers of S3-compatible servers to a feature they lack.
 _UNSUPPORTED_STATUS = frozenset({400, 501})
 _DENIED_CODES = frozenset({"AccessDenied", "InvalidAccessKeyId", "SignatureDoesNotMatch"})
+# botocore's transport errors quote the request URL ("Could not connect to the endpoint URL:
+# \"https://…/key?uploadId=…&partNumber=1\""); storage messages carry no query strings.
+_URL_QUERY = re.compile(r"(?P<url>[a-z][a-z0-9+.-]*://[^\s\"'?#]*)\?[^\s\"'#]*", re.I)
 _NO_CREDENTIALS = (
     botocore.exceptions.NoCredentialsError,
     botocore.exceptions.PartialCredentialsError,
@@ -359,7 +363,8 @@ class S3BlobStore:
                 "AWS_SECRET_ACCESS_KEY (or AWS_PROFILE)"
             )
         if not isinstance(exc, botocore.exceptions.ClientError):
-            return StorageUnavailable(f"{where}: cannot reach S3: {exc}")
+            detail = _URL_QUERY.sub(lambda m: f"{m['url']}?…", str(exc))
+            return StorageUnavailable(f"{where}: cannot reach S3: {detail}")
         status, code = _status(exc), _code(exc)
         if code == "NoSuchBucket" or (status == 404 and doing == BUCKET_CHECK):
             return BackendMisconfigured(

@@ -385,6 +385,16 @@ def test_storage_gc_without_database_url_does_not_create_the_store(tmp_path: Pat
             psycopg.ProgrammingError('invalid URI "postgresql://u:s3cretpw@[db/media"'),
             "database URL cannot be parsed",
         ),
+        (  # a raw "%" in the password: libpq quotes the undecodable token, i.e. the password
+            "postgresql://u:s3cretpw%zz@db.example:5433/media",
+            psycopg.errors.UndefinedTable("relation x"),
+            'database URL cannot be parsed: invalid percent-encoded token: "***"',
+        ),
+        (
+            "postgresql://u:s3cretpw%00@db.example:5433/media",
+            psycopg.errors.UndefinedTable("relation x"),
+            "database URL cannot be parsed: forbidden value %00 in percent-encoded value: ",
+        ),
     ],
 )
 def test_database_errors_are_one_line_without_the_password(

@@ -14,6 +14,7 @@ from typing import Any, ClassVar
 import anyio
 import psycopg
 import pytest
+import structlog
 from psycopg_pool import AsyncConnectionPool
 from pydantic_settings import SettingsConfigDict
 from structlog.testing import capture_logs
@@ -685,3 +686,23 @@ async def test_a_poll_made_before_a_shutdown_release_still_counts_in_attempts(
     assert len(provider.polled) == 1
     assert (row["status"], row["lease_owner"], row["claim_count"]) == ("pending", None, 0)
     assert row["attempts"] == 1
+
+
+async def test_terminal_events_carry_the_whole_job_context(
+    db_url: str, pool: AsyncConnectionPool, tmp_path: Path
+) -> None:
+    """`job.completed` is logged inside the step (context bound); `job.failed` from the
+    write-back task named the job and provider but not the tenant, so per-tenant views of
+    the logs missed every failure."""
+    ok, bad = insert_jobs(db_url, 2, tenant="tenant-7")
+    provider = ScriptedProvider()
+    provider.script(f"sub-{bad}", [failed("nope")])
+    with capture_logs(processors=[structlog.contextvars.merge_contextvars]) as logs:
+        await run_daemon(db_url, pool, tmp_path, provider)
+    terminal = {e["event"]: e for e in logs if e["event"] in ("job.completed", "job.failed")}
+    assert set(terminal) == {"job.completed", "job.failed"}
+    for event in terminal.values():
+        assert event["tenant_id"] == "tenant-7"
+        assert event["provider"] == "scripted"
+    assert terminal["job.completed"]["job_id"] == str(ok)
+    assert terminal["job.failed"]["job_id"] == str(bad)

@@ -206,3 +206,39 @@ def test_tenant_claim_share_is_described_as_the_minimum_it_is() -> None:
     description = PollerSettings.model_fields["tenant_claim_share"].description or ""
     assert description.startswith("minimum rows each tenant offers per claim round")
     assert "greatest(" in (ROOT / "poller" / "sql.py").read_text(encoding="utf-8")
+
+
+@pytest.mark.parametrize(
+    ("name", "value"),
+    [
+        ("SUNO_CALLBACK_URL", "hooks.example.com/suno?token=cb-secret-123"),
+        ("SUNO_CALLBACK_URL", "ftp://hooks.example.com/suno/cb-secret-123"),
+    ],
+)
+def test_an_invalid_secret_is_never_echoed(
+    monkeypatch: pytest.MonkeyPatch, name: str, value: str
+) -> None:
+    """The one-line error goes to stderr and from there to log collectors: it names the
+    variable but, for a secret (the callback URL carries an unguessable token), not the
+    value; a plain setting still shows what was given."""
+    monkeypatch.setenv("SUNO_API_KEY", "sk-suno-key-1234")
+    monkeypatch.setenv(name, value)
+    with pytest.raises(SettingsError) as info:
+        load_settings()
+    message = str(info.value)
+    assert message.startswith(f"{name}: must be an absolute http(s) URL")
+    assert "cb-secret-123" not in message
+
+
+def test_repr_of_the_settings_hides_the_database_password(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """DATABASE_URL carries the password; API keys are SecretStr. A repr (a traceback with
+    locals, a debug print) shows neither."""
+    monkeypatch.setenv("DATABASE_URL", "postgresql://poller:pg-pass-1234@db:5432/media")
+    monkeypatch.setenv("REPLICATE_API_TOKEN", "r8_replicate_token_1234")
+    settings = load_settings()
+    assert settings.database_url.endswith("@db:5432/media")  # still usable
+    for shown in (repr(settings), repr(settings.core), str(settings.core)):
+        assert "pg-pass-1234" not in shown
+        assert "r8_replicate_token_1234" not in shown

@@ -13,6 +13,7 @@ import anyio
 import psycopg
 import pytest
 import structlog
+from prometheus_client import REGISTRY
 from structlog.testing import capture_logs
 
 from poller import scheduling, steps
@@ -571,3 +572,40 @@ async def test_a_poll_of_a_job_whose_input_params_are_not_an_object_still_runs()
         outcome = await steps.advance(job, ctx)
     assert isinstance(outcome, Reschedule)
     assert (outcome.status, outcome.error_count, outcome.polled) == ("processing", 0, True)
+
+
+# -- metrics --------------------------------------------------------------------------------
+
+
+def _call_count(call: str, outcome: str) -> float:
+    value = REGISTRY.get_sample_value(
+        "poller_provider_call_seconds_count",
+        {"provider": "scripted", "call": call, "outcome": outcome},
+    )
+    return value or 0.0
+
+
+async def test_a_crashing_poll_is_not_counted_as_an_ok_call() -> None:
+    """`poller_provider_call_seconds{outcome}` is ``ok`` or the error class: an adapter that
+    raised something other than a ProviderError was recorded as ``ok``, hiding the crash
+    from the error-ratio alert."""
+    ok_before, crashed_before = _call_count("poll", "ok"), _call_count("poll", "KeyError")
+    provider = ScriptedProvider(default=KeyError("status"))
+    with pytest.raises(KeyError):
+        await steps.advance(polling(), context(provider))
+    assert _call_count("poll", "KeyError") == crashed_before + 1
+    assert _call_count("poll", "ok") == ok_before
+
+
+async def test_a_cancelled_poll_is_not_counted_as_an_ok_call() -> None:
+    ok_before, cancelled_before = _call_count("poll", "ok"), _call_count("poll", "cancelled")
+
+    class Hanging(ScriptedProvider):
+        async def poll(self, handle: Any) -> PollResult:
+            await anyio.sleep_forever()
+            raise AssertionError("unreachable")
+
+    with anyio.move_on_after(0.05):
+        await steps.advance(polling(), context(Hanging()))
+    assert _call_count("poll", "cancelled") == cancelled_before + 1
+    assert _call_count("poll", "ok") == ok_before

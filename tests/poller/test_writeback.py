@@ -111,7 +111,9 @@ async def test_a_row_the_database_rejects_fails_alone_and_says_why(
     assert {w.job.id for w in applied} == {*good, bad_id}
     [rejected] = [w for w in applied if w.job.id == bad_id]
     assert isinstance(rejected.outcome, Finish) and rejected.outcome.status == "failed"
-    assert [e["job_id"] for e in logs if e["event"] == "db.write_back_rejected"] == [str(bad_id)]
+    [rejected_line] = [e for e in logs if e["event"] == "db.write_back_rejected"]
+    assert (rejected_line["job_id"], rejected_line["tenant_id"]) == (str(bad_id), "C")
+    assert rejected_line["provider"] == jobs[bad_id].provider_id
     assert lease_events(logs) == []
 
 
@@ -151,6 +153,9 @@ async def test_a_retried_write_back_whose_first_commit_landed_reports_no_lost_le
     assert job_row(db_url, done.id)["status"] == "failed"
     assert {w.job.id for w in applied} == {done.id, waiting.id}
     assert [e["job_id"] for e in lease_events(logs)] == [str(stolen.id)]
+    # Logged by the write-back task, outside the job's step: the job context is spelled out.
+    [lost] = lease_events(logs)
+    assert (lost["provider"], lost["tenant_id"]) == (stolen.provider_id, stolen.tenant_id)
 
 
 class SlowWrite(Repository):

@@ -269,3 +269,18 @@ def test_file_name_and_media_type_guess() -> None:
     assert _http.guess_media_type(url) == "video/mp4"
     assert _http.guess_media_type("https://cdn.example/s/stream") is None
     assert _http.filename_of("https://cdn.example/") is None
+
+
+def test_snippet_drops_the_query_of_signed_urls() -> None:
+    """A reply of unexpected shape is quoted in last_error and logs; an output URL in it
+    carries its signature in the query string."""
+    raw = (
+        b'{"output": "https://bucket.s3.amazonaws.com/o.png?X-Amz-Credential=AKIAEX'
+        b'&X-Amz-Signature=f00dfeed", "alt": "https:\\/\\/cdn.example\\/a.mp3?sig=deadbeef",'
+        b' "status": 7}'
+    )
+    text = _http.snippet(raw)
+    assert "f00dfeed" not in text and "AKIAEX" not in text and "deadbeef" not in text
+    assert "https://bucket.s3.amazonaws.com/o.png?…" in text
+    assert "cdn.example\\/a.mp3?…" in text
+    assert '"status": 7' in text

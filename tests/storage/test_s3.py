@@ -549,3 +549,36 @@ async def test_s3_errors_are_translated(
             await store._run("uploading", fail)
     assert type(caught.value) is error
     assert caught.value.retryable is retryable
+
+
+@pytest.mark.parametrize(
+    "exc_type",
+    [
+        botocore.exceptions.EndpointConnectionError,
+        botocore.exceptions.ConnectTimeoutError,
+        botocore.exceptions.ReadTimeoutError,
+        botocore.exceptions.ConnectionClosedError,
+    ],
+)
+async def test_transport_errors_lose_the_query_string(
+    s3_endpoint: str,
+    bucket: str,
+    tmp_path: Path,
+    exc_type: type[botocore.exceptions.BotoCoreError],
+) -> None:
+    """botocore quotes the request URL, query included (``?uploadId=…&partNumber=1``);
+    storage messages reach last_error and logs and never carry query strings."""
+    url = f"{s3_endpoint}/{bucket}/media/sha256/ab/abc?uploadId=UPLOAD-ID-42&partNumber=1"
+    async with open_storage(s3_config(s3_endpoint, bucket, tmp_path)) as ingestor:
+        store = ingestor.store
+        assert isinstance(store, S3BlobStore)
+
+        def fail() -> None:
+            raise exc_type(endpoint_url=url, error="connection refused")
+
+        with pytest.raises(StorageUnavailable) as caught:
+            await store._run("uploading", fail)
+    message = str(caught.value)
+    assert "cannot reach S3" in message
+    assert f"{bucket}/media/sha256/ab/abc?…" in message
+    assert "UPLOAD-ID-42" not in message and "partNumber" not in message
