@@ -109,18 +109,24 @@ async def test_a_step_crashing_after_its_poll_still_counts_the_poll_in_attempts(
     assert row["attempts"] == 3
 
 
-async def test_a_database_error_inside_a_step_does_not_spend_the_jobs_error_budget(
-    db_url: str, pool: AsyncConnectionPool, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    """Pausing a rate-limited provider fails twice at the database; the job's budget of one
-    provider error must still be whole for the 5xx that follows."""
-    failures = [psycopg.OperationalError("server closed the connection")] * 2
+def pause_fails_twice(monkeypatch: pytest.MonkeyPatch) -> list[Exception]:
+    """The next two pauses of a provider fail at the database; the list empties as they do."""
+    failures: list[Exception] = [psycopg.OperationalError("server closed the connection")] * 2
 
     async def flaky_pause(self: Repository, provider: str, seconds: float, reason: str) -> None:
         if failures:
             raise failures.pop()
 
     monkeypatch.setattr(Repository, "pause_provider", flaky_pause)
+    return failures
+
+
+async def test_a_database_error_inside_a_step_does_not_spend_the_jobs_error_budget(
+    db_url: str, pool: AsyncConnectionPool, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Pausing a rate-limited provider fails twice at the database; the job's budget of one
+    provider error must still be whole for the 5xx that follows."""
+    failures = pause_fails_twice(monkeypatch)
     [job_id] = insert_jobs(db_url, 1)
     provider = ScriptedProvider(default=succeeded())
     limited = ProviderRateLimited("429", provider="scripted", retry_after_s=0.01)
@@ -137,13 +143,7 @@ async def test_a_poll_followed_by_a_database_error_still_counts_in_attempts(
     """``attempts`` counts every status poll made (DESIGN §10). A database error after the
     poll (pausing the provider after a 429, a dedup lock) rescheduled the step as if no poll
     had been made, like a crash after a poll did before `CrashedAfterPoll`."""
-    failures = [psycopg.OperationalError("server closed the connection")] * 2
-
-    async def flaky_pause(self: Repository, provider: str, seconds: float, reason: str) -> None:
-        if failures:
-            raise failures.pop()
-
-    monkeypatch.setattr(Repository, "pause_provider", flaky_pause)
+    failures = pause_fails_twice(monkeypatch)
     [job_id] = insert_jobs(db_url, 1)
     provider = ScriptedProvider(default=succeeded())
     limited = ProviderRateLimited("429", provider="scripted", retry_after_s=0.01)
