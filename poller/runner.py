@@ -43,6 +43,7 @@ async def serve(settings: Settings, *, drain: bool = False) -> None:
     owner = cfg.effective_worker_id()
     for name in settings.unconfigured_providers():
         log.warning("provider.unconfigured", provider=name, detail="no API key: jobs not claimed")
+    warn_unknown_variables(settings)
     async with AsyncExitStack() as stack:
         pool = open_pool(
             settings.database_url,
@@ -78,6 +79,17 @@ async def serve(settings: Settings, *, drain: bool = False) -> None:
             tg.start_soon(_watch_database, settings.database_url, readiness)
             await daemon.run(drain=drain)
             tg.cancel_scope.cancel()
+
+
+def warn_unknown_variables(settings: Settings) -> None:
+    """A provider-prefixed variable no setting reads, by name only (its value may be a key)."""
+    for name, closest in settings.unknown_provider_variables:
+        log.warning(
+            "settings.unknown_variable",
+            name=name,
+            did_you_mean=closest,
+            detail="no setting reads this variable: it is ignored (README lists the names)",
+        )
 
 
 async def open_adapters(settings: Settings, stack: AsyncExitStack) -> dict[str, Adapter]:

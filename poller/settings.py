@@ -10,6 +10,7 @@ production daemon ends up running with the wrong lease TTL.
 
 from __future__ import annotations
 
+import difflib
 import ipaddress
 import os
 import re
@@ -21,7 +22,14 @@ from pathlib import Path
 from typing import Literal, Self, get_args
 from urllib.parse import urlsplit
 
-from pydantic import Field, SecretStr, ValidationError, field_validator, model_validator
+from pydantic import (
+    AliasChoices,
+    Field,
+    SecretStr,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from providers.errors import ProviderPluginError
@@ -171,6 +179,9 @@ class Settings:
     poller: PollerSettings
     providers: Mapping[str, ProviderSettings]
     specs: Mapping[str, ProviderSpec]
+    # (name, closest known name or None) for variables with a provider's prefix that no
+    # setting reads: a misspelt key (REPLICATE_TOKEN) is otherwise ignored without a word.
+    unknown_provider_variables: tuple[tuple[str, str | None], ...] = ()
 
     @property
     def database_url(self) -> str:
@@ -261,6 +272,42 @@ def _is_secret(model: type[BaseSettings], loc: tuple[int | str, ...]) -> bool:
     return False
 
 
+def provider_variables(settings_cls: type[ProviderSettings]) -> set[str]:
+    """Every environment name a provider's settings read (upper case): the prefixed field
+    names, which pydantic-settings reads even beside an alias, and the aliases."""
+    prefix = str(settings_cls.model_config.get("env_prefix") or "").upper()
+    names: set[str] = set()
+    for field_name, field in settings_cls.model_fields.items():
+        names.add(f"{prefix}{field_name.upper()}")
+        alias = field.validation_alias
+        choices = alias.choices if isinstance(alias, AliasChoices) else [alias]
+        names.update(c.upper() for c in choices if isinstance(c, str))
+    return names
+
+
+def _unknown_provider_variables(
+    environ: Mapping[str, str], specs: Mapping[str, ProviderSpec]
+) -> tuple[tuple[str, str | None], ...]:
+    unknown: list[tuple[str, str | None]] = []
+    for spec in specs.values():
+        prefix = str(spec.settings_cls.model_config.get("env_prefix") or "").upper()
+        if not prefix:
+            continue
+        known = provider_variables(spec.settings_cls)
+        for name in sorted(environ):
+            if name.upper().startswith(prefix) and name.upper() not in known:
+                unknown.append((name, _closest(name.upper(), prefix, known)))
+    return tuple(unknown)
+
+
+def _closest(name: str, prefix: str, known: set[str]) -> str | None:
+    """The known name most like ``name``, compared after the shared prefix (which would
+    otherwise make every pair look alike)."""
+    tails = {k.removeprefix(prefix): k for k in known}
+    close = difflib.get_close_matches(name.removeprefix(prefix), sorted(tails), n=1, cutoff=0.6)
+    return tails[close[0]] if close else None
+
+
 def load_settings() -> Settings:
     """Read and validate the environment once; raise SettingsError with one clear line."""
     _reject_unknown_poller_vars(os.environ)
@@ -286,7 +333,13 @@ def load_settings() -> Settings:
             providers[name] = spec.settings_cls()
         except ValidationError as exc:
             raise SettingsError(_one_line(exc, f"{name.upper()}_", spec.settings_cls)) from None
-    return Settings(core=core, poller=poller, providers=providers, specs=specs)
+    return Settings(
+        core=core,
+        poller=poller,
+        providers=providers,
+        specs=specs,
+        unknown_provider_variables=_unknown_provider_variables(os.environ, specs),
+    )
 
 
 _KNOWN = known_poller_variables()

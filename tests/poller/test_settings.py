@@ -8,8 +8,10 @@ import sys
 from pathlib import Path
 
 import pytest
+from structlog.testing import capture_logs
 
 from poller.health import HealthServer
+from poller.runner import warn_unknown_variables
 from poller.settings import PollerSettings, SettingsError, load_settings
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -90,6 +92,7 @@ def test_every_documented_variable_is_parsed(monkeypatch: pytest.MonkeyPatch) ->
     assert settings.providers["replicate"].base_url == "https://replicate.example"
     assert list(settings.configured_providers()) == ["replicate"]
     assert settings.unconfigured_providers() == ["stability", "suno"]
+    assert settings.unknown_provider_variables == ()
 
 
 def test_defaults_need_no_environment() -> None:
@@ -149,6 +152,41 @@ def test_empty_poller_variables_mean_unset(monkeypatch: pytest.MonkeyPatch) -> N
     poller = load_settings().poller
     assert poller.tmp_dir is None and poller.http_port is None
     assert (poller.http_host, poller.worker_id) == ("0.0.0.0", None)
+
+
+def test_misspelt_provider_variables_are_named_with_the_closest_known_name(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """``REPLICATE_TOKEN`` instead of ``REPLICATE_API_TOKEN`` was ignored without a word, and
+    the replica silently did not serve Replicate."""
+    monkeypatch.setenv("REPLICATE_TOKEN", "r8_secret_value")
+    monkeypatch.setenv("SUNO_APIKEY", "k")
+    monkeypatch.setenv("STABILITY_FROBNICATE", "1")
+    monkeypatch.setenv("REPLICATE_API_KEY", "r8_x")  # accepted beside REPLICATE_API_TOKEN
+    monkeypatch.setenv("SUNO_CALLBACK_URL", "https://cb.example/suno")
+    assert load_settings().unknown_provider_variables == (
+        ("REPLICATE_TOKEN", "REPLICATE_API_TOKEN"),
+        ("STABILITY_FROBNICATE", None),
+        ("SUNO_APIKEY", "SUNO_API_KEY"),
+    )
+
+
+def test_unknown_provider_variables_are_logged_by_name_never_by_value(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setenv("REPLICATE_TOKEN", "r8_secret_value")
+    with capture_logs() as logs:
+        warn_unknown_variables(load_settings())
+    assert logs == [
+        {
+            "event": "settings.unknown_variable",
+            "log_level": "warning",
+            "name": "REPLICATE_TOKEN",
+            "did_you_mean": "REPLICATE_API_TOKEN",
+            "detail": "no setting reads this variable: it is ignored (README lists the names)",
+        }
+    ]
+    assert "r8_secret_value" not in repr(logs)
 
 
 def test_an_empty_s3_endpoint_means_aws(monkeypatch: pytest.MonkeyPatch) -> None:
