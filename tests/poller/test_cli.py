@@ -455,3 +455,20 @@ def test_a_schema_migrated_by_a_newer_release_is_named_not_migrated(db_url: str)
     assert fetch(db_url, "SELECT version_num FROM app.alembic_version") == [
         {"version_num": "poller_9999"}
     ]
+
+
+def test_run_warns_about_a_misspelt_provider_key_by_name(db_url: str, tmp_path: Path) -> None:
+    """The daemon itself, not only the settings: a replica given REPLICATE_TOKEN says so at
+    start-up (and drains an empty queue at once)."""
+    env = {
+        "REPLICATE_TOKEN": "r8_secret_value",
+        "REPLICATE_API_TOKEN": "r8_real_key",
+        "STORAGE_URL": f"file://{tmp_path / 'store'}",
+        "POLLER_LOG_FORMAT": "json",
+    }
+    out = ok(cli(db_url, "run", "--drain", env=env))
+    [warning] = [
+        json.loads(line) for line in out.splitlines() if "settings.unknown_variable" in line
+    ]
+    assert (warning["name"], warning["did_you_mean"]) == ("REPLICATE_TOKEN", "REPLICATE_API_TOKEN")
+    assert "r8_secret_value" not in out
