@@ -97,6 +97,7 @@ def _submit_parser(sub: Any) -> None:
 def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     from poller import commands  # deferred: keeps `--help` fast and import-light
+    from poller.migrate import database_error
 
     database_url: str | None = None
     try:
@@ -120,7 +121,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
     except psycopg.Error as exc:
         # Never the raw exception: a libpq message can quote the whole URL, password included.
-        print(f"error: {commands.database_error(database_url, exc)}", file=sys.stderr)
+        print(f"error: {database_error(database_url, exc)}", file=sys.stderr)
         return 2
 
 

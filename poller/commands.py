@@ -9,20 +9,16 @@ import uuid
 from datetime import UTC, datetime, timedelta
 
 import anyio
-import psycopg
 import structlog
-from psycopg.conninfo import conninfo_to_dict
 
 from poller import admin
 from poller.cli import emit
 from poller.migrate import (
     DatabaseUrlError,
     check_connection,
-    describe_target,
     head_revision,
     schema_problem,
     to_libpq_url,
-    translate_connect_error,
     upgrade_to_head,
 )
 from poller.runner import serve
@@ -39,27 +35,6 @@ CommandRefused = admin.CommandRefused  # exit 1 with one ``refused: …`` line
 
 # Exit 2 with one ``error: …`` line: the setting, the argument or the database is unusable.
 USAGE_ERRORS = (SettingsError, admin.AdminError, StorageError, DatabaseUrlError)
-
-
-def database_error(url: str | None, exc: psycopg.Error) -> str:
-    """One line for a database error that escaped a command, without the password.
-
-    A connect failure is described like `check_connection` does; anything else names the
-    target and the server's first line, with the URL and the password cut out (libpq quotes
-    unparsable URIs whole)."""
-    text = str(exc).strip()
-    line = text.splitlines()[0] if text else type(exc).__name__
-    if not url:
-        return f"database error: {line}"
-    try:
-        if isinstance(exc, psycopg.OperationalError):
-            return str(translate_connect_error(url, exc))
-        target = describe_target(url)
-        password = str(conninfo_to_dict(to_libpq_url(url)).get("password") or "")
-    except DatabaseUrlError as bad:
-        return str(bad)
-    line = line.replace(url, "<url>")
-    return f"database error at {target}: {line.replace(password, '***') if password else line}"
 
 
 def _database_url(settings: Settings) -> str:

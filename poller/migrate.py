@@ -160,6 +160,27 @@ def translate_connect_error(url: str, exc: psycopg.OperationalError) -> Database
     return DatabaseUnreachableError(f"cannot reach PostgreSQL at {target}: {detail}")
 
 
+def database_error(url: str | None, exc: BaseException) -> str:
+    """One line for a database error that escaped a command, without the password.
+
+    A connect failure is described like `check_connection` does; anything else names the
+    target and the server's first line, with the URL and the password cut out (libpq quotes
+    unparsable URIs whole)."""
+    text = str(exc).strip()
+    line = text.splitlines()[0] if text else type(exc).__name__
+    if not url:
+        return f"database error: {line}"
+    try:
+        if isinstance(exc, psycopg.OperationalError):
+            return str(translate_connect_error(url, exc))
+        target = describe_target(url)
+        password = str(conninfo_to_dict(to_libpq_url(url)).get("password") or "")
+    except DatabaseUrlError as bad:
+        return str(bad)
+    line = line.replace(url, "<url>")
+    return f"database error at {target}: {line.replace(password, '***') if password else line}"
+
+
 @contextmanager
 def _one_line_errors(url: str) -> Iterator[None]:
     """SQLAlchemy wraps driver errors in a message of several lines quoting the SQL; a
@@ -171,11 +192,7 @@ def _one_line_errors(url: str) -> Iterator[None]:
         cause = wrapped.orig if isinstance(wrapped.orig, psycopg.Error) else wrapped
         if isinstance(cause, psycopg.OperationalError):  # the server went away mid-way
             raise translate_connect_error(url, cause) from None
-        line = _first_line(cause)
-        password = str(conninfo_to_dict(to_libpq_url(url)).get("password") or "")
-        if password:
-            line = line.replace(password, "***")
-        raise DatabaseUrlError(f"database error at {describe_target(url)}: {line}") from None
+        raise DatabaseUrlError(database_error(url, cause)) from None
 
 
 def check_connection(url: str) -> None:

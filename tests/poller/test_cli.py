@@ -17,7 +17,7 @@ from urllib.parse import urlsplit, urlunsplit
 import psycopg
 import pytest
 
-from poller import commands
+from poller import migrate
 from poller.tables import GenerationJob
 from tests.poller.helpers import execute, fetch, insert_jobs, job_row
 
@@ -400,7 +400,7 @@ def test_storage_gc_without_database_url_does_not_create_the_store(tmp_path: Pat
 def test_database_errors_are_one_line_without_the_password(
     url: str, error: psycopg.Error, expected: str
 ) -> None:
-    message = commands.database_error(url, error)
+    message = migrate.database_error(url, error)
     assert message.startswith(expected) and "\n" not in message
     assert "s3cretpw" not in message
 
