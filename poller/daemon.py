@@ -10,7 +10,6 @@ each: spawning tasks was the largest single cost of a poll that does no I/O.
 
 from __future__ import annotations
 
-import math
 import random
 import time
 import uuid
@@ -560,12 +559,8 @@ class Daemon:
         metrics.labelled(metrics.FINISHED, job.provider_id, status).inc()
         # A counter raises on a negative amount (a plugin reporting a credit), here in a
         # worker or the write-back task, which took the daemon down; NaN would stick for good.
-        try:
-            amount = float(cost) if cost is not None else 0.0
-        except ValueError:  # a signalling NaN
-            amount = 0.0
-        if math.isfinite(amount) and amount > 0:
-            metrics.COST.labels(job.provider_id).inc(amount)
+        if cost is not None and cost.is_finite() and cost > 0:
+            metrics.COST.labels(job.provider_id).inc(float(cost))
         event = "job.completed" if status == "completed" else f"job.{status}"
         self._job_log.info(event, status=status, **fields)
 

@@ -394,19 +394,17 @@ def _write_back_row(w: PendingWrite) -> dict[str, Any]:
             started=o.started,
             error_count=0,
             error_message=_storable(o.error_message),
-            cost_usd=_storable_cost(o.cost_usd, text=True),
+            cost_usd=None if (cost := _storable_cost(o.cost_usd)) is None else str(cost),
             release=False,
         )
     return row
 
 
-def _storable_cost(cost: Decimal | None, *, text: bool = False) -> Decimal | str | None:
+def _storable_cost(cost: Decimal | None) -> Decimal | None:
     """A cost PostgreSQL sums: a NaN or an infinity (a plugin adapter's arithmetic gone wrong)
     is stored as unknown, NULL. ``numeric`` accepts 'NaN', and one NaN row makes every
     ``SUM(cost_usd)`` of a tenant's spend NaN."""
-    if cost is None or not cost.is_finite():
-        return None
-    return str(cost) if text else cost
+    return cost if cost is not None and cost.is_finite() else None
 
 
 _SURROGATE = re.compile("[\ud800-\udfff]")
